@@ -1,0 +1,2 @@
+//! The Data Hub web app.
+fn main() {}

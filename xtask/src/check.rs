@@ -1,0 +1,114 @@
+//! `cargo xtask check`: are all Data Hub `workspaceId` values backfilled? The gate before the
+//! contract migration. Counts NULLs per table through the `workspaceId` index (fast once the
+//! backfill has run ANALYZE), or reports that the columns do not exist (expand not applied).
+
+use anyhow::{Context, Result};
+use postgres::Client;
+use serde_json::json;
+
+use crate::db::quote_ident;
+use crate::migrations::EXPAND;
+use crate::report::{thousands, Table};
+use crate::tables::DATAHUB_TABLES;
+
+pub const ALL_BACKFILLED: &str = "✅ All Data Hub workspaceId values are backfilled (no NULLs).";
+
+/// Which of the four tables have a `workspaceId` column in the current schema.
+const COLUMNS_SQL: &str = "
+    SELECT table_name::text FROM information_schema.columns
+    WHERE table_schema = current_schema() AND column_name = 'workspaceId'
+      AND table_name::text = ANY($1)";
+
+#[derive(Debug, Clone)]
+pub enum CheckReport {
+    /// The expand migration is not (fully) applied: these tables lack the column.
+    MissingColumns { missing: Vec<String> },
+    /// NULL counts per table (all zero means backfilled).
+    Counts { nulls: Vec<(String, i64)> },
+}
+
+pub fn check(client: &mut Client) -> Result<CheckReport> {
+    let tables: Vec<String> = DATAHUB_TABLES.iter().map(|t| t.to_string()).collect();
+    let present: Vec<String> = client
+        .query(COLUMNS_SQL, &[&tables])
+        .context("cannot look up the `workspaceId` columns")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let missing: Vec<String> = tables
+        .iter()
+        .filter(|t| !present.contains(t))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Ok(CheckReport::MissingColumns { missing });
+    }
+    let mut nulls = Vec::new();
+    for table in DATAHUB_TABLES {
+        // ACCESS SHARE only; with the workspaceId index and fresh statistics this is an index
+        // scan over the NULL entries, not a table scan.
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE \"workspaceId\" IS NULL",
+            quote_ident(table)
+        );
+        let count: i64 = client
+            .query_one(&sql, &[])
+            .with_context(|| format!("cannot count NULL `workspaceId` in `{table}`"))?
+            .get(0);
+        nulls.push((table.to_string(), count));
+    }
+    Ok(CheckReport::Counts { nulls })
+}
+
+impl CheckReport {
+    pub fn is_backfilled(&self) -> bool {
+        match self {
+            CheckReport::MissingColumns { .. } => false,
+            CheckReport::Counts { nulls } => nulls.iter().all(|(_, n)| *n == 0),
+        }
+    }
+
+    pub fn total_nulls(&self) -> i64 {
+        match self {
+            CheckReport::MissingColumns { .. } => 0,
+            CheckReport::Counts { nulls } => nulls.iter().map(|(_, n)| n).sum(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            CheckReport::MissingColumns { missing } => format!(
+                "❌ The workspaceId column does not exist on {}: the expand migration `{EXPAND}` is not applied.\nrun `cargo xtask migrate deploy --to {EXPAND}`\n",
+                missing.join(", ")
+            ),
+            CheckReport::Counts { .. } if self.is_backfilled() => format!("{ALL_BACKFILLED}\n"),
+            CheckReport::Counts { nulls } => {
+                let mut table = Table::new(&["table_name", "null_workspace_ids"]);
+                for (name, count) in nulls {
+                    table.push(vec![name.clone(), thousands(*count)]);
+                }
+                format!(
+                    "{}\n❌ {} Data Hub rows have no workspaceId yet.\nrun `cargo xtask backfill`\n",
+                    table.render(),
+                    thousands(self.total_nulls())
+                )
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            CheckReport::MissingColumns { missing } => json!({
+                "backfilled": false,
+                "columnsMissing": missing,
+                "next": format!("cargo xtask migrate deploy --to {EXPAND}"),
+            }),
+            CheckReport::Counts { nulls } => json!({
+                "backfilled": self.is_backfilled(),
+                "nulls": nulls.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "totalNulls": self.total_nulls(),
+                "next": if self.is_backfilled() { serde_json::Value::Null } else { json!("cargo xtask backfill") },
+            }),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `cargo xtask`: runs every step of the Data Hub workspace tenancy release and its recovery
+//! plan. Each subcommand is one module; this file only dispatches and turns errors into exit
+//! codes (SPEC §5: 0 done, 1 not in the required state, 2 usage or environment error).
+
+pub mod check;
+pub mod cli;
+pub mod cluster;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod migrate;
+pub mod migrations;
+pub mod report;
+pub mod tables;
+pub mod verify;
+
+use std::ffi::OsString;
+
+use anyhow::Result;
+use pico_args::Arguments;
+
+use crate::cli::Globals;
+use crate::error::{usage, Outcome};
+
+pub const HELP: &str = "\
+cargo xtask: the Data Hub workspace tenancy release, one safe command at a time
+
+USAGE:
+    cargo xtask <COMMAND> [OPTIONS]
+
+COMMANDS:
+    migrate status|deploy|resolve|new   Prisma-compatible migrations
+    check                               are all workspaceId values backfilled? (exit 0 / 1)
+    verify                              the recovery plan's verification queries
+    demo                                the whole story on a throwaway PostgreSQL
+
+OPTIONS (every command):
+    --database-url URL     the database (default: DATABASE_URL); Prisma URLs work as they are
+    --migrations-dir DIR   the migrations folder (default: the repository's migrations/)
+    -h, --help             help for the command
+
+Exit codes: 0 done, 1 the database is not in the required state, 2 usage or environment error.
+";
+
+const CHECK_HELP: &str = "\
+cargo xtask check [--json]: counts NULL workspaceId values in the four Data Hub tables.
+Exit 0 when there are none, 1 when some remain (run `cargo xtask backfill`) or the columns do
+not exist yet (run the expand migration).
+";
+
+const VERIFY_HELP: &str = "\
+cargo xtask verify [--json]: the recovery plan's three verification queries (workspaceId
+columns, foreign keys to Workspace(id), indexes on workspaceId) with a verdict each.
+Exit 0 when all three verdicts are ok.
+";
+
+/// Runs `cargo xtask` with these arguments and returns the process exit code.
+pub fn run(args: Vec<OsString>) -> i32 {
+    match dispatch(args) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            error::exit_code(&error)
+        }
+    }
+}
+
+fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
+    let mut args = Arguments::from_vec(args);
+    let globals = Globals::take(&mut args)?;
+    let command = args.subcommand().map_err(cli::parse_error)?;
+    match command.as_deref() {
+        None | Some("help") => {
+            print!("{HELP}");
+            let asked = cli::wants_help(&mut args) || command.is_some();
+            if asked {
+                Ok(Outcome::Ready)
+            } else {
+                Err(usage("no command given; see the list above"))
+            }
+        }
+        Some("migrate") => migrate::run(args, &globals),
+        Some("check") => run_check(args, &globals),
+        Some("verify") => run_verify(args, &globals),
+        Some("demo") => demo::run(args, &globals),
+        Some(other) => Err(usage(format!(
+            "unknown command `{other}`; see `cargo xtask --help`"
+        ))),
+    }
+}
+
+fn run_check(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{CHECK_HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    cli::finish(args, "check")?;
+    let mut client = globals.url()?.connect()?;
+    let report = check::check(&mut client)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(Outcome::from_ready(report.is_backfilled()))
+}
+
+fn run_verify(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{VERIFY_HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    cli::finish(args, "verify")?;
+    let mut client = globals.url()?.connect()?;
+    let report = verify::verify(&mut client)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(Outcome::from_ready(report.is_ok()))
+}

@@ -1,0 +1,259 @@
+//! `migrate deploy [--to NAME]`: applies pending migrations in order, each as one script, under
+//! Prisma's advisory lock, recording each in `_prisma_migrations` exactly as Prisma does.
+//!
+//! DDL runs with a short `lock_timeout`: a migration that cannot get its lock quickly gives up
+//! and is retried with backoff, rather than queueing every app query behind its lock request.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use postgres::error::SqlState;
+use postgres::Client;
+
+use super::history;
+use super::state::{self, State};
+use crate::db::{self, quote_ident, DatabaseUrl};
+use crate::migrations::{self, Migration};
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Apply up to and including this migration.
+    pub to: Option<String>,
+    /// How long to wait for another deploy holding the advisory lock.
+    pub lock_wait: Duration,
+    /// `lock_timeout` for the migration scripts.
+    pub lock_timeout: Duration,
+    /// How many times a script that hit `lock_timeout` is tried again.
+    pub lock_retries: u32,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            to: None,
+            lock_wait: Duration::from_secs(60),
+            lock_timeout: Duration::from_secs(2),
+            lock_retries: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub name: String,
+    pub duration: Duration,
+    /// Tries that ended in a lock timeout before the one that went through.
+    pub lock_timeouts: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeployReport {
+    pub applied: Vec<Applied>,
+}
+
+impl DeployReport {
+    pub fn render(&self) -> String {
+        if self.applied.is_empty() {
+            return "No pending migrations to apply.\n".to_string();
+        }
+        let mut out = String::new();
+        for applied in &self.applied {
+            let retries = match applied.lock_timeouts {
+                0 => String::new(),
+                n => format!(" after {n} lock timeout(s)"),
+            };
+            out.push_str(&format!(
+                "applied `{}` in {} ms{retries}\n",
+                applied.name,
+                applied.duration.as_millis()
+            ));
+        }
+        out.push_str(&format!(
+            "{} migration(s) applied.\n",
+            self.applied.len()
+        ));
+        out
+    }
+}
+
+pub fn deploy(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    migrations: &[Migration],
+    options: &DeployOptions,
+) -> Result<DeployReport> {
+    if let Some(to) = &options.to {
+        migrations::find(migrations, to)?;
+    }
+    db::acquire_migration_lock(client, options.lock_wait)?;
+    let result = deploy_locked(client, url, migrations, options);
+    let unlocked = db::release_migration_lock(client);
+    let report = result?;
+    unlocked?;
+    Ok(report)
+}
+
+fn deploy_locked(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    migrations: &[Migration],
+    options: &DeployOptions,
+) -> Result<DeployReport> {
+    if url.has_explicit_schema() {
+        client.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(url.schema())
+        ))?;
+    }
+    history::create_table(client)?;
+    let records = history::load(client)?;
+    let entries = state::compute(migrations, &records);
+    refuse_unless_clean(&entries)?;
+
+    let mut report = DeployReport::default();
+    for migration in migrations {
+        let entry_state = entries
+            .iter()
+            .find(|e| e.name == migration.name)
+            .map(|e| e.state.clone())
+            .unwrap_or(State::Pending);
+        if entry_state.is_pending() {
+            report.applied.push(apply(client, migration, options)?);
+        }
+        if options.to.as_deref() == Some(migration.name.as_str()) {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// Prisma refuses to deploy over a failed migration (P3009); we also refuse over an edited or
+/// missing one, because the database no longer matches the folder.
+fn refuse_unless_clean(entries: &[state::Entry]) -> Result<()> {
+    for entry in entries {
+        let name = &entry.name;
+        match entry.state {
+            State::Failed => bail!(
+                "migration `{name}` failed at {} UTC and is not resolved, so nothing was deployed.\n{}\nOnce the cause is fixed, run `cargo xtask migrate resolve --rolled-back {name}` and then `cargo xtask migrate deploy`",
+                entry.at.as_deref().unwrap_or("?"),
+                first_lines(entry.logs.as_deref().unwrap_or("(no logs recorded)"))
+            ),
+            State::Edited => bail!(
+                "migration `{name}` was edited after it was applied (its checksum differs from `_prisma_migrations`), so nothing was deployed; restore the applied file (`git checkout -- migrations/{name}/migration.sql`) and put changes in a new migration (`cargo xtask migrate new NAME`)"
+            ),
+            State::MissingLocally => bail!(
+                "migration `{name}` is applied in the database but missing from the migrations folder, so nothing was deployed; restore it from version control or check out the branch that has it"
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) -> Result<Applied> {
+    let name = &migration.name;
+    eprintln!("applying `{name}` ...");
+    let started = Instant::now();
+    let id = history::insert_started(client, name, &migration.checksum)?;
+    client.execute(
+        "SELECT set_config('lock_timeout', $1, false)",
+        &[&format!("{}ms", options.lock_timeout.as_millis())],
+    )?;
+    let mut lock_timeouts = 0;
+    let outcome = loop {
+        let result = client.batch_execute(&migration.script);
+        if result.is_err() {
+            // A script with its own BEGIN leaves the session in an aborted transaction on error;
+            // outside a transaction this ROLLBACK is only a warning.
+            let _ = client.batch_execute("ROLLBACK");
+        }
+        match result {
+            Err(error)
+                if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                    && lock_timeouts < options.lock_retries =>
+            {
+                lock_timeouts += 1;
+                let backoff = Duration::from_millis(250 * 2u64.pow(lock_timeouts - 1));
+                eprintln!(
+                    "  `{name}` could not get its lock within {} ms (try {lock_timeouts} of {}); retrying in {} ms",
+                    options.lock_timeout.as_millis(),
+                    options.lock_retries + 1,
+                    backoff.as_millis()
+                );
+                std::thread::sleep(backoff);
+            }
+            other => break other,
+        }
+    };
+    client.batch_execute("RESET lock_timeout")?;
+    match outcome {
+        Ok(()) => {
+            history::mark_finished(client, &id)?;
+            Ok(Applied {
+                name: name.clone(),
+                duration: started.elapsed(),
+                lock_timeouts,
+            })
+        }
+        Err(error) => {
+            let logs = prisma_logs(&error);
+            history::mark_failed(client, &id, &logs)?;
+            let lock_note = if lock_timeouts > 0 {
+                format!(" after {lock_timeouts} lock timeout(s)")
+            } else {
+                String::new()
+            };
+            let next = if migration.name == migrations::CONTRACT {
+                format!("fill the NULLs with `cargo xtask backfill` (check with `cargo xtask check`), then run `cargo xtask migrate resolve --rolled-back {name}` and `cargo xtask migrate deploy`")
+            } else {
+                format!("fix the cause, then run `cargo xtask migrate resolve --rolled-back {name}` and `cargo xtask migrate deploy`")
+            };
+            bail!(
+                "migration `{name}` failed{lock_note}: {}\nPostgreSQL rolled the whole script back, so nothing of it was applied; the failure is recorded in `_prisma_migrations`.\nNext: {next}",
+                first_lines(&logs)
+            )
+        }
+    }
+}
+
+/// The failed row's `logs`, in Prisma's words: SQLSTATE and message (plus detail and hint).
+pub fn prisma_logs(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut logs = format!(
+                "Database error code: {}\n\nDatabase error:\n{}: {}",
+                db.code().code(),
+                db.severity(),
+                db.message()
+            );
+            if let Some(detail) = db.detail() {
+                logs.push_str(&format!("\nDETAIL: {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                logs.push_str(&format!("\nHINT: {hint}"));
+            }
+            if let Some(location) = db.where_() {
+                logs.push_str(&format!("\nCONTEXT: {location}"));
+            }
+            logs
+        }
+        None => format!("Database error:\n{}", db::describe_driver_error(error)),
+    }
+}
+
+/// The part of Prisma's logs worth showing in one message: code and error line.
+fn first_lines(logs: &str) -> String {
+    let code = logs
+        .lines()
+        .find_map(|l| l.strip_prefix("Database error code: "))
+        .unwrap_or("");
+    let message = logs
+        .lines()
+        .find(|l| l.starts_with("ERROR: ") || l.starts_with("FATAL: "))
+        .unwrap_or_else(|| logs.lines().last().unwrap_or(""));
+    if code.is_empty() {
+        message.to_string()
+    } else {
+        format!("{message} (SQLSTATE {code})")
+    }
+}

@@ -1,0 +1,157 @@
+//! Prisma's bookkeeping table `_prisma_migrations`, read and written exactly as Prisma does, so
+//! that Prisma and `cargo xtask` can take turns on one database.
+
+use anyhow::{Context, Result};
+use postgres::Client;
+
+/// Prisma's own definition of the table, in the URL's schema (the search_path).
+const CREATE_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
+    "id"                    VARCHAR(36) PRIMARY KEY NOT NULL,
+    "checksum"              VARCHAR(64) NOT NULL,
+    "finished_at"           TIMESTAMPTZ,
+    "migration_name"        VARCHAR(255) NOT NULL,
+    "logs"                  TEXT,
+    "rolled_back_at"        TIMESTAMPTZ,
+    "started_at"            TIMESTAMPTZ NOT NULL DEFAULT now(),
+    "applied_steps_count"   INTEGER NOT NULL DEFAULT 0
+)"#;
+
+/// Every row, oldest first. Timestamps come back as UTC text so no date crate is needed.
+const SELECT_ALL: &str = r#"
+SELECT "id", "checksum",
+       to_char("finished_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+       "migration_name", "logs",
+       to_char("rolled_back_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+       to_char("started_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+       "applied_steps_count"
+FROM "_prisma_migrations"
+ORDER BY "started_at", "id""#;
+
+/// One row of `_prisma_migrations`.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: String,
+    pub checksum: String,
+    pub finished_at: Option<String>,
+    pub migration_name: String,
+    pub logs: Option<String>,
+    pub rolled_back_at: Option<String>,
+    pub started_at: String,
+    pub applied_steps_count: i32,
+}
+
+impl Record {
+    pub fn is_finished(&self) -> bool {
+        self.finished_at.is_some() && self.rolled_back_at.is_none()
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.finished_at.is_none() && self.rolled_back_at.is_none()
+    }
+}
+
+/// Whether the table exists in the search_path. `migrate status` must not create it.
+pub fn table_exists(client: &mut Client) -> Result<bool> {
+    let row = client
+        .query_one("SELECT to_regclass('\"_prisma_migrations\"') IS NOT NULL", &[])
+        .context("cannot look up the `_prisma_migrations` table")?;
+    Ok(row.get(0))
+}
+
+pub fn create_table(client: &mut Client) -> Result<()> {
+    client
+        .batch_execute(CREATE_TABLE)
+        .context("cannot create the `_prisma_migrations` table")
+}
+
+/// All rows, or none when the table does not exist yet.
+pub fn load(client: &mut Client) -> Result<Vec<Record>> {
+    if !table_exists(client)? {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(SELECT_ALL, &[])
+        .context("cannot read the `_prisma_migrations` table")?;
+    Ok(rows
+        .iter()
+        .map(|row| Record {
+            id: row.get(0),
+            checksum: row.get(1),
+            finished_at: row.get(2),
+            migration_name: row.get(3),
+            logs: row.get(4),
+            rolled_back_at: row.get(5),
+            started_at: row.get(6),
+            applied_steps_count: row.get(7),
+        })
+        .collect())
+}
+
+/// Prisma inserts the row before it runs the script: a crash mid-way leaves a failed row.
+pub fn insert_started(client: &mut Client, name: &str, checksum: &str) -> Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    client
+        .execute(
+            r#"INSERT INTO "_prisma_migrations" ("id", "checksum", "migration_name", "started_at", "applied_steps_count")
+               VALUES ($1, $2, $3, now(), 0)"#,
+            &[&id, &checksum, &name],
+        )
+        .with_context(|| format!("cannot record the start of migration `{name}`"))?;
+    Ok(id)
+}
+
+pub fn mark_finished(client: &mut Client, id: &str) -> Result<()> {
+    client
+        .execute(
+            r#"UPDATE "_prisma_migrations" SET "finished_at" = now(), "applied_steps_count" = 1, "logs" = NULL WHERE "id" = $1"#,
+            &[&id],
+        )
+        .context("cannot record a finished migration in `_prisma_migrations`")?;
+    Ok(())
+}
+
+pub fn mark_failed(client: &mut Client, id: &str, logs: &str) -> Result<()> {
+    client
+        .execute(
+            r#"UPDATE "_prisma_migrations" SET "logs" = $2, "applied_steps_count" = 0 WHERE "id" = $1"#,
+            &[&id, &logs],
+        )
+        .context("cannot record a failed migration in `_prisma_migrations`")?;
+    Ok(())
+}
+
+/// `resolve --rolled-back`: sets `rolled_back_at` on the failed rows of `name`.
+pub fn mark_failed_rolled_back(client: &mut Client, name: &str) -> Result<u64> {
+    client
+        .execute(
+            r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
+               WHERE "migration_name" = $1 AND "finished_at" IS NULL AND "rolled_back_at" IS NULL"#,
+            &[&name],
+        )
+        .with_context(|| format!("cannot mark migration `{name}` as rolled back"))
+}
+
+/// `rollback`: sets `rolled_back_at` on the applied rows of `name`.
+pub fn mark_applied_rolled_back(client: &mut Client, name: &str) -> Result<u64> {
+    client
+        .execute(
+            r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
+               WHERE "migration_name" = $1 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#,
+            &[&name],
+        )
+        .with_context(|| format!("cannot mark migration `{name}` as rolled back"))
+}
+
+/// `resolve --applied`: a new row that says the migration is applied, with no steps run.
+pub fn insert_resolved_applied(client: &mut Client, name: &str, checksum: &str) -> Result<()> {
+    let id = uuid::Uuid::new_v4().to_string();
+    client
+        .execute(
+            r#"INSERT INTO "_prisma_migrations" ("id", "checksum", "migration_name", "started_at", "finished_at", "applied_steps_count")
+               VALUES ($1, $2, $3, now(), now(), 0)"#,
+            &[&id, &checksum, &name],
+        )
+        .with_context(|| format!("cannot record migration `{name}` as applied"))?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `cargo xtask migrate`: status, deploy, resolve and new, compatible with Prisma Migrate.
+
+pub mod deploy;
+pub mod history;
+pub mod new;
+pub mod resolve;
+pub mod state;
+pub mod status;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use pico_args::Arguments;
+
+use crate::cli::{self, Globals};
+use crate::error::{usage, Outcome};
+
+pub use deploy::{deploy, DeployOptions, DeployReport};
+pub use resolve::{resolve, Resolution};
+pub use status::{status, StatusReport};
+
+pub const HELP: &str = "\
+cargo xtask migrate: Prisma-compatible migrations
+
+USAGE:
+    cargo xtask migrate status [--json]
+    cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS]
+    cargo xtask migrate resolve --rolled-back NAME
+    cargo xtask migrate resolve --applied NAME
+    cargo xtask migrate new NAME
+
+status    every migration: applied, pending, failed, rolled back, edited, missing locally;
+          exits 0 only when the database is up to date
+deploy    applies pending migrations in order (up to and including --to NAME), each as one
+          script under Prisma's advisory lock; refuses while a migration is failed
+resolve   --rolled-back: a failed migration becomes pending again (its script was rolled back)
+          --applied: a failed or pending migration is recorded as applied without running it
+new       creates migrations/<UTC timestamp>_<name>/migration.sql
+
+OPTIONS:
+    --database-url URL     instead of DATABASE_URL (Prisma URLs work, including ?schema=)
+    --migrations-dir DIR   instead of the repository's migrations/
+";
+
+pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let subcommand = args.subcommand().map_err(cli::parse_error)?;
+    match subcommand.as_deref() {
+        Some("status") => run_status(args, globals),
+        Some("deploy") => run_deploy(args, globals),
+        Some("resolve") => run_resolve(args, globals),
+        Some("new") => run_new(args, globals),
+        Some(other) => Err(usage(format!(
+            "unknown subcommand `migrate {other}`; use status, deploy, resolve or new (see `cargo xtask migrate --help`)"
+        ))),
+        None => Err(usage(
+            "`cargo xtask migrate` needs a subcommand: status, deploy, resolve or new (see `cargo xtask migrate --help`)",
+        )),
+    }
+}
+
+fn run_status(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    let json = args.contains("--json");
+    cli::finish(args, "migrate status")?;
+    let migrations = globals.migrations()?;
+    let url = globals.url()?;
+    let mut client = url.connect()?;
+    let report = status(&mut client, &migrations)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        println!(
+            "{} migrations in `{}`, database `{}`, schema `{}`\n",
+            migrations.len(),
+            globals.migrations_dir.display(),
+            url.describe(),
+            url.schema()
+        );
+        print!("{}", report.render());
+    }
+    Ok(Outcome::from_ready(report.is_up_to_date()))
+}
+
+fn run_deploy(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    let to: Option<String> = args.opt_value_from_str("--to").map_err(cli::parse_error)?;
+    let lock_wait = cli::positive(&mut args, "--lock-wait")?;
+    cli::finish(args, "migrate deploy")?;
+    let migrations = globals.migrations()?;
+    if let Some(to) = &to {
+        crate::migrations::find(&migrations, to)?;
+    }
+    let url = globals.url()?;
+    let mut client = url.connect()?;
+    let mut options = DeployOptions {
+        to,
+        ..DeployOptions::default()
+    };
+    if let Some(seconds) = lock_wait {
+        options.lock_wait = Duration::from_secs(seconds);
+    }
+    let report = deploy(&mut client, &url, &migrations, &options)?;
+    print!("{}", report.render());
+    Ok(Outcome::Ready)
+}
+
+fn run_resolve(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    let rolled_back: Option<String> = args
+        .opt_value_from_str("--rolled-back")
+        .map_err(cli::parse_error)?;
+    let applied: Option<String> = args
+        .opt_value_from_str("--applied")
+        .map_err(cli::parse_error)?;
+    cli::finish(args, "migrate resolve")?;
+    let (resolution, name) = match (rolled_back, applied) {
+        (Some(name), None) => (Resolution::RolledBack, name),
+        (None, Some(name)) => (Resolution::Applied, name),
+        _ => {
+            return Err(usage(
+                "`cargo xtask migrate resolve` takes exactly one of `--rolled-back NAME` or `--applied NAME`",
+            ))
+        }
+    };
+    let migrations = globals.migrations()?;
+    let url = globals.url()?;
+    let mut client = url.connect()?;
+    let message = resolve(
+        &mut client,
+        &migrations,
+        resolution,
+        &name,
+        DeployOptions::default().lock_wait,
+    )?;
+    println!("{message}");
+    Ok(Outcome::Ready)
+}
+
+fn run_new(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    let name: Option<String> = args.opt_free_from_str().map_err(cli::parse_error)?;
+    cli::finish(args, "migrate new")?;
+    let name = name.ok_or_else(|| usage("`cargo xtask migrate new` needs a NAME, e.g. `cargo xtask migrate new add_insight_read_at`"))?;
+    let path = new::new_migration(&globals.migrations_dir, &name)?;
+    println!("Created `{}`", path.display());
+    Ok(Outcome::Ready)
+}

@@ -1,0 +1,159 @@
+//! The migrations folder in Prisma's layout: `migration_lock.toml` plus one directory per
+//! migration, `<14-digit timestamp>_<name>/migration.sql`. Pure: reads files, never a database.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+
+use crate::error::{environment, usage};
+
+/// The three migrations of the workspace tenancy release, by their exact names.
+pub const INIT: &str = "20251201000000_init";
+pub const EXPAND: &str = "20251219170000_add_workspace_to_datahub_models";
+pub const CONTRACT: &str = "20251219171000_datahub_workspace_not_null";
+
+/// One migration directory as it is on disk.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub name: String,
+    pub path: PathBuf,
+    pub script: String,
+    /// Lowercase hex SHA-256 of the raw bytes of `migration.sql`, as Prisma computes it.
+    pub checksum: String,
+}
+
+/// The `migrations/` folder of this repository.
+pub fn default_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .join("migrations")
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn checksum(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
+/// Whether `name` has Prisma's shape: 14 digits, an underscore, then letters, digits, `_` or `-`.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() > 15
+        && bytes[..14].iter().all(u8::is_ascii_digit)
+        && bytes[14] == b'_'
+        && bytes[15..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+}
+
+/// Reads every migration in `dir`, sorted by name (the timestamp prefix orders them).
+pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
+    let entries = std::fs::read_dir(dir).map_err(|error| {
+        environment(format!(
+            "cannot read the migrations folder `{}`: {error}; run from the repository or pass `--migrations-dir DIR`",
+            dir.display()
+        ))
+    })?;
+    check_lock_file(dir)?;
+    let mut migrations = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| {
+            environment(format!("cannot list `{}`: {error}", dir.display()))
+        })?;
+        let path = entry.path();
+        if !path.is_dir() {
+            // Prisma ignores files next to the migration directories (the lock file, READMEs).
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_valid_name(&name) {
+            return Err(environment(format!(
+                "`{}` is not a migration directory name: expected `<14-digit UTC timestamp>_<name>` like `{EXPAND}`; rename or remove it (new ones come from `cargo xtask migrate new NAME`)",
+                path.display()
+            )));
+        }
+        let script_path = path.join("migration.sql");
+        let bytes = std::fs::read(&script_path).map_err(|error| {
+            environment(format!(
+                "migration `{name}` has no readable `migration.sql` (`{}`: {error}); restore the file or remove the directory",
+                script_path.display()
+            ))
+        })?;
+        let checksum = checksum(&bytes);
+        let script = String::from_utf8(bytes).map_err(|_| {
+            environment(format!(
+                "`{}` is not valid UTF-8; save it as UTF-8",
+                script_path.display()
+            ))
+        })?;
+        migrations.push(Migration {
+            name,
+            path,
+            script,
+            checksum,
+        });
+    }
+    migrations.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(migrations)
+}
+
+fn check_lock_file(dir: &Path) -> Result<()> {
+    let lock_path = dir.join("migration_lock.toml");
+    let Ok(text) = std::fs::read_to_string(&lock_path) else {
+        return Ok(());
+    };
+    let provider = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix("provider"))
+        .map(|rest| rest.trim().trim_start_matches('=').trim().trim_matches('"'));
+    match provider {
+        Some("postgresql") | None => Ok(()),
+        Some(other) => Err(environment(format!(
+            "`{}` says provider `{other}`, but these migrations are for PostgreSQL; set `provider = \"postgresql\"`",
+            lock_path.display()
+        ))),
+    }
+}
+
+/// The local migration called `name`, or a usage error listing what exists.
+pub fn find<'a>(migrations: &'a [Migration], name: &str) -> Result<&'a Migration> {
+    migrations.iter().find(|m| m.name == name).ok_or_else(|| {
+        let known: Vec<&str> = migrations.iter().map(|m| m.name.as_str()).collect();
+        usage(format!(
+            "there is no migration `{name}` in the migrations folder; known: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_is_lowercase_hex_sha256_of_raw_bytes() {
+        assert_eq!(
+            checksum(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(checksum(b"a;\r\n"), checksum(b"a;\n"));
+    }
+
+    #[test]
+    fn names_follow_prisma_layout() {
+        assert!(is_valid_name(EXPAND));
+        assert!(is_valid_name("20251219170000_a-b"));
+        assert!(!is_valid_name("2025_init"));
+        assert!(!is_valid_name("20251219170000_"));
+        assert!(!is_valid_name("20251219170000-init"));
+        assert!(!is_valid_name("20251219170000_bad name"));
+    }
+}
