@@ -1,1 +1,3 @@
+//! Shared test support for the Data Hub workspace: a real PostgreSQL for every test.
+
 pub mod harness;

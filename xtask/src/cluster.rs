@@ -15,6 +15,7 @@ use crate::error::environment;
 
 pub struct TempCluster {
     root: PathBuf,
+    password: String,
     bin_dir: PathBuf,
     port: u16,
     run_as: Option<String>,
@@ -41,6 +42,7 @@ impl TempCluster {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create `{}`", root.display()))?;
         let mut cluster = TempCluster {
+            password: format!("pw{}{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             root,
             bin_dir,
             port: 0,
@@ -57,6 +59,8 @@ impl TempCluster {
                 .context("cannot hand the cluster directory to the `postgres` user")?;
         }
         let data = self.root.join("data");
+        let password_file = self.root.join("password");
+        std::fs::write(&password_file, &self.password)?;
         let initdb = self.bin_dir.join("initdb");
         self.run_server_tool(
             &initdb,
@@ -65,7 +69,10 @@ impl TempCluster {
                 &data.to_string_lossy(),
                 "-U",
                 "postgres",
-                "--auth=trust",
+                // Local sockets trust the OS user; TCP asks for the password, as a real server does.
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                &format!("--pwfile={}", password_file.display()),
                 "-E",
                 "UTF8",
                 "--locale=C",
@@ -74,12 +81,13 @@ impl TempCluster {
         )
         .context("initdb failed")?;
         self.port = free_port()?;
+        let tls = self.make_certificate();
         // Durability is pointless for a throwaway cluster; these settings make it fast.
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB",
             self.port,
             self.root.display()
-        );
+        ) + tls;
         let pg_ctl = self.bin_dir.join("pg_ctl");
         let log = self.root.join("server.log");
         self.run_server_tool(
@@ -103,6 +111,51 @@ impl TempCluster {
         })?;
         self.spawn_watchdog();
         Ok(())
+    }
+
+    /// A self-signed certificate so clients can test `sslmode=require`; without the `openssl`
+    /// command the cluster simply runs without TLS.
+    fn make_certificate(&self) -> &'static str {
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "2",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args([
+                "-newkey",
+                "rsa:2048",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.crt",
+            ])
+            .current_dir(self.root.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !made {
+            return "";
+        }
+        if let Some(user) = &self.run_as {
+            let _ = run(Command::new("chown")
+                .arg(user)
+                .arg(self.root.join("data/server.key"))
+                .arg(self.root.join("data/server.crt")));
+        }
+        let _ = std::fs::set_permissions(
+            self.root.join("data/server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        );
+        " -c ssl=on"
     }
 
     fn run_server_tool(&self, tool: &Path, args: &[&str]) -> Result<()> {
@@ -144,9 +197,22 @@ impl TempCluster {
         self.port
     }
 
-    /// A superuser URL for `database` on this cluster (trust authentication, no password).
+    /// A superuser URL for `database` over TCP, with the password. Never print it.
     pub fn url(&self, database: &str) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgresql://postgres:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    /// A superuser URL over the Unix socket, which trusts the local user: no password in it,
+    /// so it can be shown to a person.
+    pub fn socket_url(&self, database: &str) -> String {
+        format!(
+            "postgresql://postgres@/{database}?host={}&port={}",
+            self.root.display(),
+            self.port
+        )
     }
 
     /// Leaves the cluster running after this process ends; returns its data directory.
@@ -165,7 +231,14 @@ impl TempCluster {
         let pg_ctl = self.bin_dir.join("pg_ctl");
         let _ = self.run_server_tool(
             &pg_ctl,
-            &["-D", &data.to_string_lossy(), "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         );
         let _ = std::fs::remove_dir_all(&self.root);
     }

@@ -250,8 +250,11 @@ fn percent_decode(value: &str) -> Result<String> {
     while index < bytes.len() {
         if bytes[index] == b'%' && index + 2 < bytes.len() {
             let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
-            let byte = u8::from_str_radix(hex, 16)
-                .map_err(|_| usage(format!("bad percent-encoding `{value}` in the database URL")))?;
+            let byte = u8::from_str_radix(hex, 16).map_err(|_| {
+                usage(format!(
+                    "bad percent-encoding `{value}` in the database URL"
+                ))
+            })?;
             decoded.push(byte);
             index += 3;
         } else {

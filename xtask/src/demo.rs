@@ -32,7 +32,9 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     eprintln!("starting a throwaway PostgreSQL ...");
     let mut cluster = TempCluster::start()?;
     let admin = DatabaseUrl::parse(&cluster.url("postgres"))?;
-    admin.connect()?.batch_execute("CREATE DATABASE datahub_demo")?;
+    admin
+        .connect()?
+        .batch_execute("CREATE DATABASE datahub_demo")?;
     let url = DatabaseUrl::parse(&cluster.url("datahub_demo"))?;
     let mut client = url.connect()?;
     eprintln!(
@@ -49,7 +51,7 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     println!("== verify\n{}", verification.render());
 
     if keep {
-        let database_url = cluster.url("datahub_demo");
+        let database_url = cluster.socket_url("datahub_demo");
         let data_dir = cluster.keep();
         println!("The cluster keeps running: DATABASE_URL={database_url}");
         println!("Stop it with: pg_ctl -D {} stop", data_dir.display());
@@ -58,5 +60,7 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         cluster.stop();
     }
     eprintln!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(Outcome::from_ready(status.is_up_to_date() && verification.is_ok()))
+    Ok(Outcome::from_ready(
+        status.is_up_to_date() && verification.is_ok(),
+    ))
 }

@@ -63,9 +63,8 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
     check_lock_file(dir)?;
     let mut migrations = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|error| {
-            environment(format!("cannot list `{}`: {error}", dir.display()))
-        })?;
+        let entry = entry
+            .map_err(|error| environment(format!("cannot list `{}`: {error}", dir.display())))?;
         let path = entry.path();
         if !path.is_dir() {
             // Prisma ignores files next to the migration directories (the lock file, READMEs).

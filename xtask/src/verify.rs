@@ -74,7 +74,13 @@ pub fn verify(client: &mut Client) -> Result<VerifyReport> {
         client,
         &columns_sql(),
         &tables,
-        &["table_name", "column_name", "data_type", "is_nullable", "column_default"],
+        &[
+            "table_name",
+            "column_name",
+            "data_type",
+            "is_nullable",
+            "column_default",
+        ],
     )
     .context("cannot run the `workspaceId` columns query")?;
     let foreign_keys = query_table(
@@ -119,7 +125,11 @@ fn query_table(
 ) -> Result<Table> {
     let mut table = Table::new(headers);
     for row in client.query(sql, &[tables])? {
-        table.push((0..headers.len()).map(|i| row.get::<_, String>(i)).collect());
+        table.push(
+            (0..headers.len())
+                .map(|i| row.get::<_, String>(i))
+                .collect(),
+        );
     }
     Ok(table)
 }

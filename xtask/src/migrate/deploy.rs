@@ -68,10 +68,7 @@ impl DeployReport {
                 applied.duration.as_millis()
             ));
         }
-        out.push_str(&format!(
-            "{} migration(s) applied.\n",
-            self.applied.len()
-        ));
+        out.push_str(&format!("{} migration(s) applied.\n", self.applied.len()));
         out
     }
 }

@@ -54,7 +54,10 @@ impl Record {
 /// Whether the table exists in the search_path. `migrate status` must not create it.
 pub fn table_exists(client: &mut Client) -> Result<bool> {
     let row = client
-        .query_one("SELECT to_regclass('\"_prisma_migrations\"') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('\"_prisma_migrations\"') IS NOT NULL",
+            &[],
+        )
         .context("cannot look up the `_prisma_migrations` table")?;
     Ok(row.get(0))
 }

@@ -22,8 +22,7 @@ pub fn new_migration(migrations_dir: &Path, name: &str) -> Result<PathBuf> {
         .context("the system clock is before 1970")?
         .as_secs();
     let dir = migrations_dir.join(format!("{}_{name}", utc_timestamp(seconds)));
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create `{}`", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let script = dir.join("migration.sql");
     std::fs::write(
         &script,

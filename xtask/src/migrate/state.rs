@@ -72,7 +72,10 @@ pub fn compute(local: &[Migration], records: &[Record]) -> Vec<Entry> {
         .into_iter()
         .filter_map(|name| {
             let migration = local.iter().find(|m| m.name == name);
-            let rows: Vec<&Record> = records.iter().filter(|r| r.migration_name == name).collect();
+            let rows: Vec<&Record> = records
+                .iter()
+                .filter(|r| r.migration_name == name)
+                .collect();
             entry(name, migration, &rows)
         })
         .collect()
@@ -86,7 +89,11 @@ fn entry(name: &str, migration: Option<&Migration>, rows: &[&Record]) -> Option<
         logs: logs.cloned(),
     };
     if let Some(failed) = rows.iter().rev().find(|r| r.is_failed()) {
-        return Some(make(State::Failed, Some(&failed.started_at), failed.logs.as_ref()));
+        return Some(make(
+            State::Failed,
+            Some(&failed.started_at),
+            failed.logs.as_ref(),
+        ));
     }
     if let Some(finished) = rows.iter().rev().find(|r| r.is_finished()) {
         let state = match migration {

@@ -32,7 +32,10 @@ impl StatusReport {
     }
 
     pub fn pending(&self) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| e.state.is_pending()).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.state.is_pending())
+            .collect()
     }
 
     pub fn first(&self, state: &State) -> Option<&Entry> {
@@ -40,7 +43,10 @@ impl StatusReport {
     }
 
     pub fn state_of(&self, name: &str) -> Option<&State> {
-        self.entries.iter().find(|e| e.name == name).map(|e| &e.state)
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| &e.state)
     }
 
     pub fn table(&self) -> Table {

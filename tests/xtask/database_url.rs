@@ -1,0 +1,98 @@
+//! Prisma-style database URLs: `?schema=`, `sslmode`, and Prisma-only parameters.
+
+use datahub_tests::harness::{run_xtask, text, TestDb};
+use xtask::db::DatabaseUrl;
+
+fn with_params(db: &TestDb, params: &str) -> String {
+    format!("{}?{params}", db.url())
+}
+
+#[test]
+fn schema_parameter_keeps_everything_in_that_schema() {
+    let db = TestDb::new();
+    let url = with_params(&db, "schema=other&connection_limit=5&pool_timeout=10");
+    let deploy = run_xtask(&["migrate", "deploy"], Some(&url));
+    assert_eq!(deploy.status.code(), Some(0), "{}", text(&deploy.stderr));
+    assert_eq!(
+        run_xtask(&["migrate", "status"], Some(&url)).status.code(),
+        Some(0)
+    );
+    assert_eq!(run_xtask(&["check"], Some(&url)).status.code(), Some(0));
+    assert_eq!(run_xtask(&["verify"], Some(&url)).status.code(), Some(0));
+
+    let mut client = db.client();
+    let located: Vec<(String, bool)> = client
+        .query(
+            "SELECT name, to_regclass(name) IS NOT NULL FROM unnest(ARRAY[
+                'other._prisma_migrations', 'other.\"MetricDaily\"', 'other.\"User\"',
+                'public._prisma_migrations', 'public.\"MetricDaily\"', 'public.\"User\"']) AS name",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (name, exists) in located {
+        assert_eq!(exists, name.starts_with("other."), "{name}");
+    }
+    // The public schema's view of the same database: nothing deployed there.
+    assert_eq!(
+        run_xtask(&["migrate", "status"], Some(db.url()))
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn sslmode_require_connects_over_tls() {
+    let db = TestDb::new();
+    let url = DatabaseUrl::parse(&with_params(&db, "sslmode=require&connection_limit=1")).unwrap();
+    let mut client = url.connect().unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ssl, "sslmode=require must encrypt the connection");
+
+    let plain = DatabaseUrl::parse(&with_params(&db, "sslmode=disable")).unwrap();
+    let ssl: bool = plain
+        .connect()
+        .unwrap()
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!ssl);
+}
+
+#[test]
+fn descriptions_never_contain_the_password() {
+    let url = DatabaseUrl::parse(
+        "postgresql://alice:s3cret%21@db.example.com:6543/app?schema=x&pgbouncer=true",
+    )
+    .unwrap();
+    assert_eq!(url.describe(), "db.example.com:6543/app as alice");
+    assert_eq!(url.schema(), "x");
+    assert_eq!(
+        xtask::db::redact_password("postgresql://alice:s3cret@host/db?x=1"),
+        "postgresql://alice:***@host/db?x=1"
+    );
+}
+
+#[test]
+fn unknown_sslmode_is_a_usage_error() {
+    let output = run_xtask(
+        &["check"],
+        Some("postgresql://u:secret-pw@127.0.0.1:1/db?sslmode=sometimes"),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("sslmode=sometimes"), "{stderr}");
+    assert!(!stderr.contains("secret-pw"), "{stderr}");
+}

@@ -1,0 +1,9 @@
+//! Tests of `cargo xtask` commands against real PostgreSQL: a `mod` per command, one binary.
+
+mod bad_input;
+mod concurrency;
+mod database_url;
+mod incident;
+mod migrate_resolve;
+mod migrate_status;
+mod support;
