@@ -1,6 +1,8 @@
 //! Tests of `cargo xtask` commands against real PostgreSQL: a `mod` per command, one binary.
 
+mod backfill;
 mod bad_input;
+mod check_verify;
 mod concurrency;
 mod database_url;
 mod incident;

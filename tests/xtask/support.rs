@@ -65,3 +65,61 @@ pub fn bookkeeping(client: &mut Client) -> Vec<BookRow> {
         .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
         .collect()
 }
+
+/// A digest of every column but `workspaceId` of the four Data Hub tables, plus the users,
+/// workspaces and memberships that existed before (personal workspaces excluded).
+pub fn data_digest(client: &mut Client) -> String {
+    client
+        .query_one(
+            r#"SELECT md5(string_agg(d, '|' ORDER BY d)) FROM (
+                 SELECT 'C' || (to_jsonb(t) - 'workspaceId')::text AS d FROM "Connection" t
+                 UNION ALL SELECT 'M' || (to_jsonb(t) - 'workspaceId')::text FROM "MetricDaily" t
+                 UNION ALL SELECT 'I' || (to_jsonb(t) - 'workspaceId')::text FROM "Insight" t
+                 UNION ALL SELECT 'H' || (to_jsonb(t) - 'workspaceId')::text FROM "ChatMessage" t
+                 UNION ALL SELECT 'U' || to_jsonb(t)::text FROM "User" t
+                 UNION ALL SELECT 'W' || to_jsonb(t)::text FROM "Workspace" t WHERE t."id" NOT LIKE 'personal_%'
+                 UNION ALL SELECT 'R' || to_jsonb(t)::text FROM "WorkspaceMember" t WHERE t."id" NOT LIKE 'personal_%'
+               ) rows"#,
+            &[],
+        )
+        .expect("digest")
+        .get(0)
+}
+
+/// `(table, id, workspaceId)` of every Data Hub row, as one digest.
+pub fn workspace_assignment(client: &mut Client) -> String {
+    client
+        .query_one(
+            r#"SELECT md5(string_agg(d, '|' ORDER BY d)) FROM (
+                 SELECT 'C' || "id" || '=' || coalesce("workspaceId", '-') AS d FROM "Connection"
+                 UNION ALL SELECT 'M' || "id" || '=' || coalesce("workspaceId", '-') FROM "MetricDaily"
+                 UNION ALL SELECT 'I' || "id" || '=' || coalesce("workspaceId", '-') FROM "Insight"
+                 UNION ALL SELECT 'H' || "id" || '=' || coalesce("workspaceId", '-') FROM "ChatMessage"
+               ) rows"#,
+            &[],
+        )
+        .expect("assignment digest")
+        .get(0)
+}
+
+/// Rows whose `workspaceId` is not their user's home workspace, the rule written out again
+/// independently of the migration's view: OWNER first, then earliest, then smallest id.
+pub fn rule_violations(client: &mut Client) -> i64 {
+    let mut total = 0;
+    for table in ["Connection", "MetricDaily", "Insight", "ChatMessage"] {
+        let n: i64 = client
+            .query_one(
+                &format!(
+                    r#"SELECT count(*) FROM "{table}" t WHERE t."workspaceId" IS DISTINCT FROM (
+                         SELECT m."workspaceId" FROM "WorkspaceMember" m WHERE m."userId" = t."userId"
+                         ORDER BY CASE m."role" WHEN 'OWNER' THEN 0 ELSE 1 END, m."createdAt", m."id"
+                         LIMIT 1)"#
+                ),
+                &[],
+            )
+            .expect("rule check")
+            .get(0);
+        total += n;
+    }
+    total
+}

@@ -2,6 +2,7 @@
 //! plan. Each subcommand is one module; this file only dispatches and turns errors into exit
 //! codes (SPEC §5: 0 done, 1 not in the required state, 2 usage or environment error).
 
+pub mod backfill;
 pub mod check;
 pub mod cli;
 pub mod cluster;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod migrate;
 pub mod migrations;
 pub mod report;
+pub mod seed;
 pub mod tables;
 pub mod verify;
 
@@ -30,6 +32,7 @@ USAGE:
 
 COMMANDS:
     migrate status|deploy|resolve|new   Prisma-compatible migrations
+    backfill                            fills NULL workspaceId values by the home-workspace rule
     check                               are all workspaceId values backfilled? (exit 0 / 1)
     verify                              the recovery plan's verification queries
     demo                                the whole story on a throwaway PostgreSQL
@@ -40,6 +43,14 @@ OPTIONS (every command):
     -h, --help             help for the command
 
 Exit codes: 0 done, 1 the database is not in the required state, 2 usage or environment error.
+";
+
+const BACKFILL_HELP: &str = "\
+cargo xtask backfill [--batch-size N] [--dry-run] [--json]: sets workspaceId to the user's home
+workspace on every Data Hub row where it is NULL: the earliest OWNER membership, else the earliest
+membership, else a personal workspace created for the user. Batches of about N rows (default
+10000), each its own transaction: safe to interrupt and run again. --dry-run only counts.
+Needs the expand migration; ends with ANALYZE so `cargo xtask check` is fast.
 ";
 
 const CHECK_HELP: &str = "\
@@ -80,6 +91,7 @@ fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
             }
         }
         Some("migrate") => migrate::run(args, &globals),
+        Some("backfill") => run_backfill(args, &globals),
         Some("check") => run_check(args, &globals),
         Some("verify") => run_verify(args, &globals),
         Some("demo") => demo::run(args, &globals),
@@ -87,6 +99,32 @@ fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
             "unknown command `{other}`; see `cargo xtask --help`"
         ))),
     }
+}
+
+fn run_backfill(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{BACKFILL_HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    let dry_run = args.contains("--dry-run");
+    let batch_size = cli::positive(&mut args, "--batch-size")?;
+    cli::finish(args, "backfill")?;
+    let mut options = backfill::BackfillOptions {
+        dry_run,
+        ..backfill::BackfillOptions::default()
+    };
+    if let Some(n) = batch_size {
+        options.batch_size = n;
+    }
+    let mut client = globals.url()?.connect()?;
+    let report = backfill::backfill(&mut client, &options)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(Outcome::Ready)
 }
 
 fn run_check(mut args: Arguments, globals: &Globals) -> Result<Outcome> {

@@ -1,0 +1,364 @@
+//! `backfill`: the home-workspace rule, idempotence, resuming after SIGKILL, untouched data,
+//! the old app's writes after the backfill, and bad input.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datahub_tests::harness::{run_xtask, text, xtask_bin, TestDb};
+use postgres::Client;
+use xtask::backfill::{backfill, BackfillOptions};
+use xtask::migrations::{EXPAND, INIT};
+use xtask::seed::{seed_pre_tenancy, SeedSize};
+
+use crate::support::{data_digest, rule_violations, workspace_assignment};
+
+fn quiet() -> BackfillOptions {
+    BackfillOptions {
+        progress: false,
+        ..BackfillOptions::default()
+    }
+}
+
+/// Users covering every branch of the rule, with one row of each table per user.
+const RULE_DATASET: &str = r#"
+INSERT INTO "User" ("id", "email", "name") VALUES
+  ('u_owner2', 'owner2@x.io', 'Owns two'),      -- OWNER of ws_b (older) and ws_a (newer)
+  ('u_member', 'member@x.io', 'Member only'),    -- MEMBER of ws_a, then ADMIN of ws_c
+  ('u_none',   'none@x.io',   NULL),             -- no membership: personal workspace
+  ('u_none2',  'none2@x.io',  'No team'),        -- no membership: personal workspace
+  ('u_shared', 'shared@x.io', 'Shared'),         -- MEMBER of ws_a then OWNER of ws_c
+  ('u_tie',    'tie@x.io',    'Tie');            -- two OWNER memberships at the same instant
+INSERT INTO "Workspace" ("id", "name", "slug") VALUES
+  ('ws_a', 'A', 'a'), ('ws_b', 'B', 'b'), ('ws_c', 'C', 'c'), ('ws_d', 'D', 'd');
+INSERT INTO "WorkspaceMember" ("id", "workspaceId", "userId", "role", "createdAt") VALUES
+  ('m1', 'ws_a', 'u_owner2', 'OWNER',  '2025-03-01'),
+  ('m2', 'ws_b', 'u_owner2', 'OWNER',  '2025-01-01'),
+  ('m3', 'ws_a', 'u_member', 'MEMBER', '2025-01-01'),
+  ('m4', 'ws_c', 'u_member', 'ADMIN',  '2025-02-01'),
+  ('m5', 'ws_a', 'u_shared', 'MEMBER', '2025-01-01'),
+  ('m6', 'ws_c', 'u_shared', 'OWNER',  '2025-05-01'),
+  ('m8', 'ws_d', 'u_tie',    'OWNER',  '2025-01-01'),
+  ('m7', 'ws_c', 'u_tie',    'OWNER',  '2025-01-01');
+INSERT INTO "Connection" ("id", "userId", "provider") SELECT 'c_' || id, id, 'google-ads' FROM "User";
+INSERT INTO "MetricDaily" ("id", "userId", "provider", "date") SELECT 'd_' || id, id, 'google-ads', date '2025-12-01' FROM "User";
+INSERT INTO "Insight" ("id", "userId", "provider", "title", "body") SELECT 'i_' || id, id, 'google-ads', 't', 'b' FROM "User";
+INSERT INTO "ChatMessage" ("id", "userId", "role", "content") SELECT 'h_' || id, id, 'user', 'hi' FROM "User";
+"#;
+
+fn rule_db() -> TestDb {
+    let db = TestDb::migrated_to(INIT);
+    db.client().batch_execute(RULE_DATASET).unwrap();
+    db.deploy_to(EXPAND);
+    db
+}
+
+fn home_of(client: &mut Client, table: &str, user: &str) -> String {
+    client
+        .query_one(
+            &format!(r#"SELECT "workspaceId" FROM "{table}" WHERE "userId" = $1"#),
+            &[&user],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn every_row_follows_the_home_workspace_rule() {
+    let db = rule_db();
+    let mut client = db.client();
+    let report = backfill(&mut client, &quiet()).unwrap();
+    assert_eq!(report.total_rows(), 24);
+    assert_eq!(report.personal_workspaces, 2);
+
+    let expected = [
+        ("u_owner2", "ws_b"),          // earliest OWNER membership
+        ("u_member", "ws_a"),          // no OWNER: earliest membership of any role
+        ("u_shared", "ws_c"),          // OWNER beats an earlier MEMBER membership
+        ("u_tie", "ws_c"),             // same instant: smallest membership id (m7)
+        ("u_none", "personal_u_none"), // no membership: personal workspace
+        ("u_none2", "personal_u_none2"),
+    ];
+    for table in ["Connection", "MetricDaily", "Insight", "ChatMessage"] {
+        for (user, workspace) in expected {
+            assert_eq!(
+                home_of(&mut client, table, user),
+                workspace,
+                "{table} row of {user}"
+            );
+        }
+    }
+    assert_eq!(rule_violations(&mut client), 0);
+
+    let personal: Vec<(String, String, String, String)> = client
+        .query(
+            r#"SELECT w."id", w."slug", w."name", m."role"::text FROM "Workspace" w
+               JOIN "WorkspaceMember" m ON m."workspaceId" = w."id"
+               WHERE w."id" LIKE 'personal_%' ORDER BY w."id""#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        personal,
+        vec![
+            (
+                "personal_u_none".into(),
+                "personal-u_none".into(),
+                "none@x.io's workspace".into(),
+                "OWNER".into()
+            ),
+            (
+                "personal_u_none2".into(),
+                "personal-u_none2".into(),
+                "No team's workspace".into(),
+                "OWNER".into()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_second_run_changes_nothing_and_says_so() {
+    let db = rule_db();
+    let mut client = db.client();
+    backfill(&mut client, &quiet()).unwrap();
+    let before = workspace_assignment(&mut client);
+    let again = backfill(&mut client, &quiet()).unwrap();
+    assert!(again.changed_nothing());
+    assert!(
+        again.render().contains("Nothing to backfill"),
+        "{}",
+        again.render()
+    );
+    assert_eq!(workspace_assignment(&mut client), before);
+}
+
+#[test]
+fn dry_run_counts_and_changes_nothing() {
+    let db = rule_db();
+    let mut client = db.client();
+    let before = workspace_assignment(&mut client);
+    let workspaces_before: i64 = client
+        .query_one(r#"SELECT count(*) FROM "Workspace""#, &[])
+        .unwrap()
+        .get(0);
+    let output = run_xtask(&["backfill", "--dry-run"], Some(db.url()));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("Dry run: nothing was changed."), "{stdout}");
+    assert!(
+        stdout.contains("Personal workspaces that would be created: 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" MetricDaily | 6"), "{stdout}");
+    assert_eq!(workspace_assignment(&mut client), before);
+    let workspaces_after: i64 = client
+        .query_one(r#"SELECT count(*) FROM "Workspace""#, &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(workspaces_before, workspaces_after);
+}
+
+#[test]
+fn non_workspace_columns_are_unchanged() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_pre_tenancy(
+        &mut client,
+        SeedSize {
+            users: 200,
+            days: 10,
+            providers_per_user: 3,
+        },
+    )
+    .unwrap();
+    db.deploy_to(EXPAND);
+    let before = data_digest(&mut client);
+    let report = backfill(
+        &mut client,
+        &BackfillOptions {
+            batch_size: 500,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.tables[1].rows, 200 * 10 * 3);
+    assert!(
+        report.tables[1].batches > 1,
+        "bounded batches: {:?}",
+        report.tables[1]
+    );
+    assert_eq!(data_digest(&mut client), before);
+    assert_eq!(rule_violations(&mut client), 0);
+}
+
+/// Same seed on two databases: one backfill killed mid-way then re-run, one uninterrupted.
+#[test]
+fn a_killed_backfill_resumes_to_the_same_state() {
+    let size = SeedSize {
+        users: 1500,
+        days: 30,
+        providers_per_user: 2,
+    };
+    let prepare = || {
+        let db = TestDb::migrated_to(INIT);
+        seed_pre_tenancy(&mut db.client(), size).unwrap();
+        db.deploy_to(EXPAND);
+        db
+    };
+    let killed = prepare();
+    let reference = prepare();
+    let mut client = killed.client();
+
+    let mut child = Command::new(xtask_bin())
+        .args(["backfill", "--batch-size", "200"])
+        .env("DATABASE_URL", killed.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = client
+            .query_one(
+                r#"SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NOT NULL"#,
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if done > 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let remaining: i64 = client
+        .query_one(
+            r#"SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NULL"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        remaining > 0,
+        "the backfill must have been interrupted part way"
+    );
+
+    let rerun = run_xtask(&["backfill"], Some(killed.url()));
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stderr));
+    let full = run_xtask(&["backfill"], Some(reference.url()));
+    assert_eq!(full.status.code(), Some(0), "{}", text(&full.stderr));
+
+    assert_eq!(
+        workspace_assignment(&mut client),
+        workspace_assignment(&mut reference.client())
+    );
+    assert_eq!(
+        data_digest(&mut client),
+        data_digest(&mut reference.client())
+    );
+    let personal: (i64, i64) = {
+        let row = client
+            .query_one(
+                r#"SELECT (SELECT count(*) FROM "Workspace" WHERE "id" LIKE 'personal_%'),
+                          (SELECT count(*) FROM "User" u WHERE NOT EXISTS (
+                              SELECT 1 FROM "WorkspaceMember" m WHERE m."userId" = u."id" AND m."id" NOT LIKE 'personal_%'))"#,
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        personal.0, personal.1,
+        "one personal workspace per user without a team"
+    );
+    assert_eq!(
+        run_xtask(&["check"], Some(killed.url())).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn rows_the_old_app_writes_after_the_backfill_get_a_workspace() {
+    let db = rule_db();
+    let mut client = db.client();
+    backfill(&mut client, &quiet()).unwrap();
+    // The old app version knows nothing of workspaceId.
+    client
+        .batch_execute(
+            r#"INSERT INTO "User" ("id", "email") VALUES ('u_late', 'late@x.io');
+               INSERT INTO "MetricDaily" ("id", "userId", "provider", "date") VALUES
+                   ('d_new1', 'u_owner2', 'meta-ads', date '2025-12-02'),
+                   ('d_new2', 'u_late', 'meta-ads', date '2025-12-02');
+               INSERT INTO "ChatMessage" ("id", "userId", "role", "content") VALUES ('h_new', 'u_member', 'user', 'hello');
+               UPDATE "Connection" SET "status" = 'CONNECTED', "workspaceId" = NULL WHERE "userId" = 'u_shared';"#,
+        )
+        .unwrap();
+    let rows: Vec<(String, String)> = client
+        .query(
+            r#"SELECT "id", "workspaceId" FROM "MetricDaily" WHERE "id" LIKE 'd_new%'
+               UNION ALL SELECT "id", "workspaceId" FROM "ChatMessage" WHERE "id" = 'h_new'
+               UNION ALL SELECT "id", "workspaceId" FROM "Connection" WHERE "userId" = 'u_shared'
+               ORDER BY 1"#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("c_u_shared".into(), "ws_c".into()),
+            ("d_new1".into(), "ws_b".into()),
+            ("d_new2".into(), "personal_u_late".into()),
+            ("h_new".into(), "ws_a".into()),
+        ]
+    );
+    let check = run_xtask(&["check"], Some(db.url()));
+    assert_eq!(check.status.code(), Some(0));
+    assert_eq!(rule_violations(&mut client), 0);
+}
+
+#[test]
+fn refuses_before_the_expand_migration() {
+    let db = TestDb::migrated_to(INIT);
+    let output = run_xtask(&["backfill"], Some(db.url()));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("the expand migration `{EXPAND}` is not applied")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cargo xtask migrate deploy --to {EXPAND}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_batch_sizes_and_unreachable_databases() {
+    for bad in ["0", "ten", "-5"] {
+        let output = run_xtask(
+            &["backfill", "--batch-size", bad],
+            Some("postgresql://u@127.0.0.1:1/db"),
+        );
+        assert_eq!(output.status.code(), Some(2), "--batch-size {bad}");
+        assert!(
+            text(&output.stderr).contains("--batch-size"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    let output = run_xtask(
+        &["backfill"],
+        Some("postgresql://u:pw-secret@127.0.0.1:1/warehouse"),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("127.0.0.1:1/warehouse"), "{stderr}");
+    assert!(!stderr.contains("pw-secret"), "{stderr}");
+}

@@ -1,0 +1,101 @@
+//! `check` in its three outcomes and `verify` at every stage of the release, as snapshots that
+//! read like the recovery plan's expected output.
+
+use datahub_tests::harness::{run_xtask, text, TestDb};
+use xtask::backfill::{backfill, BackfillOptions};
+use xtask::check::{check, ALL_BACKFILLED};
+use xtask::migrations::{CONTRACT, EXPAND, INIT};
+use xtask::verify::verify;
+
+use crate::assert_stable_snapshot;
+use crate::support::insert_pre_tenancy_user;
+
+fn quiet() -> BackfillOptions {
+    BackfillOptions {
+        progress: false,
+        ..BackfillOptions::default()
+    }
+}
+
+#[test]
+fn check_before_expand_names_the_deploy_command() {
+    let db = TestDb::migrated_to(INIT);
+    let report = check(&mut db.client()).unwrap();
+    assert_stable_snapshot!("check_columns_missing", report.render());
+    let output = run_xtask(&["check"], Some(db.url()));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).contains(&format!("cargo xtask migrate deploy --to {EXPAND}")));
+}
+
+#[test]
+fn check_with_nulls_counts_per_table() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    insert_pre_tenancy_user(&mut client, "user_1");
+    insert_pre_tenancy_user(&mut client, "user_2");
+    client
+        .batch_execute(
+            r#"INSERT INTO "MetricDaily" ("id", "userId", "provider", "date")
+               SELECT 'd' || g, 'user_1', 'google-ads', date '2025-01-01' + g FROM generate_series(1, 1234) g;"#,
+        )
+        .unwrap();
+    db.deploy_to(EXPAND);
+    let report = check(&mut client).unwrap();
+    assert_stable_snapshot!("check_nulls", report.render());
+    let output = run_xtask(&["check"], Some(db.url()));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).ends_with("run `cargo xtask backfill`\n"));
+    let json = run_xtask(&["check", "--json"], Some(db.url()));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["nulls"]["MetricDaily"], 1234);
+    assert_eq!(doc["nulls"]["Connection"], 2);
+    assert_eq!(doc["backfilled"], false);
+}
+
+#[test]
+fn check_after_backfill_prints_exactly_the_runbook_line() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    insert_pre_tenancy_user(&mut client, "user_1");
+    db.deploy_to(EXPAND);
+    backfill(&mut client, &quiet()).unwrap();
+    let report = check(&mut client).unwrap();
+    assert_stable_snapshot!("check_backfilled", report.render());
+    let output = run_xtask(&["check"], Some(db.url()));
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(text(&output.stdout), format!("{ALL_BACKFILLED}\n"));
+}
+
+#[test]
+fn verify_at_every_stage() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    insert_pre_tenancy_user(&mut client, "user_1");
+    let after_init = verify(&mut client).unwrap();
+    assert!(!after_init.is_ok());
+    assert_stable_snapshot!("verify_after_init", after_init.render());
+    assert_eq!(
+        run_xtask(&["verify"], Some(db.url())).status.code(),
+        Some(1)
+    );
+
+    db.deploy_to(EXPAND);
+    assert_stable_snapshot!("verify_after_expand", verify(&mut client).unwrap().render());
+
+    backfill(&mut client, &quiet()).unwrap();
+    assert_stable_snapshot!(
+        "verify_after_backfill",
+        verify(&mut client).unwrap().render()
+    );
+
+    db.deploy_to(CONTRACT);
+    let after_contract = verify(&mut client).unwrap();
+    assert!(after_contract.is_ok());
+    assert_stable_snapshot!("verify_after_contract", after_contract.render());
+    let output = run_xtask(&["verify", "--json"], Some(db.url()));
+    assert_eq!(output.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["foreignKeys"]["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["columns"]["rows"][0]["is_nullable"], "NO");
+    assert_eq!(doc["ok"], true);
+}

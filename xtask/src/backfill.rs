@@ -1,0 +1,347 @@
+//! `cargo xtask backfill`: sets `workspaceId` to the home workspace of `userId` on every Data
+//! Hub row where it is NULL (SPEC §4). Assumes the expand migration is applied: it provides the
+//! columns, the `datahub_home_workspace` view (the rule) and `datahub_ensure_personal_workspace`.
+//!
+//! Table by table, in batches of physical (`ctid`) page ranges, so the heap is read in order;
+//! each batch is its own transaction, so a killed run keeps what it did and a re-run continues.
+//! A row whose `workspaceId` is set is never touched.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use postgres::Client;
+use serde_json::json;
+
+use crate::check::{self, CheckReport};
+use crate::db::quote_ident;
+use crate::migrations::EXPAND;
+use crate::report::{thousands, Table};
+
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// The most rows one batch (one transaction) updates, roughly: batches are page ranges
+    /// sized from the table's rows per page.
+    pub batch_size: u64,
+    pub dry_run: bool,
+    /// Print progress lines on stderr.
+    pub progress: bool,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions {
+            batch_size: 10_000,
+            dry_run: false,
+            progress: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TableResult {
+    pub table: String,
+    /// Rows updated (or, in a dry run, rows that would be).
+    pub rows: i64,
+    pub batches: u64,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackfillReport {
+    pub dry_run: bool,
+    pub tables: Vec<TableResult>,
+    pub personal_workspaces: i64,
+    pub duration: Duration,
+}
+
+/// Users who own rows with a NULL `workspaceId` and have no membership at all: they get a
+/// personal workspace. Each EXISTS is an index probe on the table's `userId` index.
+const NEEDS_PERSONAL_SQL: &str = r#"
+    SELECT u."id" FROM "User" u
+    WHERE NOT EXISTS (SELECT 1 FROM "WorkspaceMember" m WHERE m."userId" = u."id")
+      AND (EXISTS (SELECT 1 FROM "Connection" t WHERE t."userId" = u."id" AND t."workspaceId" IS NULL)
+        OR EXISTS (SELECT 1 FROM "MetricDaily" t WHERE t."userId" = u."id" AND t."workspaceId" IS NULL)
+        OR EXISTS (SELECT 1 FROM "Insight" t WHERE t."userId" = u."id" AND t."workspaceId" IS NULL)
+        OR EXISTS (SELECT 1 FROM "ChatMessage" t WHERE t."userId" = u."id" AND t."workspaceId" IS NULL))"#;
+
+pub fn backfill(client: &mut Client, options: &BackfillOptions) -> Result<BackfillReport> {
+    let started = Instant::now();
+    require_expand(client)?;
+    let nulls = match check::check(client)? {
+        CheckReport::Counts { nulls } => nulls,
+        CheckReport::MissingColumns { .. } => unreachable!("require_expand checked the columns"),
+    };
+
+    if options.dry_run {
+        let personal: i64 = client
+            .query_one(
+                &format!(
+                    r#"SELECT count(*) FROM ({NEEDS_PERSONAL_SQL}) needy
+                       WHERE NOT EXISTS (SELECT 1 FROM "Workspace" w WHERE w."id" = 'personal_' || needy."id")"#
+                ),
+                &[],
+            )
+            .context("cannot count the personal workspaces a backfill would create")?
+            .get(0);
+        return Ok(BackfillReport {
+            dry_run: true,
+            tables: nulls
+                .into_iter()
+                .map(|(table, rows)| TableResult {
+                    table,
+                    rows,
+                    batches: 0,
+                    duration: Duration::ZERO,
+                })
+                .collect(),
+            personal_workspaces: personal,
+            duration: started.elapsed(),
+        });
+    }
+
+    let personal_workspaces = create_personal_workspaces(client)?;
+    load_home_mapping(client)?;
+    let mut tables = Vec::new();
+    for (table, total) in nulls {
+        let result = backfill_table(client, &table, total, options)?;
+        tables.push(result);
+    }
+    client.batch_execute("DROP TABLE IF EXISTS pg_temp.datahub_home")?;
+    Ok(BackfillReport {
+        dry_run: false,
+        tables,
+        personal_workspaces,
+        duration: started.elapsed(),
+    })
+}
+
+/// The expand migration provides what the backfill uses; without it there is nothing to fill.
+fn require_expand(client: &mut Client) -> Result<()> {
+    let missing_columns = match check::check(client)? {
+        CheckReport::MissingColumns { missing } => missing,
+        CheckReport::Counts { .. } => Vec::new(),
+    };
+    let helpers_exist: bool = client
+        .query_one(
+            r#"SELECT to_regclass('"datahub_home_workspace"') IS NOT NULL
+                  AND to_regproc('"datahub_ensure_personal_workspace"') IS NOT NULL"#,
+            &[],
+        )
+        .context("cannot look up the expand migration's helpers")?
+        .get(0);
+    if !missing_columns.is_empty() || !helpers_exist {
+        bail!(
+            "the expand migration `{EXPAND}` is not applied (no workspaceId column on {}), so there is nothing to backfill; run `cargo xtask migrate deploy --to {EXPAND}` first",
+            if missing_columns.is_empty() {
+                "some tables".to_string()
+            } else {
+                missing_columns.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Creates the personal workspaces, one transaction. The ids are derived from the user id and
+/// inserted with ON CONFLICT DO NOTHING, so a killed and repeated run creates each only once.
+fn create_personal_workspaces(client: &mut Client) -> Result<i64> {
+    // The EXISTS sees the statement's snapshot, taken before the function inserts anything.
+    let row = client
+        .query_one(
+            &format!(
+                r#"SELECT count(*) FILTER (WHERE NOT existed) FROM (
+                       SELECT EXISTS (SELECT 1 FROM "Workspace" w WHERE w."id" = 'personal_' || needy."id") AS existed,
+                              "datahub_ensure_personal_workspace"(needy."id")
+                       FROM ({NEEDS_PERSONAL_SQL}) needy
+                   ) created"#
+            ),
+            &[],
+        )
+        .context("cannot create personal workspaces for users without a membership")?;
+    Ok(row.get(0))
+}
+
+/// The rule, materialised once per run: `userId` → home `workspaceId`, with a primary key so
+/// each batch joins by hash or index.
+fn load_home_mapping(client: &mut Client) -> Result<()> {
+    client
+        .batch_execute(
+            r#"DROP TABLE IF EXISTS pg_temp.datahub_home;
+               CREATE TEMP TABLE datahub_home AS SELECT "userId", "workspaceId" FROM "datahub_home_workspace";
+               ALTER TABLE pg_temp.datahub_home ADD PRIMARY KEY ("userId");
+               ANALYZE pg_temp.datahub_home;"#,
+        )
+        .context("cannot load the home workspace of each user")
+}
+
+fn backfill_table(
+    client: &mut Client,
+    table: &str,
+    total: i64,
+    options: &BackfillOptions,
+) -> Result<TableResult> {
+    let started = Instant::now();
+    let mut result = TableResult {
+        table: table.to_string(),
+        rows: 0,
+        batches: 0,
+        duration: Duration::ZERO,
+    };
+    if total == 0 {
+        if options.progress {
+            eprintln!("  {table}: no NULLs, skipped");
+        }
+        return Ok(result);
+    }
+    let quoted = quote_ident(table);
+    // Pages now; rows that move to later pages while we run already have a workspaceId.
+    let (pages, rows_per_page): (i64, f64) = {
+        let row = client.query_one(
+            "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint),
+                    (CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples::float8 / c.relpages ELSE 60 END)::float8
+             FROM pg_class c WHERE c.oid = $1::text::regclass",
+            &[&quoted],
+        )?;
+        (row.get(0), row.get(1))
+    };
+    let pages_per_batch =
+        ((options.batch_size as f64 / rows_per_page.max(1.0)).floor() as i64).max(1);
+    // The page bounds are integers we computed; ctid range quals make this a TID range scan.
+    let update_sql = |first: i64, end: i64| {
+        format!(
+            r#"UPDATE {quoted} AS t SET "workspaceId" = h."workspaceId"
+               FROM pg_temp.datahub_home h
+               WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({end},0)'::tid
+                 AND t."workspaceId" IS NULL AND h."userId" = t."userId""#
+        )
+    };
+    let mut last_report = Instant::now();
+    let mut first = 0;
+    while first < pages {
+        let end = (first + pages_per_batch).min(pages);
+        let updated = client
+            .execute(update_sql(first, end).as_str(), &[])
+            .with_context(|| format!("backfill batch of `{table}` (pages {first}..{end}) failed; run `cargo xtask backfill` again to continue"))?;
+        result.rows += updated as i64;
+        result.batches += 1;
+        first = end;
+        if options.progress && (last_report.elapsed() >= Duration::from_secs(1) || first >= pages) {
+            print_progress(table, result.rows, total, started.elapsed());
+            last_report = Instant::now();
+        }
+    }
+    // Rows the mapping did not cover (a user who joined a workspace mid-run, a row inserted
+    // before the trigger existed): the per-row rule function fills them, in bounded batches.
+    loop {
+        let updated = client.execute(
+            format!(
+                r#"UPDATE {quoted} SET "workspaceId" = "datahub_home_workspace_id"("userId")
+                   WHERE ctid = ANY (ARRAY(SELECT ctid FROM {quoted} WHERE "workspaceId" IS NULL LIMIT {}))"#,
+                options.batch_size
+            )
+            .as_str(),
+            &[],
+        )?;
+        if updated == 0 {
+            break;
+        }
+        result.rows += updated as i64;
+        result.batches += 1;
+    }
+    // Fresh statistics, so the next `check` uses the workspaceId index instead of a scan.
+    client
+        .batch_execute(&format!("ANALYZE {quoted}"))
+        .with_context(|| format!("cannot ANALYZE `{table}`"))?;
+    result.duration = started.elapsed();
+    Ok(result)
+}
+
+fn print_progress(table: &str, done: i64, total: i64, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    let rate = done as f64 / seconds;
+    let remaining = (total - done).max(0) as f64;
+    let eta = if rate > 0.0 { remaining / rate } else { 0.0 };
+    let percent = if total > 0 { done * 100 / total } else { 100 };
+    eprintln!(
+        "  {table}: {} / {} rows ({percent}%), {} rows/s, ETA {eta:.0} s",
+        thousands(done),
+        thousands(total),
+        thousands(rate as i64)
+    );
+    let _ = std::io::stderr().flush();
+}
+
+impl BackfillReport {
+    pub fn total_rows(&self) -> i64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    pub fn changed_nothing(&self) -> bool {
+        self.total_rows() == 0 && self.personal_workspaces == 0
+    }
+
+    pub fn table(&self) -> Table {
+        if self.dry_run {
+            let mut table = Table::new(&["table", "rows to update"]);
+            for t in &self.tables {
+                table.push(vec![t.table.clone(), thousands(t.rows)]);
+            }
+            return table;
+        }
+        let mut table = Table::new(&["table", "rows updated", "batches", "seconds", "rows/s"]);
+        for t in &self.tables {
+            let seconds = t.duration.as_secs_f64();
+            let rate = if seconds > 0.0 {
+                (t.rows as f64 / seconds) as i64
+            } else {
+                0
+            };
+            table.push(vec![
+                t.table.clone(),
+                thousands(t.rows),
+                t.batches.to_string(),
+                format!("{seconds:.2}"),
+                thousands(rate),
+            ]);
+        }
+        table
+    }
+
+    pub fn render(&self) -> String {
+        if self.dry_run {
+            return format!(
+                "Dry run: nothing was changed.\n{}Personal workspaces that would be created: {}\n",
+                self.table().render(),
+                self.personal_workspaces
+            );
+        }
+        if self.changed_nothing() {
+            return "Nothing to backfill: every Data Hub workspaceId is already set; nothing was changed.\n".into();
+        }
+        let seconds = self.duration.as_secs_f64();
+        format!(
+            "{}Personal workspaces created: {}\nBackfilled {} rows in {:.2} s ({} rows/s). Next: `cargo xtask check`\n",
+            self.table().render(),
+            self.personal_workspaces,
+            thousands(self.total_rows()),
+            seconds,
+            thousands((self.total_rows() as f64 / seconds.max(0.001)) as i64)
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "dryRun": self.dry_run,
+            "personalWorkspaces": self.personal_workspaces,
+            "rows": self.total_rows(),
+            "seconds": self.duration.as_secs_f64(),
+            "tables": self.tables.iter().map(|t| json!({
+                "table": t.table,
+                "rows": t.rows,
+                "batches": t.batches,
+                "seconds": t.duration.as_secs_f64(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
