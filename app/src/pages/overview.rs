@@ -1,0 +1,134 @@
+//! `/data`: a card per provider with status and 30-day headline metrics, the Master Chat, and
+//! the workspace switcher.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use minijinja::context;
+use serde::Serialize;
+
+use crate::error::AppResult;
+use crate::providers::PROVIDERS;
+use crate::session::Auth;
+use crate::AppState;
+
+/// Headline metrics of the 30 days ending at the workspace's latest metric.
+const CARD_METRICS_SQL: &str = r#"
+    WITH latest AS (SELECT max("date") AS d FROM "MetricDaily" WHERE "workspaceId" = $1)
+    SELECT "provider", sum("impressions")::int8, sum("clicks")::int8, sum("spend")::float8,
+           sum("conversions")::int8, to_char(max(latest.d), 'YYYY-MM-DD')
+    FROM "MetricDaily", latest
+    WHERE "workspaceId" = $1 AND "date" > latest.d - 30
+    GROUP BY "provider""#;
+
+pub const CONNECTIONS_SQL: &str = r#"
+    SELECT "provider", bool_or("status" = 'CONNECTED'), max("accountName")
+    FROM "Connection" WHERE "workspaceId" = $1
+    GROUP BY "provider""#;
+
+const CHAT_SQL: &str = r#"
+    SELECT role, content, at FROM (
+        SELECT "role"::text AS role, "content" AS content, to_char("createdAt", 'YYYY-MM-DD HH24:MI') AS at,
+               "createdAt", "id"
+        FROM "ChatMessage" WHERE "workspaceId" = $1
+        ORDER BY "createdAt" DESC, "id" DESC LIMIT 20
+    ) recent ORDER BY "createdAt", "id""#;
+
+pub const MEMBERSHIPS_SQL: &str = r#"
+    SELECT w."id", w."name", m."role"::text FROM "WorkspaceMember" m
+    JOIN "Workspace" w ON w."id" = m."workspaceId"
+    WHERE m."userId" = $1 ORDER BY w."name", w."id""#;
+
+#[derive(Serialize)]
+struct Card {
+    slug: &'static str,
+    name: &'static str,
+    connected: bool,
+    account: Option<String>,
+    impressions: i64,
+    clicks: i64,
+    spend: String,
+    conversions: i64,
+    has_metrics: bool,
+}
+
+#[derive(Serialize)]
+struct Message {
+    role: String,
+    content: String,
+    at: String,
+}
+
+#[derive(Serialize)]
+pub struct Membership {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+pub async fn show(State(state): State<AppState>, auth: Auth) -> AppResult<Response> {
+    let client = state.pool.get().await?;
+    let metrics = client
+        .query(CARD_METRICS_SQL, &[&auth.workspace_id])
+        .await?;
+    let connections = client.query(CONNECTIONS_SQL, &[&auth.workspace_id]).await?;
+    let mut until = None;
+    let cards: Vec<Card> = PROVIDERS
+        .iter()
+        .map(|p| {
+            let metric = metrics.iter().find(|r| r.get::<_, String>(0) == p.slug);
+            let connection = connections.iter().find(|r| r.get::<_, String>(0) == p.slug);
+            if let Some(m) = metric {
+                until = m.get::<_, Option<String>>(5);
+            }
+            Card {
+                slug: p.slug,
+                name: p.name,
+                connected: connection.map(|c| c.get::<_, bool>(1)).unwrap_or(false),
+                account: connection.and_then(|c| c.get(2)),
+                impressions: metric.map(|m| m.get(1)).unwrap_or(0),
+                clicks: metric.map(|m| m.get(2)).unwrap_or(0),
+                spend: format!("{:.2}", metric.map(|m| m.get::<_, f64>(3)).unwrap_or(0.0)),
+                conversions: metric.map(|m| m.get(4)).unwrap_or(0),
+                has_metrics: metric.is_some(),
+            }
+        })
+        .collect();
+    let messages: Vec<Message> = client
+        .query(CHAT_SQL, &[&auth.workspace_id])
+        .await?
+        .iter()
+        .map(|r| Message {
+            role: r.get(0),
+            content: r.get(1),
+            at: r.get(2),
+        })
+        .collect();
+    let memberships = memberships(&client, &auth.user_id).await?;
+    Ok(state
+        .views
+        .render(
+            "overview.html",
+            context! {
+                auth => context! { user => auth.user_label, workspace => auth.workspace_name,
+                                   workspace_id => auth.workspace_id, csrf => auth.csrf_token },
+                memberships, cards, messages, until,
+            },
+        )?
+        .into_response())
+}
+
+pub async fn memberships(
+    client: &deadpool_postgres::Client,
+    user_id: &str,
+) -> anyhow::Result<Vec<Membership>> {
+    Ok(client
+        .query(MEMBERSHIPS_SQL, &[&user_id])
+        .await?
+        .iter()
+        .map(|r| Membership {
+            id: r.get(0),
+            name: r.get(1),
+            role: r.get(2),
+        })
+        .collect())
+}

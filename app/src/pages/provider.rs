@@ -1,0 +1,158 @@
+//! `/data/<provider>`: the daily metrics chart, the insights list, connect and disconnect.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use minijinja::context;
+use serde::Serialize;
+
+use super::{CsrfOnly, ValidForm};
+use crate::chart::{self, DailyPoint};
+use crate::error::{AppError, AppResult};
+use crate::providers::{self, Provider};
+use crate::session::Auth;
+use crate::AppState;
+
+/// Spend and clicks per day, the 30 days ending at this provider's latest metric.
+const DAILY_SQL: &str = r#"
+    WITH latest AS (SELECT max("date") AS d FROM "MetricDaily" WHERE "workspaceId" = $1 AND "provider" = $2)
+    SELECT to_char("date", 'YYYY-MM-DD'), sum("spend")::float8, sum("clicks")::int8
+    FROM "MetricDaily", latest
+    WHERE "workspaceId" = $1 AND "provider" = $2 AND "date" > latest.d - 30
+    GROUP BY "date" ORDER BY "date""#;
+
+const INSIGHTS_SQL: &str = r#"
+    SELECT "title", "body", "severity", to_char("createdAt", 'YYYY-MM-DD')
+    FROM "Insight" WHERE "workspaceId" = $1 AND "provider" = $2
+    ORDER BY "createdAt" DESC, "id" LIMIT 20"#;
+
+const CONNECTION_SQL: &str = r#"
+    SELECT coalesce(bool_or("status" = 'CONNECTED'), false), max("accountName")
+    FROM "Connection" WHERE "workspaceId" = $1 AND "provider" = $2"#;
+
+#[derive(Serialize)]
+struct InsightView {
+    title: String,
+    body: String,
+    severity: String,
+    date: String,
+}
+
+fn known(slug: &str) -> AppResult<Provider> {
+    providers::by_slug(slug).ok_or_else(|| {
+        AppError::NotFound(
+            "Data Hub does not know that provider. Pick one on the overview page.".into(),
+        )
+    })
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(slug): Path<String>,
+) -> AppResult<Response> {
+    let provider = known(&slug)?;
+    let client = state.pool.get().await?;
+    let points: Vec<DailyPoint> = client
+        .query(DAILY_SQL, &[&auth.workspace_id, &provider.slug])
+        .await?
+        .iter()
+        .map(|r| DailyPoint {
+            date: r.get(0),
+            spend: r.get(1),
+            clicks: r.get(2),
+        })
+        .collect();
+    let insights: Vec<InsightView> = client
+        .query(INSIGHTS_SQL, &[&auth.workspace_id, &provider.slug])
+        .await?
+        .iter()
+        .map(|r| InsightView {
+            title: r.get(0),
+            body: r.get(1),
+            severity: r.get(2),
+            date: r.get(3),
+        })
+        .collect();
+    let connection = client
+        .query_one(CONNECTION_SQL, &[&auth.workspace_id, &provider.slug])
+        .await?;
+    let connected: bool = connection.get(0);
+    let account: Option<String> = connection.get(1);
+    let total_spend: f64 = points.iter().map(|p| p.spend).sum();
+    let total_clicks: i64 = points.iter().map(|p| p.clicks).sum();
+    Ok(state
+        .views
+        .render(
+            "provider.html",
+            context! {
+                auth => context! { user => auth.user_label, workspace => auth.workspace_name, csrf => auth.csrf_token },
+                provider, chart => chart::build(&points), insights, connected, account,
+                total_spend => format!("{total_spend:.2}"), total_clicks, days => points.len(),
+            },
+        )?
+        .into_response())
+}
+
+pub async fn connect(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(slug): Path<String>,
+    ValidForm(form): ValidForm<CsrfOnly>,
+) -> AppResult<Response> {
+    let provider = known(&slug)?;
+    auth.check_csrf(&form.csrf)?;
+    let client = state.pool.get().await?;
+    let updated = client
+        .execute(
+            r#"UPDATE "Connection" SET "status" = 'CONNECTED', "connectedAt" = now(), "updatedAt" = now()
+               WHERE "workspaceId" = $1 AND "provider" = $2"#,
+            &[&auth.workspace_id, &provider.slug],
+        )
+        .await?;
+    if updated == 0 {
+        // The pre-tenancy unique key is (userId, provider): a user has one connection per
+        // provider, so a second one in another workspace is refused rather than moved.
+        let inserted = client
+            .execute(
+                r#"INSERT INTO "Connection" ("id", "userId", "workspaceId", "provider", "status", "accountName", "connectedAt", "updatedAt")
+                   VALUES ($1, $2, $3, $4, 'CONNECTED', $5, now(), now())
+                   ON CONFLICT ("userId", "provider") DO NOTHING"#,
+                &[
+                    &uuid::Uuid::new_v4().to_string(),
+                    &auth.user_id,
+                    &auth.workspace_id,
+                    &provider.slug,
+                    &format!("{} account", provider.name),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(AppError::Conflict(format!(
+                "You already connected {} in another workspace. Disconnect it there first.",
+                provider.name
+            )));
+        }
+    }
+    tracing::info!(workspace = %auth.workspace_id, provider = provider.slug, "connected");
+    Ok(Redirect::to(&format!("/data/{}", provider.slug)).into_response())
+}
+
+pub async fn disconnect(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(slug): Path<String>,
+    ValidForm(form): ValidForm<CsrfOnly>,
+) -> AppResult<Response> {
+    let provider = known(&slug)?;
+    auth.check_csrf(&form.csrf)?;
+    let client = state.pool.get().await?;
+    client
+        .execute(
+            r#"UPDATE "Connection" SET "status" = 'DISCONNECTED', "updatedAt" = now()
+               WHERE "workspaceId" = $1 AND "provider" = $2"#,
+            &[&auth.workspace_id, &provider.slug],
+        )
+        .await?;
+    tracing::info!(workspace = %auth.workspace_id, provider = provider.slug, "disconnected");
+    Ok(Redirect::to(&format!("/data/{}", provider.slug)).into_response())
+}
