@@ -190,10 +190,24 @@ pub fn xtask_bin() -> PathBuf {
     bin
 }
 
+/// The `app` binary that `cargo test --workspace` built next to this test binary.
+pub fn app_bin() -> PathBuf {
+    let bin = xtask_bin().with_file_name("app");
+    assert!(
+        bin.is_file(),
+        "`{}` does not exist: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
 /// Runs the real `xtask` binary with `DATABASE_URL` set to `database_url` (or unset).
 pub fn run_xtask(args: &[&str], database_url: Option<&str>) -> Output {
     let mut command = Command::new(xtask_bin());
-    command.args(args).env_remove("DATABASE_URL");
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("DATAHUB_APP_BIN", app_bin());
     if let Some(url) = database_url {
         command.env("DATABASE_URL", url);
     }

@@ -8,4 +8,5 @@ mod database_url;
 mod incident;
 mod migrate_resolve;
 mod migrate_status;
+mod smoke;
 mod support;

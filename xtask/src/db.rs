@@ -37,6 +37,7 @@ const DRIVER_PARAMETERS: &[&str] = &[
 /// A parsed database URL: the driver's configuration plus Prisma's `schema`.
 #[derive(Clone)]
 pub struct DatabaseUrl {
+    raw: String,
     config: Config,
     schema: Option<String>,
     verify_certificates: bool,
@@ -128,10 +129,16 @@ impl DatabaseUrl {
             }
         }
         Ok(DatabaseUrl {
+            raw: raw.to_string(),
             config,
             schema,
             verify_certificates,
         })
+    }
+
+    /// The URL as given, password included: only for handing to a child process, never print.
+    pub fn raw(&self) -> &str {
+        &self.raw
     }
 
     /// The schema everything lives in: Prisma's `?schema=`, else `public`.
@@ -196,13 +203,6 @@ impl DatabaseUrl {
                 describe_driver_error(&error)
             ))
         })
-    }
-
-    /// A copy of this URL pointing at another database on the same server.
-    pub fn with_database(&self, database: &str) -> DatabaseUrl {
-        let mut copy = self.clone();
-        copy.config.dbname(database);
-        copy
     }
 }
 

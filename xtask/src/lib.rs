@@ -11,8 +11,10 @@ pub mod demo;
 pub mod error;
 pub mod migrate;
 pub mod migrations;
+pub mod password;
 pub mod report;
 pub mod seed;
+pub mod smoke;
 pub mod tables;
 pub mod verify;
 
@@ -35,6 +37,8 @@ COMMANDS:
     backfill                            fills NULL workspaceId values by the home-workspace rule
     check                               are all workspaceId values backfilled? (exit 0 / 1)
     verify                              the recovery plan's verification queries
+    smoke [--url URL]                   the 5-minute smoke test against the app, automated
+    seed [--users N]                    pre-tenancy demo data and the demo login
     demo                                the whole story on a throwaway PostgreSQL
 
 OPTIONS (every command):
@@ -94,6 +98,8 @@ fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
         Some("backfill") => run_backfill(args, &globals),
         Some("check") => run_check(args, &globals),
         Some("verify") => run_verify(args, &globals),
+        Some("smoke") => run_smoke(args, &globals),
+        Some("seed") => run_seed(args, &globals),
         Some("demo") => demo::run(args, &globals),
         Some(other) => Err(usage(format!(
             "unknown command `{other}`; see `cargo xtask --help`"
@@ -159,4 +165,70 @@ fn run_verify(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         print!("{}", report.render());
     }
     Ok(Outcome::from_ready(report.is_ok()))
+}
+
+const SMOKE_HELP: &str = "\
+cargo xtask smoke [--url URL] [--app-bin PATH] [--json]: the release checklist's smoke test.
+Builds and starts the app on a free port against the database (or tests the app at --url,
+which must use the same database), signs in as a smoke user in a smoke workspace of its own,
+and checks /data, /data/google-ads, the chat, connect/disconnect and the app's log. Everything
+it creates is removed afterwards. Exit 0 only when every check passes.
+";
+
+const SEED_HELP: &str = "\
+cargo xtask seed [--users N] [--days N]: fills the database with users, teams, connections,
+daily metrics, insights and chat messages (default 200 users, 60 days), and the demo login
+`demo@datahub.test` / `datahub-demo`. Needs at least the init migration.
+";
+
+fn run_smoke(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{SMOKE_HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    let url: Option<String> = args.opt_value_from_str("--url").map_err(cli::parse_error)?;
+    let app_bin: Option<std::path::PathBuf> = args
+        .opt_value_from_str("--app-bin")
+        .map_err(cli::parse_error)?;
+    cli::finish(args, "smoke")?;
+    let database = globals.url()?;
+    let mut client = database.connect()?;
+    let report = smoke::smoke(
+        &mut client,
+        &database,
+        &smoke::SmokeOptions { url, app_bin },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(Outcome::from_ready(report.passed()))
+}
+
+fn run_seed(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{SEED_HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let users = cli::positive(&mut args, "--users")?.unwrap_or(200);
+    let days = cli::positive(&mut args, "--days")?.unwrap_or(60);
+    cli::finish(args, "seed")?;
+    let mut client = globals.url()?.connect()?;
+    let size = seed::SeedSize {
+        users: i32::try_from(users).map_err(|_| usage("`--users` is too large"))?,
+        days: i32::try_from(days).map_err(|_| usage("`--days` is too large"))?,
+        providers_per_user: 3,
+    };
+    seed::seed_pre_tenancy(&mut client, size)?;
+    seed::seed_demo_login(&mut client)?;
+    println!(
+        "Seeded {} users and {} daily metric rows. Demo login: {} / {}",
+        size.users,
+        size.metric_rows(),
+        seed::DEMO_EMAIL,
+        seed::DEMO_PASSWORD
+    );
+    Ok(Outcome::Ready)
 }

@@ -120,3 +120,20 @@ pub fn seed_pre_tenancy(client: &mut Client, size: SeedSize) -> Result<()> {
         .context("cannot seed the pre-tenancy data")?;
     Ok(())
 }
+
+/// The login a person uses to look around a seeded database.
+pub const DEMO_EMAIL: &str = "demo@datahub.test";
+pub const DEMO_PASSWORD: &str = "datahub-demo";
+
+/// Gives the first seeded user (owner of `Team 1`) the demo login.
+pub fn seed_demo_login(client: &mut Client) -> Result<()> {
+    let hash = crate::password::hash(DEMO_PASSWORD)?;
+    client
+        .execute(
+            r#"UPDATE "User" SET "email" = $1, "name" = 'Demo user', "passwordHash" = $2
+               WHERE "id" = 'u' || substr(md5('user1'), 1, 24)"#,
+            &[&DEMO_EMAIL, &hash],
+        )
+        .context("cannot set the demo login")?;
+    Ok(())
+}

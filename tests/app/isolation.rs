@@ -1,0 +1,230 @@
+//! A session of workspace A tries every route and form with workspace B's ids: nothing of B is
+//! shown, nothing of B changes.
+
+use crate::support::{start, two_workspaces, workspace_digest, Browser, ALICE, BOB};
+
+const B_MARKERS: [&str; 6] = [
+    "BRAVO-ACCOUNT",
+    "BRAVO-META",
+    "BRAVO-INSIGHT",
+    "BRAVO-CHAT",
+    "Bravo Team",
+    "777",
+];
+
+fn assert_nothing_of_b(body: &str, route: &str) {
+    for marker in B_MARKERS {
+        assert!(
+            !body.contains(marker),
+            "{route} shows `{marker}` of workspace B"
+        );
+    }
+}
+
+#[test]
+fn overview_shows_only_the_current_workspace() {
+    let db = two_workspaces();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    for path in [
+        "/data",
+        "/data?workspaceId=ws_b",
+        "/data?workspace=ws_b#chat",
+    ] {
+        let page = alice.get(path);
+        assert_eq!(page.status, 200);
+        assert!(
+            page.body.contains("ALPHA-ACCOUNT") && page.body.contains("ALPHA-CHAT"),
+            "{path}"
+        );
+        assert!(
+            page.body.contains("<div class=\"value\">110</div>"),
+            "A's 10 days × 11 clicks on {path}"
+        );
+        assert_nothing_of_b(&page.body, path);
+    }
+}
+
+#[test]
+fn provider_pages_show_only_the_current_workspace() {
+    let db = two_workspaces();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    for slug in [
+        "google-ads",
+        "meta-ads",
+        "linkedin-ads",
+        "tiktok-ads",
+        "microsoft-ads",
+        "google-analytics",
+    ] {
+        let path = format!("/data/{slug}?workspaceId=ws_b");
+        let page = alice.get(&path);
+        assert_eq!(page.status, 200, "{path}");
+        assert_nothing_of_b(&page.body, &path);
+    }
+    let google = alice.get("/data/google-ads");
+    assert!(google.body.contains("ALPHA-INSIGHT"));
+    assert!(
+        google.body.contains("spend 100.00, 110 clicks"),
+        "A's totals only"
+    );
+    // Meta Ads is connected in B only: A sees it as not connected.
+    assert!(alice
+        .get("/data/meta-ads")
+        .body
+        .contains("id=\"connection-status\">Not connected"));
+    // B's row ids are not routes.
+    for path in ["/data/conn_b", "/data/ws_b", "/data/ins_b"] {
+        assert_eq!(alice.get(path).status, 404, "{path}");
+    }
+}
+
+#[test]
+fn connect_and_disconnect_change_only_the_current_workspace() {
+    let db = two_workspaces();
+    let mut client = db.client();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    let csrf = alice.csrf();
+    let before_b = workspace_digest(&mut client, "ws_b");
+    for (slug, action) in [
+        ("google-ads", "disconnect"),
+        ("meta-ads", "disconnect"),
+        ("meta-ads", "connect"),
+        ("google-ads", "connect"),
+    ] {
+        let response = alice.post(
+            &format!("/data/{slug}/{action}"),
+            &[
+                ("csrf", &csrf),
+                ("workspace_id", "ws_b"),
+                ("workspaceId", "ws_b"),
+            ],
+        );
+        assert_eq!(response.status, 303, "{slug} {action}: {}", response.body);
+    }
+    assert_eq!(
+        workspace_digest(&mut client, "ws_b"),
+        before_b,
+        "workspace B changed"
+    );
+    let meta_a: String = client
+        .query_one(
+            r#"SELECT "status"::text FROM "Connection" WHERE "workspaceId" = 'ws_a' AND "provider" = 'meta-ads'"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        meta_a, "CONNECTED",
+        "A got a Meta Ads connection of its own"
+    );
+}
+
+#[test]
+fn chat_answers_from_the_current_workspace_and_stores_there() {
+    let db = two_workspaces();
+    let mut client = db.client();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    let csrf = alice.csrf();
+    let before_b = workspace_digest(&mut client, "ws_b");
+    let response = alice.post(
+        "/chat",
+        &[
+            ("csrf", &csrf),
+            ("message", "How did Google Ads do?"),
+            ("workspaceId", "ws_b"),
+        ],
+    );
+    assert_eq!(response.status, 303);
+    let reply: String = client
+        .query_one(
+            r#"SELECT "content" FROM "ChatMessage" WHERE "workspaceId" = 'ws_a' AND "role" = 'assistant'"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        reply.contains("spend 100.00") && reply.contains("110 clicks"),
+        "{reply}"
+    );
+    assert!(!reply.contains("5555") && !reply.contains("777"), "{reply}");
+    assert_eq!(workspace_digest(&mut client, "ws_b"), before_b);
+    assert_nothing_of_b(&alice.get("/data").body, "/data after chat");
+}
+
+#[test]
+fn switching_to_a_foreign_workspace_is_refused() {
+    let db = two_workspaces();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    let csrf = alice.csrf();
+    let response = alice.post("/workspace", &[("csrf", &csrf), ("workspace_id", "ws_b")]);
+    assert_eq!(response.status, 403);
+    assert!(response.body.contains("not a member of that workspace"));
+    let page = alice.get("/data");
+    assert!(page.body.contains("Alpha Team"));
+    assert_nothing_of_b(&page.body, "/data after a refused switch");
+}
+
+#[test]
+fn switching_between_own_workspaces_works() {
+    let db = two_workspaces();
+    db.client()
+        .batch_execute(r#"INSERT INTO "WorkspaceMember" ("id", "workspaceId", "userId", "role") VALUES ('m_ab', 'ws_b', 'alice', 'MEMBER')"#)
+        .unwrap();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    let csrf = alice.csrf();
+    assert_eq!(
+        alice
+            .post("/workspace", &[("csrf", &csrf), ("workspace_id", "ws_b")])
+            .status,
+        303
+    );
+    let page = alice.get("/data");
+    assert!(
+        page.body.contains("BRAVO-CHAT"),
+        "a member of B sees B after switching"
+    );
+    assert!(!page.body.contains("ALPHA-CHAT"));
+    // Removed from B, the session falls back to the home workspace.
+    db.client()
+        .batch_execute(r#"DELETE FROM "WorkspaceMember" WHERE "id" = 'm_ab'"#)
+        .unwrap();
+    let page = alice.get("/data");
+    assert!(page.body.contains("ALPHA-CHAT"));
+    assert_nothing_of_b(&page.body, "/data after removal from B");
+}
+
+#[test]
+fn another_sessions_csrf_token_is_refused() {
+    let db = two_workspaces();
+    let mut client = db.client();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    let bob = Browser::signed_in(&app, BOB);
+    let bobs_token = bob.csrf();
+    let before_a = workspace_digest(&mut client, "ws_a");
+    for (path, form) in [
+        (
+            "/chat",
+            vec![("csrf", bobs_token.as_str()), ("message", "hi")],
+        ),
+        (
+            "/data/google-ads/disconnect",
+            vec![("csrf", bobs_token.as_str())],
+        ),
+        (
+            "/workspace",
+            vec![("csrf", bobs_token.as_str()), ("workspace_id", "ws_a")],
+        ),
+        ("/logout", vec![("csrf", bobs_token.as_str())]),
+    ] {
+        assert_eq!(alice.post(path, &form).status, 403, "{path}");
+    }
+    assert_eq!(workspace_digest(&mut client, "ws_a"), before_a);
+    assert_eq!(alice.get("/data").status, 200, "alice is still signed in");
+}

@@ -1,0 +1,5 @@
+//! The Data Hub app against real PostgreSQL: tenancy isolation route by route, and bad input.
+
+mod bad_input;
+mod isolation;
+mod support;

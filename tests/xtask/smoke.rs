@@ -1,0 +1,116 @@
+//! `smoke` against the real app binary: passes on a released database and leaves it as it was;
+//! fails, naming the check, when the contract is missing or a provider page is broken.
+
+use datahub_tests::harness::{run_xtask, text, TestDb};
+use xtask::migrations::{CONTRACT, EXPAND, INIT};
+use xtask::seed::{seed_pre_tenancy, SeedSize};
+
+use crate::support::data_digest;
+
+fn released() -> TestDb {
+    let db = TestDb::migrated_to(INIT);
+    seed_pre_tenancy(
+        &mut db.client(),
+        SeedSize {
+            users: 20,
+            days: 40,
+            providers_per_user: 3,
+        },
+    )
+    .unwrap();
+    db.deploy_to(EXPAND);
+    let backfill = run_xtask(&["backfill"], Some(db.url()));
+    assert_eq!(
+        backfill.status.code(),
+        Some(0),
+        "{}",
+        text(&backfill.stderr)
+    );
+    db.deploy_to(CONTRACT);
+    db
+}
+
+#[test]
+fn passes_on_a_released_database_and_leaves_it_as_found() {
+    let db = released();
+    let mut client = db.client();
+    let before = data_digest(&mut client);
+    let output = run_xtask(&["smoke"], Some(db.url()));
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    for check in [
+        "contract applied",
+        "sign in",
+        "/data",
+        "/data/google-ads",
+        "chat",
+        "connect and disconnect",
+        "app log",
+    ] {
+        assert!(
+            stdout.contains(&format!("✅ {check}: ")),
+            "`{check}` missing from:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("smoke: 8 of 8 checks passed"), "{stdout}");
+    assert_eq!(
+        data_digest(&mut client),
+        before,
+        "smoke must leave the data as it found it"
+    );
+    let leftovers: i64 = client
+        .query_one(
+            r#"SELECT (SELECT count(*) FROM "User" WHERE "id" LIKE 'datahub_smoke%')
+                    + (SELECT count(*) FROM "Workspace" WHERE "id" LIKE 'datahub_smoke%')
+                    + (SELECT count(*) FROM "Session")"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn fails_naming_the_contract_when_it_is_not_applied() {
+    let db = TestDb::migrated_to(INIT);
+    seed_pre_tenancy(
+        &mut db.client(),
+        SeedSize {
+            users: 8,
+            days: 5,
+            providers_per_user: 2,
+        },
+    )
+    .unwrap();
+    db.deploy_to(EXPAND);
+    let output = run_xtask(&["smoke"], Some(db.url()));
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("❌ contract applied: workspaceId is not NOT NULL on Connection, MetricDaily, Insight, ChatMessage"), "{stdout}");
+}
+
+#[test]
+fn fails_naming_a_broken_provider_page() {
+    let db = released();
+    // Break the provider page on purpose: its insights list orders by this column.
+    db.client()
+        .batch_execute(r#"ALTER TABLE "Insight" DROP COLUMN "createdAt""#)
+        .unwrap();
+    let output = run_xtask(&["smoke"], Some(db.url()));
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("❌ /data/google-ads: GET /data/google-ads answered 500"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("❌ app log:"), "{stdout}");
+    assert!(
+        stdout.contains("✅ /data: "),
+        "the overview itself still works: {stdout}"
+    );
+}
