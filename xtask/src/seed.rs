@@ -82,10 +82,10 @@ SELECT 'd' || substr(md5('metric' || i || '-' || p || '-' || d), 1, 24),
        'u' || substr(md5('user' || i), 1, 24),
        (ARRAY['google-ads','meta-ads','linkedin-ads','tiktok-ads','microsoft-ads','google-analytics'])[p],
        date '2025-12-18' - d,
-       1000 + (i * 37 + p * 101 + d * 13) % 9000,
-       20 + (i * 7 + p * 11 + d * 3) % 300,
-       round(((i * 13 + p * 17 + d * 7) % 50000) / 100.0, 2),
-       (i + p + d) % 25
+       (4000 + 2500 * sin(d / 3.0 + i) + 800 * sin(d * 0.9 + p) + (i * 37 + p * 101) % 1500)::int,
+       (120 + 70 * sin(d / 4.0 + p) + 25 * cos(d * 1.3 + i) + (i * 7 + p * 11) % 60)::int,
+       round((60 + 35 * sin(d / 5.0 + i + p) + 12 * cos(d * 0.7) + (i * 13 + p * 17) % 40)::numeric, 2),
+       (6 + 5 * sin(d / 3.5 + p) + (i + p + d) % 4)::int
 FROM generate_series(1, $1::int) i, generate_series(1, $3::int) p, generate_series(0, $2::int - 1) d;
 
 INSERT INTO "Insight" ("id", "userId", "provider", "title", "body", "severity", "createdAt")

@@ -25,13 +25,11 @@ pub const CONNECTIONS_SQL: &str = r#"
     FROM "Connection" WHERE "workspaceId" = $1
     GROUP BY "provider""#;
 
+/// Newest first: the page stacks them bottom-up, so the latest message sits by the input.
 const CHAT_SQL: &str = r#"
-    SELECT role, content, at FROM (
-        SELECT "role"::text AS role, "content" AS content, to_char("createdAt", 'YYYY-MM-DD HH24:MI') AS at,
-               "createdAt", "id"
-        FROM "ChatMessage" WHERE "workspaceId" = $1
-        ORDER BY "createdAt" DESC, "id" DESC LIMIT 20
-    ) recent ORDER BY "createdAt", "id""#;
+    SELECT "role"::text, "content", to_char("createdAt", 'YYYY-MM-DD HH24:MI')
+    FROM "ChatMessage" WHERE "workspaceId" = $1
+    ORDER BY "createdAt" DESC, "id" DESC LIMIT 20"#;
 
 pub const MEMBERSHIPS_SQL: &str = r#"
     SELECT w."id", w."name", m."role"::text FROM "WorkspaceMember" m
@@ -44,10 +42,10 @@ struct Card {
     name: &'static str,
     connected: bool,
     account: Option<String>,
-    impressions: i64,
-    clicks: i64,
+    impressions: String,
+    clicks: String,
     spend: String,
-    conversions: i64,
+    conversions: String,
     has_metrics: bool,
 }
 
@@ -85,10 +83,10 @@ pub async fn show(State(state): State<AppState>, auth: Auth) -> AppResult<Respon
                 name: p.name,
                 connected: connection.map(|c| c.get::<_, bool>(1)).unwrap_or(false),
                 account: connection.and_then(|c| c.get(2)),
-                impressions: metric.map(|m| m.get(1)).unwrap_or(0),
-                clicks: metric.map(|m| m.get(2)).unwrap_or(0),
-                spend: format!("{:.2}", metric.map(|m| m.get::<_, f64>(3)).unwrap_or(0.0)),
-                conversions: metric.map(|m| m.get(4)).unwrap_or(0),
+                impressions: thousands(metric.map(|m| m.get(1)).unwrap_or(0)),
+                clicks: thousands(metric.map(|m| m.get(2)).unwrap_or(0)),
+                spend: money(metric.map(|m| m.get::<_, f64>(3)).unwrap_or(0.0)),
+                conversions: thousands(metric.map(|m| m.get(4)).unwrap_or(0)),
                 has_metrics: metric.is_some(),
             }
         })
@@ -131,4 +129,27 @@ pub async fn memberships(
             role: r.get(2),
         })
         .collect())
+}
+
+/// 1234567 → `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (index, ch) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// 1234.5 → `1,234.50`.
+pub fn money(amount: f64) -> String {
+    let cents = (amount * 100.0).round() as i64;
+    format!("{}.{:02}", thousands(cents / 100), (cents % 100).abs())
 }
