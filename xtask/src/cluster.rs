@@ -215,11 +215,22 @@ impl TempCluster {
         )
     }
 
-    /// Leaves the cluster running after this process ends; returns its data directory.
-    pub fn keep(mut self) -> PathBuf {
+    /// Leaves the cluster running after this process ends; returns the command that stops it.
+    pub fn keep(mut self) -> String {
         let _ = std::fs::write(self.root.join("keep"), b"");
         self.stopped = true;
-        self.root.join("data")
+        let pg_ctl = self.bin_dir.join("pg_ctl");
+        let data = self.root.join("data");
+        let run_as = match &self.run_as {
+            Some(user) => format!("runuser -u {user} -- "),
+            None => String::new(),
+        };
+        format!(
+            "{run_as}{} -D {} stop && rm -rf {}",
+            pg_ctl.display(),
+            data.display(),
+            self.root.display()
+        )
     }
 
     pub fn stop(&mut self) {

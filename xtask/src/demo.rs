@@ -52,9 +52,9 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
 
     if keep {
         let database_url = cluster.socket_url("datahub_demo");
-        let data_dir = cluster.keep();
+        let stop = cluster.keep();
         println!("The cluster keeps running: DATABASE_URL={database_url}");
-        println!("Stop it with: pg_ctl -D {} stop", data_dir.display());
+        println!("Stop it with: {stop}");
     } else {
         drop(client);
         cluster.stop();

@@ -39,7 +39,7 @@ COMMANDS:
     verify                              the recovery plan's verification queries
     smoke [--url URL]                   the 5-minute smoke test against the app, automated
     seed [--users N]                    pre-tenancy demo data and the demo login
-    demo                                the whole story on a throwaway PostgreSQL
+    demo [--keep]                       deploys to a throwaway PostgreSQL and verifies it
 
 OPTIONS (every command):
     --database-url URL     the database (default: DATABASE_URL); Prisma URLs work as they are
