@@ -67,11 +67,7 @@ const NEEDS_PERSONAL_SQL: &str = r#"
 
 pub fn backfill(client: &mut Client, options: &BackfillOptions) -> Result<BackfillReport> {
     let started = Instant::now();
-    require_expand(client)?;
-    let nulls = match check::check(client)? {
-        CheckReport::Counts { nulls } => nulls,
-        CheckReport::MissingColumns { .. } => unreachable!("require_expand checked the columns"),
-    };
+    let nulls = require_expand(client)?;
 
     if options.dry_run {
         let personal: i64 = client
@@ -117,10 +113,11 @@ pub fn backfill(client: &mut Client, options: &BackfillOptions) -> Result<Backfi
 }
 
 /// The expand migration provides what the backfill uses; without it there is nothing to fill.
-fn require_expand(client: &mut Client) -> Result<()> {
-    let missing_columns = match check::check(client)? {
-        CheckReport::MissingColumns { missing } => missing,
-        CheckReport::Counts { .. } => Vec::new(),
+/// Returns the NULL count per table, from the same `check` that proves the columns exist.
+fn require_expand(client: &mut Client) -> Result<Vec<(String, i64)>> {
+    let (missing_columns, nulls) = match check::check(client)? {
+        CheckReport::MissingColumns { missing } => (missing, Vec::new()),
+        CheckReport::Counts { nulls } => (Vec::new(), nulls),
     };
     let helpers_exist: bool = client
         .query_one(
@@ -140,7 +137,7 @@ fn require_expand(client: &mut Client) -> Result<()> {
             }
         );
     }
-    Ok(())
+    Ok(nulls)
 }
 
 /// Creates the personal workspaces, one transaction. The ids are derived from the user id and
