@@ -2,6 +2,7 @@
 -- No existing row is changed here; `cargo xtask backfill` fills the column afterwards.
 -- Every statement only touches the catalog or takes a brief lock: the foreign keys and the
 -- NOT NULL checks are added NOT VALID (no table scan), and the contract migration validates them.
+-- The indexes on "workspaceId" follow in migrations of their own, built CONCURRENTLY.
 
 -- AlterTable
 ALTER TABLE "Connection" ADD COLUMN "workspaceId" TEXT;
@@ -14,30 +15,6 @@ ALTER TABLE "Insight" ADD COLUMN "workspaceId" TEXT;
 
 -- AlterTable
 ALTER TABLE "ChatMessage" ADD COLUMN "workspaceId" TEXT;
-
--- CreateIndex
-CREATE INDEX "Connection_workspaceId_idx" ON "Connection"("workspaceId");
-
--- CreateIndex
-CREATE INDEX "Connection_workspaceId_provider_idx" ON "Connection"("workspaceId", "provider");
-
--- CreateIndex
-CREATE INDEX "MetricDaily_workspaceId_idx" ON "MetricDaily"("workspaceId");
-
--- CreateIndex
-CREATE INDEX "MetricDaily_workspaceId_provider_date_idx" ON "MetricDaily"("workspaceId", "provider", "date");
-
--- CreateIndex
-CREATE INDEX "Insight_workspaceId_idx" ON "Insight"("workspaceId");
-
--- CreateIndex
-CREATE INDEX "Insight_workspaceId_provider_createdAt_idx" ON "Insight"("workspaceId", "provider", "createdAt");
-
--- CreateIndex
-CREATE INDEX "ChatMessage_workspaceId_idx" ON "ChatMessage"("workspaceId");
-
--- CreateIndex
-CREATE INDEX "ChatMessage_workspaceId_createdAt_idx" ON "ChatMessage"("workspaceId", "createdAt");
 
 -- AddForeignKey
 ALTER TABLE "Connection" ADD CONSTRAINT "Connection_workspaceId_fkey" FOREIGN KEY ("workspaceId") REFERENCES "Workspace"("id") ON DELETE CASCADE ON UPDATE CASCADE NOT VALID;

@@ -225,6 +225,8 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
             r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
             "[uuid]",
         ),
+        // A runbook report's duration cell is fixed-width; keep the table's shape.
+        (r"\| +\d+\.\d\d s ", "| [duration] "),
         (r"\b\d+(\.\d+)? ?(ms|s)\b", "[duration]"),
         (r"127\.0\.0\.1:\d+", "[host:port]"),
         (r"datahub_test_\d+_\d+", "[database]"),

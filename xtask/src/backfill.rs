@@ -7,6 +7,7 @@
 //! A row whose `workspaceId` is set is never touched.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +15,7 @@ use postgres::Client;
 use serde_json::json;
 
 use crate::check::{self, CheckReport};
-use crate::db::quote_ident;
+use crate::db::{quote_ident, DatabaseUrl};
 use crate::migrations::EXPAND;
 use crate::report::{thousands, Table};
 
@@ -23,6 +24,15 @@ pub struct BackfillOptions {
     /// The most rows one batch (one transaction) updates, roughly: batches are page ranges
     /// sized from the table's rows per page.
     pub batch_size: u64,
+    /// The longest a batch should take: a slower batch halves the next one's page range (and
+    /// a fast one grows it back, up to `batch_size` rows), so no batch holds its row locks long.
+    pub batch_time: Duration,
+    /// Connections updating disjoint page ranges at once (1 = the given connection only).
+    pub workers: usize,
+    /// Where the extra workers connect (needed when `workers` > 1).
+    pub url: Option<DatabaseUrl>,
+    /// Start no new batch after this long; a later run continues where this one stopped.
+    pub time_limit: Option<Duration>,
     pub dry_run: bool,
     /// Print progress lines on stderr.
     pub progress: bool,
@@ -32,6 +42,10 @@ impl Default for BackfillOptions {
     fn default() -> Self {
         BackfillOptions {
             batch_size: 10_000,
+            batch_time: Duration::from_millis(500),
+            workers: 1,
+            url: None,
+            time_limit: None,
             dry_run: false,
             progress: true,
         }
@@ -50,6 +64,8 @@ pub struct TableResult {
 #[derive(Debug, Clone)]
 pub struct BackfillReport {
     pub dry_run: bool,
+    /// The time limit stopped the run before every NULL was filled.
+    pub stopped_early: bool,
     pub tables: Vec<TableResult>,
     pub personal_workspaces: i64,
     pub duration: Duration,
@@ -82,6 +98,7 @@ pub fn backfill(client: &mut Client, options: &BackfillOptions) -> Result<Backfi
             .get(0);
         return Ok(BackfillReport {
             dry_run: true,
+            stopped_early: false,
             tables: nulls
                 .into_iter()
                 .map(|(table, rows)| TableResult {
@@ -96,16 +113,35 @@ pub fn backfill(client: &mut Client, options: &BackfillOptions) -> Result<Backfi
         });
     }
 
+    if options.workers > 1 && options.url.is_none() {
+        bail!("a backfill with several workers needs the database URL to open their connections");
+    }
     let personal_workspaces = create_personal_workspaces(client)?;
+    let mut extra = Vec::new();
+    for _ in 1..options.workers.max(1) {
+        let url = options.url.as_ref().expect("checked above");
+        extra.push(url.connect()?);
+    }
     load_home_mapping(client)?;
+    for worker in &mut extra {
+        load_home_mapping(worker)?;
+    }
+    let deadline = options.time_limit.map(|limit| started + limit);
     let mut tables = Vec::new();
+    let mut stopped_early = false;
     for (table, total) in nulls {
-        let result = backfill_table(client, &table, total, options)?;
+        let (result, stopped) =
+            backfill_table(client, &mut extra, &table, total, options, deadline)?;
         tables.push(result);
+        if stopped {
+            stopped_early = true;
+            break;
+        }
     }
     client.batch_execute("DROP TABLE IF EXISTS pg_temp.datahub_home")?;
     Ok(BackfillReport {
         dry_run: false,
+        stopped_early,
         tables,
         personal_workspaces,
         duration: started.elapsed(),
@@ -172,12 +208,17 @@ fn load_home_mapping(client: &mut Client) -> Result<()> {
         .context("cannot load the home workspace of each user")
 }
 
+/// Backfills one table: the heap's pages are handed out in ranges to the workers, each range
+/// one transaction, until every page was visited; then a sweep fills what the mapping missed.
+/// Returns the result and whether the time limit stopped it.
 fn backfill_table(
     client: &mut Client,
+    extra: &mut [Client],
     table: &str,
     total: i64,
     options: &BackfillOptions,
-) -> Result<TableResult> {
+    deadline: Option<Instant>,
+) -> Result<(TableResult, bool)> {
     let started = Instant::now();
     let mut result = TableResult {
         table: table.to_string(),
@@ -189,7 +230,7 @@ fn backfill_table(
         if options.progress {
             eprintln!("  {table}: no NULLs, skipped");
         }
-        return Ok(result);
+        return Ok((result, false));
     }
     let quoted = quote_ident(table);
     // Pages now; rows that move to later pages while we run already have a workspaceId.
@@ -202,31 +243,64 @@ fn backfill_table(
         )?;
         (row.get(0), row.get(1))
     };
-    let pages_per_batch =
-        ((options.batch_size as f64 / rows_per_page.max(1.0)).floor() as i64).max(1);
-    // The page bounds are integers we computed; ctid range quals make this a TID range scan.
-    let update_sql = |first: i64, end: i64| {
-        format!(
-            r#"UPDATE {quoted} AS t SET "workspaceId" = h."workspaceId"
-               FROM pg_temp.datahub_home h
-               WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({end},0)'::tid
-                 AND t."workspaceId" IS NULL AND h."userId" = t."userId""#
-        )
+    let max_pages = ((options.batch_size as f64 / rows_per_page.max(1.0)).floor() as i64).max(1);
+    let shared = Shared {
+        next_page: AtomicI64::new(0),
+        rows: AtomicI64::new(0),
+        batches: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        out_of_time: AtomicBool::new(false),
     };
-    let mut last_report = Instant::now();
-    let mut first = 0;
-    while first < pages {
-        let end = (first + pages_per_batch).min(pages);
-        let updated = client
-            .execute(update_sql(first, end).as_str(), &[])
-            .with_context(|| format!("backfill batch of `{table}` (pages {first}..{end}) failed; run `cargo xtask backfill` again to continue"))?;
-        result.rows += updated as i64;
-        result.batches += 1;
-        first = end;
-        if options.progress && (last_report.elapsed() >= Duration::from_secs(1) || first >= pages) {
-            print_progress(table, result.rows, total, started.elapsed());
-            last_report = Instant::now();
+    let job = Job {
+        table,
+        quoted: &quoted,
+        pages,
+        max_pages,
+        batch_time: options.batch_time,
+        deadline,
+    };
+    let main: &mut Client = client;
+    let errors: Vec<anyhow::Error> = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for worker in std::iter::once(&mut *main).chain(extra.iter_mut()) {
+            let (job, shared) = (&job, &shared);
+            handles.push(scope.spawn(move || {
+                let outcome = run_worker(worker, job, shared);
+                if outcome.is_err() {
+                    shared.stop.store(true, Ordering::SeqCst);
+                }
+                outcome
+            }));
         }
+        let mut last_report = Instant::now();
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+            if options.progress && last_report.elapsed() >= Duration::from_secs(1) {
+                print_progress(
+                    table,
+                    shared.rows.load(Ordering::SeqCst),
+                    total,
+                    started.elapsed(),
+                );
+                last_report = Instant::now();
+            }
+        }
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().expect("a backfill worker panicked").err())
+            .collect()
+    });
+    if let Some(error) = errors.into_iter().next() {
+        return Err(error);
+    }
+    result.rows = shared.rows.load(Ordering::SeqCst);
+    result.batches = shared.batches.load(Ordering::SeqCst);
+    if options.progress {
+        print_progress(table, result.rows, total, started.elapsed());
+    }
+    if shared.out_of_time.load(Ordering::SeqCst) {
+        result.duration = started.elapsed();
+        return Ok((result, true));
     }
     // Rows the mapping did not cover (a user who joined a workspace mid-run, a row inserted
     // before the trigger existed): the per-row rule function fills them, in bounded batches.
@@ -251,7 +325,75 @@ fn backfill_table(
         .batch_execute(&format!("ANALYZE {quoted}"))
         .with_context(|| format!("cannot ANALYZE `{table}`"))?;
     result.duration = started.elapsed();
-    Ok(result)
+    Ok((result, false))
+}
+
+/// What the workers of one table share: the next unclaimed page and the running totals.
+struct Shared {
+    next_page: AtomicI64,
+    rows: AtomicI64,
+    batches: AtomicU64,
+    /// Another worker failed: stop claiming.
+    stop: AtomicBool,
+    out_of_time: AtomicBool,
+}
+
+struct Job<'a> {
+    table: &'a str,
+    quoted: &'a str,
+    pages: i64,
+    /// The page range that holds about `batch_size` rows: the largest a batch may claim.
+    max_pages: i64,
+    batch_time: Duration,
+    deadline: Option<Instant>,
+}
+
+/// Claims page ranges until none are left, each range one UPDATE (one transaction) through a
+/// TID range scan, so the heap is read in order. A batch slower than `batch_time` halves the
+/// next range; a fast one doubles it again, up to `max_pages`.
+fn run_worker(client: &mut Client, job: &Job, shared: &Shared) -> Result<()> {
+    let mut pages_per_batch = job.max_pages;
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some(deadline) = job.deadline {
+            if Instant::now() >= deadline && shared.batches.load(Ordering::SeqCst) > 0 {
+                shared.out_of_time.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+        }
+        let first = shared
+            .next_page
+            .fetch_add(pages_per_batch, Ordering::SeqCst);
+        if first >= job.pages {
+            return Ok(());
+        }
+        let end = (first + pages_per_batch).min(job.pages);
+        // The page bounds are integers we computed; ctid range quals make this a TID range scan.
+        let sql = format!(
+            r#"UPDATE {} AS t SET "workspaceId" = h."workspaceId"
+               FROM pg_temp.datahub_home h
+               WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({end},0)'::tid
+                 AND t."workspaceId" IS NULL AND h."userId" = t."userId""#,
+            job.quoted
+        );
+        let batch_started = Instant::now();
+        let updated = client.execute(sql.as_str(), &[]).with_context(|| {
+            format!(
+                "backfill batch of `{}` (pages {first}..{end}) failed; run `cargo xtask backfill` again to continue",
+                job.table
+            )
+        })?;
+        shared.rows.fetch_add(updated as i64, Ordering::SeqCst);
+        shared.batches.fetch_add(1, Ordering::SeqCst);
+        let took = batch_started.elapsed();
+        if took > job.batch_time {
+            pages_per_batch = (pages_per_batch / 2).max(1);
+        } else if took < job.batch_time / 2 {
+            pages_per_batch = (pages_per_batch * 2).min(job.max_pages);
+        }
+    }
 }
 
 fn print_progress(table: &str, done: i64, total: i64, elapsed: Duration) {
@@ -317,8 +459,13 @@ impl BackfillReport {
             return "Nothing to backfill: every Data Hub workspaceId is already set; nothing was changed.\n".into();
         }
         let seconds = self.duration.as_secs_f64();
+        let next = if self.stopped_early {
+            "Stopped at the time limit with NULLs left. Next: `cargo xtask backfill` continues where this run stopped"
+        } else {
+            "Next: `cargo xtask check`"
+        };
         format!(
-            "{}Personal workspaces created: {}\nBackfilled {} rows in {:.2} s ({} rows/s). Next: `cargo xtask check`\n",
+            "{}Personal workspaces created: {}\nBackfilled {} rows in {:.2} s ({} rows/s). {next}\n",
             self.table().render(),
             self.personal_workspaces,
             thousands(self.total_rows()),
@@ -330,6 +477,7 @@ impl BackfillReport {
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "dryRun": self.dry_run,
+            "stoppedEarly": self.stopped_early,
             "personalWorkspaces": self.personal_workspaces,
             "rows": self.total_rows(),
             "seconds": self.duration.as_secs_f64(),

@@ -1,23 +1,42 @@
-//! `cargo xtask demo`: the release on a throwaway PostgreSQL, from an empty cluster to a
-//! verified database. Nothing outside the temporary cluster is touched.
+//! `cargo xtask demo`: the incident and its recovery, on a throwaway PostgreSQL.
+//!
+//! Pre-tenancy data is seeded, then both tenancy migrations are deployed before any backfill,
+//! exactly as in the incident: the contract fails on the NULLs. `recover` reads that state and
+//! follows the recovery plan, `release` builds the app and runs the smoke test, and `verify`
+//! prints the recovery plan's verification tables. Nothing outside the cluster is touched; it
+//! is removed at the end unless `--keep`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use pico_args::Arguments;
 
+use crate::app_build::AppBuild;
 use crate::cli::{self, Globals};
 use crate::cluster::TempCluster;
 use crate::db::DatabaseUrl;
-use crate::error::Outcome;
+use crate::error::{usage, Outcome};
 use crate::migrate::{self, DeployOptions};
+use crate::migrations::INIT;
+use crate::report::{thousands, Table};
+use crate::runbook::{self, RecoverOptions, ReleaseOptions};
+use crate::seed::{self, SeedSize};
 use crate::verify;
 
 const HELP: &str = "\
-cargo xtask demo [--keep]: starts a throwaway PostgreSQL (initdb in a temp dir, a free port),
-deploys the migrations, and prints `migrate status` and the verification tables.
---keep leaves the cluster running and prints its URL.
+cargo xtask demo [--users N] [--keep]: the incident and its recovery on a throwaway PostgreSQL
+(initdb in a temp dir, a free port). Seeds pre-tenancy data (default 2,000 users and 360,000
+daily metric rows), deploys both tenancy migrations before the backfill so the contract fails
+as it did in the incident, then runs `recover`, `release` (build + smoke) and `verify`, with
+timings and figures for every step. --keep leaves the cluster running and prints its URL and
+the demo login; otherwise it is removed.
 ";
+
+struct Timing {
+    step: &'static str,
+    duration: Duration,
+    figures: String,
+}
 
 pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
@@ -25,8 +44,12 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         return Ok(Outcome::Ready);
     }
     let keep = args.contains("--keep");
+    let users = cli::positive(&mut args, "--users")?.unwrap_or(2_000);
     cli::finish(args, "demo")?;
+    let users = i32::try_from(users).map_err(|_| usage("`--users` is too large"))?;
     let migrations = globals.migrations()?;
+    let mut timings: Vec<Timing> = Vec::new();
+    let demo_started = Instant::now();
 
     let started = Instant::now();
     eprintln!("starting a throwaway PostgreSQL ...");
@@ -37,30 +60,157 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         .batch_execute("CREATE DATABASE datahub_demo")?;
     let url = DatabaseUrl::parse(&cluster.url("datahub_demo"))?;
     let mut client = url.connect()?;
-    eprintln!(
-        "PostgreSQL ready on port {} in {:.1} s",
-        cluster.port(),
-        started.elapsed().as_secs_f64()
-    );
+    timings.push(Timing {
+        step: "start PostgreSQL",
+        duration: started.elapsed(),
+        figures: format!("port {}", cluster.port()),
+    });
 
-    let report = migrate::deploy(&mut client, &url, &migrations, &DeployOptions::default())?;
-    println!("== migrate deploy\n{}", report.render());
+    let started = Instant::now();
+    let init = DeployOptions {
+        to: Some(INIT.to_string()),
+        ..DeployOptions::default()
+    };
+    migrate::deploy(&mut client, &url, &migrations, &init)?;
+    let size = SeedSize {
+        users,
+        days: 60,
+        providers_per_user: 3,
+    };
+    eprintln!(
+        "seeding {} users and {} daily metric rows as the old app wrote them ...",
+        thousands(size.users.into()),
+        thousands(size.metric_rows())
+    );
+    seed::seed_pre_tenancy(&mut client, size)?;
+    seed::seed_demo_login(&mut client)?;
+    let rows: i64 = client
+        .query_one(
+            r#"SELECT (SELECT count(*) FROM "Connection") + (SELECT count(*) FROM "MetricDaily")
+                    + (SELECT count(*) FROM "Insight") + (SELECT count(*) FROM "ChatMessage")"#,
+            &[],
+        )?
+        .get(0);
+    timings.push(Timing {
+        step: "seed pre-tenancy data",
+        duration: started.elapsed(),
+        figures: format!(
+            "{} users, {} Data Hub rows",
+            thousands(size.users.into()),
+            thousands(rows)
+        ),
+    });
+
+    println!("== the incident: every migration deployed before the backfill");
+    let started = Instant::now();
+    let incident = migrate::deploy(&mut client, &url, &migrations, &DeployOptions::default());
+    match &incident {
+        Ok(_) => println!("(unexpected: the contract went through)"),
+        Err(error) => println!("{error:#}\n"),
+    }
+    timings.push(Timing {
+        step: "incident: migrate deploy",
+        duration: started.elapsed(),
+        figures: if incident.is_err() {
+            "contract failed on the NULLs, as in the incident".into()
+        } else {
+            "contract applied".into()
+        },
+    });
     let status = migrate::status(&mut client, &migrations)?;
     println!("== migrate status\n{}", status.render());
+
+    let dry_run = runbook::recover(
+        &mut client,
+        &url,
+        &migrations,
+        &RecoverOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )?;
+    println!("{}", dry_run.render());
+
+    let started = Instant::now();
+    let recovered = runbook::recover(&mut client, &url, &migrations, &RecoverOptions::default())?;
+    println!("{}", recovered.render());
+    let backfilled: i64 = recovered
+        .report
+        .steps
+        .iter()
+        .filter(|s| s.name == "backfill")
+        .filter_map(|s| s.rows)
+        .sum();
+    timings.push(Timing {
+        step: "recover",
+        duration: started.elapsed(),
+        figures: format!("{} rows backfilled", thousands(backfilled)),
+    });
+
+    let started = Instant::now();
+    let released = runbook::release(
+        &mut client,
+        &url,
+        &migrations,
+        &ReleaseOptions {
+            build: AppBuild::from_env(false),
+            ..ReleaseOptions::default()
+        },
+    )?;
+    println!("{}", released.render());
+    timings.push(Timing {
+        step: "release (build + smoke)",
+        duration: started.elapsed(),
+        figures: if released.ok {
+            "smoke passed".into()
+        } else {
+            "failed".into()
+        },
+    });
+
+    let started = Instant::now();
     let verification = verify::verify(&mut client)?;
     println!("== verify\n{}", verification.render());
+    timings.push(Timing {
+        step: "verify",
+        duration: started.elapsed(),
+        figures: if verification.is_ok() {
+            "all ok".into()
+        } else {
+            "not ok".into()
+        },
+    });
 
+    let mut table = Table::new(&["step", "seconds", "figures"]);
+    for timing in &timings {
+        table.push(vec![
+            timing.step.to_string(),
+            format!("{:.2}", timing.duration.as_secs_f64()),
+            timing.figures.clone(),
+        ]);
+    }
+    println!("== timings\n{}", table.render());
+
+    let ok = incident.is_err() && recovered.report.ok && released.ok && verification.is_ok();
     if keep {
         let database_url = cluster.socket_url("datahub_demo");
         let stop = cluster.keep();
         println!("The cluster keeps running: DATABASE_URL={database_url}");
+        println!("Look around: DATABASE_URL='{database_url}' cargo run -p app -- --listen 127.0.0.1:8080");
+        println!(
+            "then open http://127.0.0.1:8080/data and sign in as {} / {}",
+            seed::DEMO_EMAIL,
+            seed::DEMO_PASSWORD
+        );
         println!("Stop it with: {stop}");
     } else {
         drop(client);
         cluster.stop();
     }
-    eprintln!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(Outcome::from_ready(
-        status.is_up_to_date() && verification.is_ok(),
-    ))
+    println!(
+        "demo {} in {:.1} s",
+        if ok { "finished" } else { "FAILED" },
+        demo_started.elapsed().as_secs_f64()
+    );
+    Ok(Outcome::from_ready(ok))
 }

@@ -2,6 +2,7 @@
 //! plan. Each subcommand is one module; this file only dispatches and turns errors into exit
 //! codes (SPEC §5: 0 done, 1 not in the required state, 2 usage or environment error).
 
+pub mod app_build;
 pub mod backfill;
 pub mod check;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod migrate;
 pub mod migrations;
 pub mod password;
 pub mod report;
+pub mod runbook;
 pub mod seed;
 pub mod smoke;
 pub mod tables;
@@ -38,8 +40,13 @@ COMMANDS:
     check                               are all workspaceId values backfilled? (exit 0 / 1)
     verify                              the recovery plan's verification queries
     smoke [--url URL]                   the 5-minute smoke test against the app, automated
+    release [--json]                    the Normal Deployment: deploy expand, backfill, check,
+                                        deploy, build, smoke; skips what is already done
+    recover [--dry-run]                 the recovery plan after a failed migration (scenario A/B)
+    rollback [--yes]                    the Emergency Rollback: workspaceId nullable again
+    status [--json]                     the Quick Status Check: migrate status, check, build
     seed [--users N]                    pre-tenancy demo data and the demo login
-    demo [--keep]                       deploys to a throwaway PostgreSQL and verifies it
+    demo [--users N] [--keep]           the incident and its recovery on a throwaway PostgreSQL
 
 OPTIONS (every command):
     --database-url URL     the database (default: DATABASE_URL); Prisma URLs work as they are
@@ -50,10 +57,14 @@ Exit codes: 0 done, 1 the database is not in the required state, 2 usage or envi
 ";
 
 const BACKFILL_HELP: &str = "\
-cargo xtask backfill [--batch-size N] [--dry-run] [--json]: sets workspaceId to the user's home
-workspace on every Data Hub row where it is NULL: the earliest OWNER membership, else the earliest
-membership, else a personal workspace created for the user. Batches of about N rows (default
-10000), each its own transaction: safe to interrupt and run again. --dry-run only counts.
+cargo xtask backfill [--batch-size N] [--workers N] [--time-limit SECONDS] [--dry-run] [--json]:
+sets workspaceId to the user's home workspace on every Data Hub row where it is NULL: the
+earliest OWNER membership, else the earliest membership, else a personal workspace created for
+the user. Batches are physical page ranges of about N rows (default 10000), each its own
+transaction and shrunk when one takes over 0.5 s: safe to interrupt and run again.
+--workers N     N connections on disjoint page ranges (default 1; 2 on two cores is fastest)
+--time-limit S  start no new batch after S seconds; the next run continues
+--dry-run       only counts
 Needs the expand migration; ends with ANALYZE so `cargo xtask check` is fast.
 ";
 
@@ -100,6 +111,10 @@ fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
         Some("verify") => run_verify(args, &globals),
         Some("smoke") => run_smoke(args, &globals),
         Some("seed") => run_seed(args, &globals),
+        Some("release") => runbook::commands::run_release(args, &globals),
+        Some("recover") => runbook::commands::run_recover(args, &globals),
+        Some("rollback") => runbook::commands::run_rollback(args, &globals),
+        Some("status") => runbook::commands::run_status(args, &globals),
         Some("demo") => demo::run(args, &globals),
         Some(other) => Err(usage(format!(
             "unknown command `{other}`; see `cargo xtask --help`"
@@ -115,15 +130,28 @@ fn run_backfill(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let json = args.contains("--json");
     let dry_run = args.contains("--dry-run");
     let batch_size = cli::positive(&mut args, "--batch-size")?;
+    let workers = cli::positive(&mut args, "--workers")?;
+    let time_limit = cli::positive(&mut args, "--time-limit")?;
     cli::finish(args, "backfill")?;
+    let url = globals.url()?;
     let mut options = backfill::BackfillOptions {
         dry_run,
+        url: Some(url.clone()),
+        time_limit: time_limit.map(std::time::Duration::from_secs),
         ..backfill::BackfillOptions::default()
     };
     if let Some(n) = batch_size {
         options.batch_size = n;
     }
-    let mut client = globals.url()?.connect()?;
+    if let Some(n) = workers {
+        if n > 16 {
+            return Err(usage(
+                "`--workers` is at most 16 (each worker is a connection)",
+            ));
+        }
+        options.workers = n as usize;
+    }
+    let mut client = url.connect()?;
     let report = backfill::backfill(&mut client, &options)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);

@@ -122,6 +122,37 @@ fn check_lock_file(dir: &Path) -> Result<()> {
     }
 }
 
+impl Migration {
+    /// The index name when the script is a single `CREATE [UNIQUE] INDEX CONCURRENTLY "name"`
+    /// statement. Such a migration cannot run in a transaction, and a failed attempt leaves an
+    /// INVALID index of that name behind.
+    pub fn concurrent_index(&self) -> Option<String> {
+        let code: String = self
+            .script
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let statements: Vec<&str> = code
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let [statement] = statements.as_slice() else {
+            return None;
+        };
+        let words: Vec<&str> = statement.split_whitespace().collect();
+        let rest = match words.as_slice() {
+            ["CREATE", "INDEX", "CONCURRENTLY", rest @ ..] => rest,
+            ["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY", rest @ ..] => rest,
+            _ => return None,
+        };
+        let name = rest.first()?;
+        let name = name.split('(').next()?;
+        Some(name.trim_matches('"').to_string())
+    }
+}
+
 /// The local migration called `name`, or a usage error listing what exists.
 pub fn find<'a>(migrations: &'a [Migration], name: &str) -> Result<&'a Migration> {
     migrations.iter().find(|m| m.name == name).ok_or_else(|| {
@@ -144,6 +175,39 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_ne!(checksum(b"a;\r\n"), checksum(b"a;\n"));
+    }
+
+    #[test]
+    fn concurrent_index_migrations_are_recognised() {
+        let migration = |script: &str| Migration {
+            name: "20251219170100_x".into(),
+            path: PathBuf::new(),
+            script: script.into(),
+            checksum: String::new(),
+        };
+        assert_eq!(
+            migration("-- note; with a semicolon\nCREATE INDEX CONCURRENTLY \"A_b_idx\" ON \"A\"(\"b\");\n")
+                .concurrent_index()
+                .as_deref(),
+            Some("A_b_idx")
+        );
+        assert_eq!(
+            migration("CREATE INDEX \"A_b_idx\" ON \"A\"(\"b\");").concurrent_index(),
+            None
+        );
+        assert_eq!(
+            migration("CREATE INDEX CONCURRENTLY a ON t(b); SELECT 1;").concurrent_index(),
+            None
+        );
+        for migration in read_dir(&default_dir()).unwrap() {
+            let concurrent = migration.script.contains("CONCURRENTLY");
+            assert_eq!(
+                concurrent,
+                migration.concurrent_index().is_some(),
+                "{}",
+                migration.name
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use postgres::Client;
 use serde_json::json;
 
+use crate::app_build::AppBuild;
 use crate::db::DatabaseUrl;
 use crate::error::environment;
 use crate::migrations::CONTRACT;
@@ -248,13 +249,9 @@ fn run_against_app(
 }
 
 fn start_app(url: &DatabaseUrl, options: &SmokeOptions) -> Result<(String, RunningApp)> {
-    let bin = match options
-        .app_bin
-        .clone()
-        .or_else(|| std::env::var_os("DATAHUB_APP_BIN").map(PathBuf::from))
-    {
-        Some(bin) => bin,
-        None => build_app()?,
+    let bin = match &options.app_bin {
+        Some(bin) => bin.clone(),
+        None => AppBuild::from_env(false).build()?.path,
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -311,29 +308,6 @@ fn start_app(url: &DatabaseUrl, options: &SmokeOptions) -> Result<(String, Runni
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok((base, app))
-}
-
-fn build_app() -> Result<PathBuf> {
-    eprintln!("building the app (`cargo build -p app`) ...");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = crate::migrations::default_dir()
-        .parent()
-        .map(PathBuf::from)
-        .context("workspace root")?;
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "app"])
-        .current_dir(&root)
-        .status()
-        .context("cannot run cargo to build the app")?;
-    if !status.success() {
-        return Err(environment(
-            "`cargo build -p app` failed; fix the build, then run `cargo xtask smoke` again",
-        ));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("debug").join("app"))
 }
 
 struct Http {

@@ -151,10 +151,21 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
     let name = &migration.name;
     eprintln!("applying `{name}` ...");
     let started = Instant::now();
+    let index = migration.concurrent_index();
+    if let Some(index) = &index {
+        drop_invalid_index(client, index)?;
+    }
     let id = history::insert_started(client, name, &migration.checksum)?;
+    // CREATE INDEX CONCURRENTLY takes SHARE UPDATE EXCLUSIVE, which never blocks the app's
+    // reads or writes, and it waits for running transactions by design: no lock_timeout there
+    // (a timeout would only leave an invalid index behind).
+    let lock_timeout = match index {
+        Some(_) => Duration::ZERO,
+        None => options.lock_timeout,
+    };
     client.execute(
         "SELECT set_config('lock_timeout', $1, false)",
-        &[&format!("{}ms", options.lock_timeout.as_millis())],
+        &[&format!("{}ms", lock_timeout.as_millis())],
     )?;
     let mut lock_timeouts = 0;
     let outcome = loop {
@@ -201,9 +212,9 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
                 String::new()
             };
             let next = if migration.name == migrations::CONTRACT {
-                format!("fill the NULLs with `cargo xtask backfill` (check with `cargo xtask check`), then run `cargo xtask migrate resolve --rolled-back {name}` and `cargo xtask migrate deploy`")
+                format!("run `cargo xtask recover` (by hand: `cargo xtask backfill`, `cargo xtask check`, `cargo xtask migrate resolve --rolled-back {name}`, `cargo xtask migrate deploy`)")
             } else {
-                format!("fix the cause, then run `cargo xtask migrate resolve --rolled-back {name}` and `cargo xtask migrate deploy`")
+                format!("fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, `cargo xtask migrate deploy`)")
             };
             bail!(
                 "migration `{name}` failed{lock_note}: {}\nPostgreSQL rolled the whole script back, so nothing of it was applied; the failure is recorded in `_prisma_migrations`.\nNext: {next}",
@@ -211,6 +222,28 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
             )
         }
     }
+}
+
+/// A CREATE INDEX CONCURRENTLY that failed or was interrupted leaves an INVALID index, which the
+/// planner never uses and which would make the next attempt fail with "already exists". It holds
+/// no data of its own, so dropping it loses nothing.
+fn drop_invalid_index(client: &mut Client, index: &str) -> Result<()> {
+    let invalid = client
+        .query_opt(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace
+               AND NOT i.indisvalid",
+            &[&index],
+        )?
+        .is_some();
+    if invalid {
+        eprintln!("  dropping the invalid index `{index}` an earlier attempt left behind ...");
+        client.batch_execute(&format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS {}",
+            quote_ident(index)
+        ))?;
+    }
+    Ok(())
 }
 
 /// The failed row's `logs`, in Prisma's words: SQLSTATE and message (plus detail and hint).

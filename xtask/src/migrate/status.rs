@@ -97,7 +97,7 @@ impl StatusReport {
             let name = &entry.name;
             match entry.state {
                 State::Failed => lines.push(format!(
-                    "migration `{name}` failed (started {} UTC); PostgreSQL rolled its script back. Fix the cause, then run `cargo xtask migrate resolve --rolled-back {name}` and `cargo xtask migrate deploy`",
+                    "migration `{name}` failed (started {} UTC); PostgreSQL rolled its script back. Fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)",
                     entry.at.as_deref().unwrap_or("?")
                 )),
                 State::Edited => lines.push(format!(

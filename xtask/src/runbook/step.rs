@@ -1,0 +1,191 @@
+//! The report every runbook command ends with: one row per step (result, rows, duration, what
+//! happened), then one line that says where the database stands and what to run next.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::report::{thousands, Table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepResult {
+    Done,
+    /// Already done before this run: the detail says how the database shows it.
+    Skipped,
+    Failed,
+    /// Part of the plan, not run (`--dry-run`, or an earlier step failed).
+    Planned,
+}
+
+impl StepResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            StepResult::Done => "done",
+            StepResult::Skipped => "skipped",
+            StepResult::Failed => "FAILED",
+            StepResult::Planned => "planned",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            StepResult::Done => "done",
+            StepResult::Skipped => "skipped",
+            StepResult::Failed => "failed",
+            StepResult::Planned => "planned",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub result: StepResult,
+    pub detail: String,
+    pub duration: Duration,
+    /// Rows the step changed or counted, when it deals in rows.
+    pub rows: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunbookReport {
+    pub command: &'static str,
+    pub steps: Vec<Step>,
+    /// The closing line: the outcome, and the command to run next when there is one.
+    pub conclusion: String,
+    pub ok: bool,
+    pub duration: Duration,
+}
+
+/// Collects steps as they run, echoing each to stderr so a long release shows its progress.
+pub struct Steps {
+    command: &'static str,
+    started: Instant,
+    steps: Vec<Step>,
+}
+
+impl Steps {
+    pub fn new(command: &'static str) -> Steps {
+        Steps {
+            command,
+            started: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, step: Step) {
+        let mark = match step.result {
+            StepResult::Done => "✅",
+            StepResult::Skipped => "⏭️",
+            StepResult::Failed => "❌",
+            StepResult::Planned => "·",
+        };
+        eprintln!(
+            "{mark} {} {}: {}",
+            step.result.key(),
+            step.name,
+            step.detail.lines().next().unwrap_or("")
+        );
+        self.steps.push(step);
+    }
+
+    pub fn skipped(&mut self, name: &str, why: impl Into<String>) {
+        self.push(Step {
+            name: name.into(),
+            result: StepResult::Skipped,
+            detail: why.into(),
+            duration: Duration::ZERO,
+            rows: None,
+        });
+    }
+
+    pub fn planned(&mut self, name: &str, what: impl Into<String>) {
+        self.steps.push(Step {
+            name: name.into(),
+            result: StepResult::Planned,
+            detail: what.into(),
+            duration: Duration::ZERO,
+            rows: None,
+        });
+    }
+
+    pub fn command(&self) -> &'static str {
+        self.command
+    }
+
+    pub fn all(&self, predicate: impl Fn(&Step) -> bool) -> bool {
+        self.steps.iter().all(predicate)
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.steps.iter().any(|s| s.result == StepResult::Failed)
+    }
+
+    pub fn finish(self, ok: bool, conclusion: impl Into<String>) -> RunbookReport {
+        RunbookReport {
+            command: self.command,
+            steps: self.steps,
+            conclusion: conclusion.into(),
+            ok,
+            duration: self.started.elapsed(),
+        }
+    }
+}
+
+/// A step's duration as a fixed-width cell, so the table keeps its shape whatever the timing.
+fn duration_cell(duration: Duration) -> String {
+    format!("{:>10}", format!("{:.2} s", duration.as_secs_f64()))
+}
+
+impl RunbookReport {
+    pub fn table(&self) -> Table {
+        let mut table = Table::new(&["step", "result", "rows", "duration", "detail"]);
+        for step in &self.steps {
+            table.push(vec![
+                step.name.clone(),
+                step.result.label().to_string(),
+                step.rows.map(thousands).unwrap_or_default(),
+                duration_cell(step.duration),
+                step.detail.lines().next().unwrap_or("").to_string(),
+            ]);
+        }
+        table
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = format!("== {}\n", self.command);
+        out.push_str(&self.table().render());
+        // A failed step's detail can span lines (a migration's error, the smoke checks).
+        for step in &self.steps {
+            let mut lines = step.detail.lines();
+            lines.next();
+            let rest: Vec<&str> = lines.collect();
+            if step.result == StepResult::Failed && !rest.is_empty() {
+                out.push_str(&format!("\n{} failed:\n", step.name));
+                for line in rest {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+        }
+        out.push('\n');
+        out.push_str(&self.conclusion);
+        out.push('\n');
+        out
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "command": self.command,
+            "ok": self.ok,
+            "seconds": self.duration.as_secs_f64(),
+            "steps": self.steps.iter().map(|s| json!({
+                "step": s.name,
+                "result": s.result.key(),
+                "rows": s.rows,
+                "seconds": s.duration.as_secs_f64(),
+                "detail": s.detail,
+            })).collect::<Vec<_>>(),
+            "conclusion": self.conclusion,
+        })
+    }
+}
