@@ -123,3 +123,55 @@ pub fn rule_violations(client: &mut Client) -> i64 {
     }
     total
 }
+
+/// Pre-tenancy data from the product's own seed, small enough for a test.
+pub fn seed_small(client: &mut Client) {
+    xtask::seed::seed_pre_tenancy(
+        client,
+        xtask::seed::SeedSize {
+            users: 40,
+            days: 10,
+            providers_per_user: 2,
+        },
+    )
+    .expect("seed");
+}
+
+/// Every `_prisma_migrations` row, ids and timestamps included, as one digest.
+pub fn bookkeeping_digest(client: &mut Client) -> String {
+    client
+        .query_one(
+            r#"SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t."id")), '') FROM "_prisma_migrations" t"#,
+            &[],
+        )
+        .expect("bookkeeping digest")
+        .get(0)
+}
+
+/// NULL `workspaceId` values across the four tables (-1 before the columns exist).
+pub fn null_count(client: &mut Client) -> i64 {
+    if workspace_columns(client).len() < 4 {
+        return -1;
+    }
+    client
+        .query_one(
+            r#"SELECT (SELECT count(*) FROM "Connection" WHERE "workspaceId" IS NULL)
+                    + (SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NULL)
+                    + (SELECT count(*) FROM "Insight" WHERE "workspaceId" IS NULL)
+                    + (SELECT count(*) FROM "ChatMessage" WHERE "workspaceId" IS NULL)"#,
+            &[],
+        )
+        .expect("null count")
+        .get(0)
+}
+
+/// Whether the database is released: status up to date, check green, four NOT NULL columns.
+pub fn assert_released(client: &mut Client) {
+    let status =
+        xtask::migrate::status(client, &datahub_tests::harness::repo_migrations()).unwrap();
+    assert!(status.is_up_to_date(), "{}", status.render());
+    assert!(xtask::check::check(client).unwrap().is_backfilled());
+    let columns = workspace_columns(client);
+    assert_eq!(columns.len(), 4);
+    assert!(columns.iter().all(|(_, n)| n == "NO"), "{columns:?}");
+}

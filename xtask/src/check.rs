@@ -75,6 +75,26 @@ impl CheckReport {
         }
     }
 
+    /// One line: the runbook's success line, or the NULL counts, or the missing columns.
+    pub fn summary(&self) -> String {
+        match self {
+            CheckReport::MissingColumns { missing } => format!(
+                "no workspaceId column on {}: the expand migration is not applied",
+                missing.join(", ")
+            ),
+            CheckReport::Counts { .. } if self.is_backfilled() => ALL_BACKFILLED.to_string(),
+            CheckReport::Counts { nulls } => format!(
+                "{} NULL workspaceId values ({})",
+                thousands(self.total_nulls()),
+                nulls
+                    .iter()
+                    .map(|(t, n)| format!("{t}: {}", thousands(*n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
     pub fn render(&self) -> String {
         match self {
             CheckReport::MissingColumns { missing } => format!(

@@ -203,7 +203,7 @@ fn indexes_verdict(indexes: &Table) -> Verdict {
         Verdict {
             ok: false,
             text: format!(
-                "no index on workspaceId for {}: run `cargo xtask migrate deploy --to {EXPAND}`",
+                "no index on workspaceId for {}: the index migrations (built CONCURRENTLY after the backfill) are not applied yet; run `cargo xtask release`",
                 missing.join(", ")
             ),
         }

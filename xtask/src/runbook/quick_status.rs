@@ -7,9 +7,9 @@ use anyhow::Result;
 use postgres::Client;
 
 use super::step::{RunbookReport, Step, StepResult, Steps};
-use crate::app_build::AppBuild;
+use crate::app_build::{AppBuild, APP_BIN_ENV};
 use crate::check;
-use crate::migrate;
+use crate::migrate::{self, state::State};
 use crate::migrations::Migration;
 
 pub fn quick_status(
@@ -24,9 +24,19 @@ pub fn quick_status(
     let status = migrate::status(client, migrations)?;
     let up_to_date = status.is_up_to_date();
     let mut detail = status.summary();
-    for line in status.advice() {
-        detail.push('\n');
-        detail.push_str(&line);
+    // Failed, edited or missing migrations come with their own advice; plain pending ones are
+    // the release's to deploy, after the backfill.
+    let problems = status.entries.iter().any(|e| {
+        matches!(
+            e.state,
+            State::Failed | State::Edited | State::MissingLocally
+        )
+    });
+    if problems {
+        for line in status.advice() {
+            detail.push('\n');
+            detail.push_str(&line);
+        }
     }
     steps.push(Step {
         name: "migrate status".into(),
@@ -36,7 +46,7 @@ pub fn quick_status(
         rows: None,
     });
     if !up_to_date {
-        next.push(if status.count(&migrate::state::State::Failed) > 0 {
+        next.push(if status.count(&State::Failed) > 0 {
             "`cargo xtask recover`".into()
         } else {
             "`cargo xtask release`".into()
@@ -49,7 +59,7 @@ pub fn quick_status(
     steps.push(Step {
         name: "check".into(),
         result: result(backfilled),
-        detail: report.render().trim_end().to_string(),
+        detail: report.summary(),
         duration: started.elapsed(),
         rows: Some(report.total_nulls()),
     });
@@ -60,7 +70,7 @@ pub fn quick_status(
     let started = Instant::now();
     let built = build.build();
     let detail = match (&built, build) {
-        (Ok(_), AppBuild::Prebuilt(_)) => format!("prebuilt app binary ({})", build.command()),
+        (Ok(_), AppBuild::Prebuilt(_)) => format!("prebuilt app binary ({APP_BIN_ENV})"),
         (Ok(_), _) => format!("`{}` compiled", build.command()),
         (Err(error), _) => format!("{error:#}"),
     };

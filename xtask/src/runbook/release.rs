@@ -14,7 +14,7 @@ use postgres::Client;
 use super::inspect::{self, Column};
 use super::smoke_record;
 use super::step::{RunbookReport, Step, StepResult, Steps};
-use crate::app_build::AppBuild;
+use crate::app_build::{AppBuild, APP_BIN_ENV};
 use crate::backfill::{self, BackfillOptions};
 use crate::check;
 use crate::db::DatabaseUrl;
@@ -91,7 +91,7 @@ pub fn release(
             let (result, detail) = match (&options.build, built.rebuilt) {
                 (AppBuild::Prebuilt(_), _) => (
                     StepResult::Skipped,
-                    format!("prebuilt app binary ({})", options.build.command()),
+                    format!("prebuilt app binary ({APP_BIN_ENV})"),
                 ),
                 (_, false) => (
                     StepResult::Skipped,
@@ -280,11 +280,7 @@ pub(super) fn database_steps(
             steps.push(Step {
                 name: "check".into(),
                 result: StepResult::Failed,
-                detail: format!(
-                    "{} NULL workspaceId values remain\n{}",
-                    report.total_nulls(),
-                    report.render().trim_end()
-                ),
+                detail: report.summary(),
                 duration: started.elapsed(),
                 rows: Some(report.total_nulls()),
             });

@@ -1,0 +1,59 @@
+//! `status`: the Quick Status Check, one summary and one exit code.
+
+use datahub_tests::harness::{app_bin, repo_migrations, run_xtask, text, TestDb};
+use xtask::app_build::AppBuild;
+use xtask::migrations::{CONTRACT, EXPAND, INIT};
+use xtask::runbook::quick_status;
+
+use crate::assert_stable_snapshot;
+use crate::support::seed_small;
+
+#[test]
+fn status_of_a_released_database_is_ready() {
+    let db = TestDb::migrated_to(CONTRACT);
+    let report = quick_status(
+        &mut db.client(),
+        &repo_migrations(),
+        &AppBuild::Prebuilt(app_bin()),
+    )
+    .unwrap();
+    assert!(report.ok, "{}", report.render());
+    assert_stable_snapshot!("status_ready", report.render());
+    let out = run_xtask(&["status", "--json"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["steps"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn status_after_expand_is_not_ready_and_names_the_next_command() {
+    let db = TestDb::migrated_to(INIT);
+    seed_small(&mut db.client());
+    db.deploy_to(EXPAND);
+    let report = quick_status(
+        &mut db.client(),
+        &repo_migrations(),
+        &AppBuild::Prebuilt(app_bin()),
+    )
+    .unwrap();
+    assert!(!report.ok);
+    assert_stable_snapshot!("status_after_expand", report.render());
+    let out = run_xtask(&["status"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("cargo xtask release"));
+}
+
+#[test]
+fn status_reports_a_missing_app_binary() {
+    let db = TestDb::migrated_to(CONTRACT);
+    let report = quick_status(
+        &mut db.client(),
+        &repo_migrations(),
+        &AppBuild::Prebuilt("/nonexistent/app".into()),
+    )
+    .unwrap();
+    assert!(!report.ok);
+    let build = report.steps.iter().find(|s| s.name == "build").unwrap();
+    assert!(build.detail.contains("does not exist"), "{}", build.detail);
+}

@@ -1,0 +1,178 @@
+//! `recover`: the recovery plan's scenarios A and B replayed on real failures, a dry run that
+//! changes nothing, nothing to recover, and a state it refuses to touch.
+
+use std::time::Duration;
+
+use datahub_tests::harness::{repo_migrations, run_xtask, text, TestDb};
+use xtask::backfill::BackfillOptions;
+use xtask::migrate::{self, state::State, DeployOptions};
+use xtask::migrations::{CONTRACT, EXPAND, INIT};
+use xtask::runbook::{recover, RecoverOptions, RecoverReport};
+
+use crate::assert_stable_snapshot;
+use crate::support::{
+    assert_released, bookkeeping_digest, data_digest, null_count, seed_small, workspace_columns,
+};
+
+fn run(db: &TestDb, dry_run: bool) -> RecoverReport {
+    recover(
+        &mut db.client(),
+        &db.database_url(),
+        &repo_migrations(),
+        &RecoverOptions {
+            dry_run,
+            backfill: BackfillOptions {
+                progress: false,
+                ..BackfillOptions::default()
+            },
+            ..RecoverOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The dry run reports a plan and leaves bookkeeping and data exactly as they were.
+fn assert_dry_run_changes_nothing(db: &TestDb, snapshot: &str) -> RecoverReport {
+    let mut client = db.client();
+    let (book, data, nulls) = (
+        bookkeeping_digest(&mut client),
+        data_digest(&mut client),
+        null_count(&mut client),
+    );
+    let workspaces: i64 = client
+        .query_one(r#"SELECT count(*) FROM "Workspace""#, &[])
+        .unwrap()
+        .get(0);
+    let report = run(db, true);
+    assert!(report.report.ok, "{}", report.render());
+    assert_stable_snapshot!(snapshot, report.render());
+    assert_eq!(bookkeeping_digest(&mut client), book);
+    assert_eq!(data_digest(&mut client), data);
+    assert_eq!(null_count(&mut client), nulls);
+    let after: i64 = client
+        .query_one(r#"SELECT count(*) FROM "Workspace""#, &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(after, workspaces);
+    report
+}
+
+#[test]
+fn scenario_a_contract_failed_after_expand() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    let before = data_digest(&mut client);
+    // The incident: everything deployed before the backfill; the contract fails.
+    let incident = migrate::deploy(
+        &mut client,
+        &db.database_url(),
+        &repo_migrations(),
+        &DeployOptions::default(),
+    );
+    assert!(incident.is_err());
+    let status = migrate::status(&mut client, &repo_migrations()).unwrap();
+    assert_eq!(status.state_of(CONTRACT), Some(&State::Failed));
+    assert_eq!(status.state_of(EXPAND), Some(&State::Applied));
+
+    let plan = assert_dry_run_changes_nothing(&db, "recover_dry_run_scenario_a");
+    assert!(plan.findings.iter().any(|f| f.contains("scenario A")));
+
+    let report = run(&db, false);
+    assert!(report.report.ok, "{}", report.render());
+    assert_released(&mut client);
+    assert_eq!(data_digest(&mut client), before, "recover changed data");
+
+    let again = run_xtask(&["recover"], Some(db.url()));
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("Nothing to recover"));
+}
+
+#[test]
+fn scenario_b_expand_failed_too() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    let before = data_digest(&mut client);
+    // The app holds a lock on MetricDaily for longer than expand may wait: expand fails with a
+    // lock timeout, after one retry, and nothing of it is applied.
+    let mut app = db.client();
+    app.batch_execute(r#"BEGIN; SELECT count(*) FROM "MetricDaily";"#)
+        .unwrap();
+    let failed = migrate::deploy(
+        &mut client,
+        &db.database_url(),
+        &repo_migrations(),
+        &DeployOptions {
+            lock_timeout: Duration::from_millis(100),
+            lock_retries: 1,
+            ..DeployOptions::default()
+        },
+    );
+    let message = format!("{:#}", failed.unwrap_err());
+    assert!(message.contains("after 1 lock timeout(s)"), "{message}");
+    assert!(message.contains("55P03"), "{message}");
+    app.batch_execute("ROLLBACK").unwrap();
+    let status = migrate::status(&mut client, &repo_migrations()).unwrap();
+    assert_eq!(status.state_of(EXPAND), Some(&State::Failed));
+    assert!(workspace_columns(&mut client).is_empty());
+
+    let plan = assert_dry_run_changes_nothing(&db, "recover_dry_run_scenario_b");
+    assert!(plan.findings.iter().any(|f| f.contains("scenario B")));
+
+    let out = run_xtask(&["recover"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Recovered"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_released(&mut client);
+    assert_eq!(data_digest(&mut client), before, "recover changed data");
+}
+
+#[test]
+fn nothing_to_recover_on_a_released_database() {
+    let db = TestDb::migrated_to(CONTRACT);
+    let mut client = db.client();
+    let book = bookkeeping_digest(&mut client);
+    let out = run_xtask(&["recover"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Nothing to recover"));
+    assert_eq!(bookkeeping_digest(&mut client), book);
+}
+
+#[test]
+fn a_contract_applied_by_hand_is_not_resolved_away() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    assert!(migrate::deploy(
+        &mut client,
+        &db.database_url(),
+        &repo_migrations(),
+        &DeployOptions::default()
+    )
+    .is_err());
+    // Someone fixed one table by hand: the failed row no longer tells the whole story.
+    client
+        .batch_execute(
+            r#"UPDATE "Insight" SET "workspaceId" = "datahub_home_workspace_id"("userId");
+               ALTER TABLE "Insight" ALTER COLUMN "workspaceId" SET NOT NULL;"#,
+        )
+        .unwrap();
+    let (book, data) = (bookkeeping_digest(&mut client), data_digest(&mut client));
+    let nulls = null_count(&mut client);
+    let out = run_xtask(&["recover"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("cannot prove"), "{stdout}");
+    assert!(stdout.contains("Insight: NOT NULL"), "{stdout}");
+    assert!(
+        stdout.contains("a person must decide") || stdout.contains("A person must decide"),
+        "{stdout}"
+    );
+    assert_eq!(bookkeeping_digest(&mut client), book);
+    assert_eq!(data_digest(&mut client), data);
+    assert_eq!(null_count(&mut client), nulls);
+}

@@ -1,0 +1,145 @@
+//! `release`: the Normal Deployment from a pre-tenancy database, idempotent when run again, and
+//! stopping at `check` when NULLs remain.
+
+use std::time::Duration;
+
+use datahub_tests::harness::{app_bin, repo_migrations, run_xtask, text, TestDb};
+use xtask::app_build::AppBuild;
+use xtask::backfill::BackfillOptions;
+use xtask::migrations::INIT;
+use xtask::runbook::{release, ReleaseOptions, StepResult};
+
+use crate::assert_stable_snapshot;
+use crate::support::{assert_released, data_digest, null_count, seed_small};
+
+fn options() -> ReleaseOptions {
+    ReleaseOptions {
+        build: AppBuild::Prebuilt(app_bin()),
+        backfill: BackfillOptions {
+            progress: false,
+            ..BackfillOptions::default()
+        },
+        ..ReleaseOptions::default()
+    }
+}
+
+fn results(report: &xtask::runbook::RunbookReport) -> Vec<(String, StepResult)> {
+    report
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), s.result))
+        .collect()
+}
+
+#[test]
+fn release_from_pre_tenancy_then_again_skips_every_step() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    let before = data_digest(&mut client);
+
+    let report = release(
+        &mut client,
+        &db.database_url(),
+        &repo_migrations(),
+        &options(),
+    )
+    .unwrap();
+    assert!(report.ok, "{}", report.render());
+    use StepResult::*;
+    let expected = [
+        ("deploy expand", Done),
+        ("backfill", Done),
+        ("check", Done),
+        ("deploy", Done),
+        ("build", Skipped),
+        ("smoke", Done),
+    ];
+    let expected: Vec<(String, StepResult)> =
+        expected.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+    assert_eq!(results(&report), expected);
+    assert_stable_snapshot!("release_from_pre_tenancy", report.render());
+    assert_released(&mut client);
+    assert_eq!(data_digest(&mut client), before, "release changed data");
+
+    // Run again, as a user would: every step is skipped, exit 0, one JSON document.
+    let again = run_xtask(&["release", "--json"], Some(db.url()));
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    let steps = doc["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 6, "{doc}");
+    for step in steps {
+        assert_eq!(step["result"], "skipped", "{step}");
+        assert!(step["seconds"].is_number());
+    }
+    assert_eq!(data_digest(&mut client), before);
+}
+
+#[test]
+fn release_stops_at_check_when_nulls_remain() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    // A backfill that is stopped after its first batch, as if it were interrupted.
+    let mut interrupted = options();
+    interrupted.backfill.batch_size = 20;
+    interrupted.backfill.time_limit = Some(Duration::ZERO);
+    let report = release(
+        &mut client,
+        &db.database_url(),
+        &repo_migrations(),
+        &interrupted,
+    )
+    .unwrap();
+    assert!(!report.ok);
+    let last = report.steps.last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.result),
+        ("check", StepResult::Failed)
+    );
+    let remaining = null_count(&mut client);
+    assert!(remaining > 0);
+    assert_eq!(last.rows, Some(remaining));
+    assert!(
+        report.conclusion.contains("stopped at `check`")
+            && report.conclusion.contains("cargo xtask backfill"),
+        "{}",
+        report.conclusion
+    );
+    let status = xtask::migrate::status(&mut client, &repo_migrations()).unwrap();
+    assert_eq!(
+        status.pending().len(),
+        repo_migrations().len() - 2,
+        "nothing after expand may be deployed"
+    );
+
+    // The command it names, then release again, finish the job.
+    let out = run_xtask(&["backfill"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run_xtask(&["release"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_released(&mut client);
+}
+
+#[test]
+fn release_refuses_a_failed_migration_and_names_recover() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    assert!(xtask::migrate::deploy(
+        &mut client,
+        &db.database_url(),
+        &repo_migrations(),
+        &Default::default()
+    )
+    .is_err());
+    let out = run_xtask(&["release"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("cargo xtask recover"), "{stdout}");
+    assert!(
+        null_count(&mut client) > 0,
+        "release must not have backfilled"
+    );
+}
