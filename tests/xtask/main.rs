@@ -6,6 +6,7 @@ mod check_verify;
 mod concurrency;
 mod database_url;
 mod incident;
+mod lock_safety;
 mod migrate_resolve;
 mod migrate_status;
 mod quick_status;
