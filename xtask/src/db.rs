@@ -185,7 +185,14 @@ impl DatabaseUrl {
     }
 
     fn connect_raw(&self) -> Result<Client> {
-        let result = if self.config.get_ssl_mode() == SslMode::Disable {
+        // Like libpq, no TLS over a Unix socket: the connection never leaves the machine, and
+        // setting TLS up costs more than the whole query (OpenSSL loads the system CA store).
+        let unix_socket = self
+            .config
+            .get_hosts()
+            .iter()
+            .all(|host| matches!(host, postgres::config::Host::Unix(_)));
+        let result = if self.config.get_ssl_mode() == SslMode::Disable || unix_socket {
             self.config.connect(postgres::NoTls)
         } else {
             let connector = native_tls::TlsConnector::builder()

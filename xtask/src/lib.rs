@@ -4,6 +4,7 @@
 
 pub mod app_build;
 pub mod backfill;
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod cluster;
@@ -47,6 +48,7 @@ COMMANDS:
     status [--json]                     the Quick Status Check: migrate status, check, build
     seed [--users N]                    pre-tenancy demo data and the demo login
     demo [--users N] [--keep]           the incident and its recovery on a throwaway PostgreSQL
+    bench [--quick]                     the performance targets, each against its baseline
 
 OPTIONS (every command):
     --database-url URL     the database (default: DATABASE_URL); Prisma URLs work as they are
@@ -116,6 +118,7 @@ fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
         Some("rollback") => runbook::commands::run_rollback(args, &globals),
         Some("status") => runbook::commands::run_status(args, &globals),
         Some("demo") => demo::run(args, &globals),
+        Some("bench") => bench::run(args, &globals),
         Some(other) => Err(usage(format!(
             "unknown command `{other}`; see `cargo xtask --help`"
         ))),

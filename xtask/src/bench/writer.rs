@@ -1,0 +1,109 @@
+//! The app, simulated: a connection that keeps writing while a migration step runs, and records
+//! how long each write took. What it measures is what users of the app would feel.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::db::DatabaseUrl;
+
+/// Latencies seen by one writer, in milliseconds.
+#[derive(Debug, Default, Clone)]
+pub struct Latencies {
+    pub inserts: Vec<f64>,
+    /// Updates of a row the step under test had already dealt with (see `Writer::start`).
+    pub updates: Vec<f64>,
+}
+
+impl Latencies {
+    pub fn insert_p99(&self) -> f64 {
+        percentile(&self.inserts, 0.99)
+    }
+
+    pub fn longest_insert(&self) -> f64 {
+        self.inserts.iter().copied().fold(0.0, f64::max)
+    }
+
+    pub fn longest_update(&self) -> f64 {
+        self.updates.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Result<Latencies>>,
+}
+
+pub struct WriterPlan {
+    /// Pause between iterations (0: as fast as it can, the probe).
+    pub pause: Duration,
+    /// Also update the row with this id each iteration, once `update_after` has passed.
+    pub update_id: Option<String>,
+    pub update_after: Duration,
+    /// Where the inserted rows' dates start (each insert uses the next day, so the unique
+    /// (userId, provider, date) key never collides between writers).
+    pub first_day: i32,
+}
+
+impl Writer {
+    /// Starts writing now: each iteration inserts one MetricDaily row for the bench user, as the
+    /// old app does (no workspaceId), and updates `update_id` as the app would.
+    pub fn start(url: &DatabaseUrl, plan: WriterPlan) -> Result<Writer> {
+        let mut client = url.connect()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let handle = std::thread::spawn(move || -> Result<Latencies> {
+            let insert = client.prepare(
+                r#"INSERT INTO "MetricDaily" ("id", "userId", "provider", "date", "impressions", "clicks", "spend", "conversions")
+                   VALUES ('bench_' || $1::int, 'bench_writer', 'google-ads', date '1900-01-01' + $1::int, 1, 1, 1, 1)"#,
+            )?;
+            let update = client
+                .prepare(r#"UPDATE "MetricDaily" SET "clicks" = "clicks" + 1 WHERE "id" = $1"#)?;
+            let started = Instant::now();
+            let mut latencies = Latencies::default();
+            let mut day = plan.first_day;
+            while !stopping.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                client.execute(&insert, &[&day])?;
+                latencies.inserts.push(t.elapsed().as_secs_f64() * 1000.0);
+                day += 1;
+                if let Some(id) = &plan.update_id {
+                    if started.elapsed() >= plan.update_after {
+                        let t = Instant::now();
+                        client.execute(&update, &[id])?;
+                        latencies.updates.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                if !plan.pause.is_zero() {
+                    std::thread::sleep(plan.pause);
+                }
+            }
+            Ok(latencies)
+        });
+        Ok(Writer { stop, handle })
+    }
+
+    pub fn finish(self) -> Result<Latencies> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the bench writer panicked"))?
+    }
+}
