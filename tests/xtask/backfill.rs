@@ -362,3 +362,55 @@ fn bad_batch_sizes_and_unreachable_databases() {
     assert!(stderr.contains("127.0.0.1:1/warehouse"), "{stderr}");
     assert!(!stderr.contains("pw-secret"), "{stderr}");
 }
+
+#[test]
+fn two_workers_in_small_batches_assign_exactly_as_one() {
+    let size = SeedSize {
+        users: 60,
+        days: 20,
+        providers_per_user: 3,
+    };
+    let mut digests = Vec::new();
+    for workers in [1, 3] {
+        let db = TestDb::migrated_to(INIT);
+        let mut client = db.client();
+        seed_pre_tenancy(&mut client, size).unwrap();
+        db.deploy_to(EXPAND);
+        let report = backfill(
+            &mut client,
+            &BackfillOptions {
+                workers,
+                url: Some(db.database_url()),
+                batch_size: 50,
+                ..quiet()
+            },
+        )
+        .unwrap();
+        assert!(report.tables.iter().any(|t| t.batches > 10), "{report:?}");
+        assert_eq!(rule_violations(&mut client), 0);
+        digests.push(workspace_assignment(&mut client));
+    }
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn bad_worker_counts_and_time_limits() {
+    for (flag, bad) in [
+        ("--workers", "0"),
+        ("--workers", "17"),
+        ("--workers", "two"),
+        ("--time-limit", "-1"),
+        ("--time-limit", "soon"),
+    ] {
+        let output = run_xtask(
+            &["backfill", flag, bad],
+            Some("postgresql://u@127.0.0.1:1/db"),
+        );
+        assert_eq!(output.status.code(), Some(2), "{flag} {bad}");
+        assert!(
+            text(&output.stderr).contains(flag),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}

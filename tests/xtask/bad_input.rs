@@ -143,3 +143,32 @@ fn deploy_to_an_unknown_migration() {
         .get(0);
     assert!(!exists);
 }
+
+#[test]
+fn runbook_commands_refuse_bad_flags_and_missing_databases() {
+    for args in [
+        &["release", "--frob"][..],
+        &["recover", "--yes"][..],
+        &["rollback", "--force"][..],
+        &["status", "extra"][..],
+        &["demo", "--users", "0"][..],
+        &["bench", "--workers", "0"][..],
+        &["release", "--batch-size", "0"][..],
+    ] {
+        let output = run_xtask(args, None);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    for command in ["release", "recover", "rollback", "status"] {
+        assert_usage(&[command], None, "no database URL");
+        assert_usage(
+            &[command],
+            Some("postgresql://u:pw-secret@127.0.0.1:1/warehouse"),
+            "127.0.0.1:1/warehouse",
+        );
+    }
+}

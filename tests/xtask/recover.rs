@@ -176,3 +176,64 @@ fn a_contract_applied_by_hand_is_not_resolved_away() {
     assert_eq!(data_digest(&mut client), data);
     assert_eq!(null_count(&mut client), nulls);
 }
+
+#[test]
+fn an_interrupted_concurrent_index_is_dropped_and_built_again() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    db.deploy_to(EXPAND);
+    xtask::backfill::backfill(
+        &mut client,
+        &BackfillOptions {
+            progress: false,
+            ..BackfillOptions::default()
+        },
+    )
+    .unwrap();
+    // A CREATE INDEX CONCURRENTLY that failed part way leaves an INVALID index of its name,
+    // and the failed row in `_prisma_migrations`.
+    let migrations = repo_migrations();
+    let index_migration = migrations
+        .iter()
+        .find(|m| m.concurrent_index().as_deref() == Some("MetricDaily_workspaceId_idx"))
+        .unwrap();
+    let failed = client.batch_execute(
+        r#"CREATE UNIQUE INDEX CONCURRENTLY "MetricDaily_workspaceId_idx" ON "MetricDaily"("workspaceId")"#,
+    );
+    assert!(failed.is_err(), "duplicates make the unique build fail");
+    let previous = &migrations[migrations
+        .iter()
+        .position(|m| m.name == index_migration.name)
+        .unwrap()
+        - 1]
+    .name;
+    db.deploy_to(previous);
+    let id = migrate::history::insert_started(
+        &mut client,
+        &index_migration.name,
+        &index_migration.checksum,
+    )
+    .unwrap();
+    migrate::history::mark_failed(&mut client, &id, "Database error code: 23505").unwrap();
+
+    let report = run(&db, false);
+    assert!(report.report.ok, "{}", report.render());
+    assert!(
+        report.render().contains("dropped the invalid index"),
+        "{}",
+        report.render()
+    );
+    assert_released(&mut client);
+    let (valid, unique): (bool, bool) = {
+        let row = client
+            .query_one(
+                "SELECT i.indisvalid, i.indisunique FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 WHERE c.relname = 'MetricDaily_workspaceId_idx'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(valid && !unique);
+}

@@ -64,7 +64,7 @@ sets workspaceId to the user's home workspace on every Data Hub row where it is 
 earliest OWNER membership, else the earliest membership, else a personal workspace created for
 the user. Batches are physical page ranges of about N rows (default 10000), each its own
 transaction and shrunk when one takes over 0.5 s: safe to interrupt and run again.
---workers N     N connections on disjoint page ranges (default 1; 2 on two cores is fastest)
+--workers N     N connections on disjoint page ranges (default 2)
 --time-limit S  start no new batch after S seconds; the next run continues
 --dry-run       only counts
 Needs the expand migration; ends with ANALYZE so `cargo xtask check` is fast.

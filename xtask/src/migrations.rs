@@ -200,7 +200,10 @@ mod tests {
             None
         );
         for migration in read_dir(&default_dir()).unwrap() {
-            let concurrent = migration.script.contains("CONCURRENTLY");
+            let concurrent = migration
+                .script
+                .lines()
+                .any(|l| !l.trim_start().starts_with("--") && l.contains("CONCURRENTLY"));
             assert_eq!(
                 concurrent,
                 migration.concurrent_index().is_some(),

@@ -25,7 +25,7 @@ use crate::migrations::{Migration, EXPAND, INIT};
 use crate::report::{thousands, Table};
 use crate::seed::{self, SeedSize};
 use crate::tables::DATAHUB_TABLES;
-use writer::{median, Writer, WriterPlan};
+use writer::{median, LockWatcher, Writer, WriterPlan};
 
 const HELP: &str = "\
 cargo xtask bench [--quick] [--rows N] [--workers N]: SPEC §9's figures on a throwaway
@@ -49,7 +49,8 @@ struct Figure {
     baseline: String,
     ratio: f64,
     target: String,
-    met: bool,
+    /// None for a figure shown for information, without a target.
+    met: Option<bool>,
 }
 
 pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
@@ -84,19 +85,26 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
             f.baseline.clone(),
             format!("{:.2}", f.ratio),
             f.target.clone(),
-            if f.met { "yes" } else { "NO" }.to_string(),
+            match f.met {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "-",
+            }
+            .to_string(),
         ]);
     }
     println!("\n{}", table.render());
     println!(
         "bench: {} of {} targets met in {:.0} s ({} MetricDaily rows, {workers} backfill workers, PostgreSQL {})",
-        figures.iter().filter(|f| f.met).count(),
-        figures.len(),
+        figures.iter().filter(|f| f.met == Some(true)).count(),
+        figures.iter().filter(|f| f.met.is_some()).count(),
         started.elapsed().as_secs_f64(),
         thousands(i64::from(users) * i64::from(DAYS * PROVIDERS)),
         version,
     );
-    Ok(Outcome::from_ready(figures.iter().all(|f| f.met)))
+    Ok(Outcome::from_ready(
+        figures.iter().all(|f| f.met != Some(false)),
+    ))
 }
 
 fn bench(
@@ -213,7 +221,7 @@ fn bench(
         baseline: thousands(base_rate as i64),
         ratio,
         target: "ratio ≥ 1.00".into(),
-        met: ratio >= 1.0,
+        met: Some(ratio >= 1.0),
     });
     let (ours_p99, base_p99) = (our_app.insert_p99(), base_app.insert_p99());
     println!(
@@ -228,7 +236,7 @@ fn bench(
         baseline: format!("{base_p99:.1} ms"),
         ratio: ours_p99 / base_p99,
         target: "< 10 ms".into(),
-        met: ours_p99 < 10.0,
+        met: Some(ours_p99 < 10.0),
     });
     let (ours_wait, base_wait) = (our_app.longest_update(), base_app.longest_update());
     println!(
@@ -241,7 +249,7 @@ fn bench(
         baseline: format!("{base_wait:.1} ms"),
         ratio: ours_wait / base_wait,
         target: "< 100 ms".into(),
-        met: ours_wait < 100.0 && !our_app.updates.is_empty(),
+        met: Some(ours_wait < 100.0 && !our_app.updates.is_empty()),
     });
 
     // The index migrations (CONCURRENTLY) on ours, then check's latency vs a scan.
@@ -280,11 +288,11 @@ fn bench(
         baseline: format!("{scan:.1} ms"),
         ratio: check / scan,
         target: "< 5 ms".into(),
-        met: check < 5.0,
+        met: Some(check < 5.0),
     });
 
-    // The contract: a probe inserts as fast as it can; its longest wait is the longest time
-    // any table was closed to writes.
+    // The contract: a watcher sees the ACCESS EXCLUSIVE locks in pg_locks, and a probe inserts
+    // as fast as it can (what the app feels, replanning after the DDL included).
     let probe = |url: &DatabaseUrl, first_day: i32| {
         Writer::start(
             url,
@@ -297,6 +305,7 @@ fn bench(
         )
     };
     let prober = probe(&ours, 1_000_000)?;
+    let watcher = LockWatcher::start(&ours)?;
     std::thread::sleep(Duration::from_millis(200));
     migrate::deploy(
         &mut our_client,
@@ -305,8 +314,10 @@ fn bench(
         &DeployOptions::default(),
     )?;
     std::thread::sleep(Duration::from_millis(200));
-    let our_hold = prober.finish()?.longest_insert();
+    let (our_hold, resolution) = watcher.finish()?;
+    let our_wait = prober.finish()?.longest_insert();
     let prober = probe(&twin, 1_000_000)?;
+    let watcher = LockWatcher::start(&twin)?;
     std::thread::sleep(Duration::from_millis(200));
     let mut sql = String::from("BEGIN;");
     for table in DATAHUB_TABLES {
@@ -317,18 +328,30 @@ fn bench(
     sql.push_str("COMMIT;");
     base_client.batch_execute(&sql)?;
     std::thread::sleep(Duration::from_millis(200));
-    let base_hold = prober.finish()?.longest_insert();
+    let (base_hold, _) = watcher.finish()?;
+    let base_wait = prober.finish()?.longest_insert();
     println!(
-        "contract ACCESS EXCLUSIVE hold (a probe's longest insert wait): {our_hold:.1} ms vs {base_hold:.1} ms for plain SET NOT NULL (ratio {:.3})",
+        "contract ACCESS EXCLUSIVE hold (longest per table, seen in pg_locks every {resolution:.2} ms): {our_hold:.1} ms vs {base_hold:.1} ms for plain SET NOT NULL (ratio {:.3})",
         our_hold / base_hold
     );
+    println!(
+        "  (a probe inserting without pause waited at most {our_wait:.1} ms vs {base_wait:.1} ms)"
+    );
     figures.push(Figure {
-        name: "contract write block",
+        name: "contract ACCESS EXCLUSIVE",
         ours: format!("{our_hold:.1} ms"),
         baseline: format!("{base_hold:.1} ms"),
         ratio: our_hold / base_hold,
         target: "< 10 ms".into(),
-        met: our_hold < 10.0,
+        met: Some(our_hold < 10.0),
+    });
+    figures.push(Figure {
+        name: "probe's longest write wait",
+        ours: format!("{our_wait:.1} ms"),
+        baseline: format!("{base_wait:.1} ms"),
+        ratio: our_wait / base_wait,
+        target: "none (what the app feels)".into(),
+        met: None,
     });
 
     // migrate status, the built binary, vs one psql query process.
@@ -381,7 +404,7 @@ fn bench(
         baseline: format!("{psql:.1} ms"),
         ratio: status / psql,
         target: "ratio ≤ 1.50".into(),
-        met: status / psql <= 1.5,
+        met: Some(status / psql <= 1.5),
     });
     Ok((figures, version))
 }

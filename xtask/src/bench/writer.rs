@@ -107,3 +107,56 @@ impl Writer {
             .map_err(|_| anyhow::anyhow!("the bench writer panicked"))?
     }
 }
+
+/// Watches `pg_locks` from its own connection, as fast as it can, for granted ACCESS EXCLUSIVE
+/// locks on the Data Hub tables, and reports the longest span one table was seen locked: from
+/// the start of the first poll that saw it to the end of the last one (an upper bound).
+pub struct LockWatcher {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Result<(f64, f64)>>,
+}
+
+impl LockWatcher {
+    pub fn start(url: &DatabaseUrl) -> Result<LockWatcher> {
+        let mut client = url.connect()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let handle = std::thread::spawn(move || -> Result<(f64, f64)> {
+            let poll = client.prepare(
+                "SELECT c.relname::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                 WHERE l.mode = 'AccessExclusiveLock' AND l.granted
+                   AND c.relname IN ('Connection', 'MetricDaily', 'Insight', 'ChatMessage')",
+            )?;
+            let mut spans: std::collections::HashMap<String, (Instant, Instant)> =
+                Default::default();
+            let mut polls = Vec::new();
+            while !stopping.load(Ordering::SeqCst) {
+                let before = Instant::now();
+                let rows = client.query(&poll, &[])?;
+                let after = Instant::now();
+                polls.push((after - before).as_secs_f64() * 1000.0);
+                for row in rows {
+                    let table: String = row.get(0);
+                    spans
+                        .entry(table)
+                        .and_modify(|span| span.1 = after)
+                        .or_insert((before, after));
+                }
+            }
+            let longest = spans
+                .values()
+                .map(|(first, last)| (*last - *first).as_secs_f64() * 1000.0)
+                .fold(0.0, f64::max);
+            Ok((longest, median(&polls)))
+        });
+        Ok(LockWatcher { stop, handle })
+    }
+
+    /// The longest hold in ms, and the median poll time (the measurement's resolution).
+    pub fn finish(self) -> Result<(f64, f64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the lock watcher panicked"))?
+    }
+}
