@@ -10,15 +10,9 @@ use serde_json::json;
 use crate::db::quote_ident;
 use crate::migrations::EXPAND;
 use crate::report::{thousands, Table};
-use crate::tables::DATAHUB_TABLES;
+use crate::tables::{columns, Column, DATAHUB_TABLES};
 
 pub const ALL_BACKFILLED: &str = "✅ All Data Hub workspaceId values are backfilled (no NULLs).";
-
-/// Which of the four tables have a `workspaceId` column in the current schema.
-const COLUMNS_SQL: &str = "
-    SELECT table_name::text FROM information_schema.columns
-    WHERE table_schema = current_schema() AND column_name = 'workspaceId'
-      AND table_name::text = ANY($1)";
 
 #[derive(Debug, Clone)]
 pub enum CheckReport {
@@ -58,17 +52,10 @@ pub fn check(client: &mut Client) -> Result<CheckReport> {
             return Err(error).context("cannot count NULL `workspaceId` values");
         }
     }
-    let tables: Vec<String> = DATAHUB_TABLES.iter().map(|t| t.to_string()).collect();
-    let present: Vec<String> = client
-        .query(COLUMNS_SQL, &[&tables])
-        .context("cannot look up the `workspaceId` columns")?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let missing: Vec<String> = tables
-        .iter()
-        .filter(|t| !present.contains(t))
-        .cloned()
+    let missing: Vec<String> = columns(client)?
+        .into_iter()
+        .filter(|(_, column)| *column == Column::Missing)
+        .map(|(table, _)| table)
         .collect();
     Ok(CheckReport::MissingColumns { missing })
 }

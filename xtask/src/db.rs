@@ -345,3 +345,35 @@ fn describe_lock_holder(client: &mut Client) -> Result<String> {
         None => "a backend that has just released it".to_string(),
     })
 }
+
+/// Runs `attempt` (DDL under a short `lock_timeout`) until it does not fail with a lock timeout,
+/// at most `retries` more times, with a backoff of 250 ms doubling each time, so the app's
+/// queries never queue behind a long lock request. Returns the outcome and how many lock
+/// timeouts it took; `what` names the work in the progress lines.
+pub fn retry_on_lock_timeout<T>(
+    what: &str,
+    lock_timeout: Duration,
+    retries: u32,
+    mut attempt: impl FnMut() -> Result<T, postgres::Error>,
+) -> (Result<T, postgres::Error>, u32) {
+    let mut lock_timeouts = 0;
+    loop {
+        match attempt() {
+            Err(error)
+                if error.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                    && lock_timeouts < retries =>
+            {
+                lock_timeouts += 1;
+                let backoff = Duration::from_millis(250 * 2u64.pow(lock_timeouts - 1));
+                eprintln!(
+                    "  {what} could not get its lock within {} ms (try {lock_timeouts} of {}); retrying in {} ms",
+                    lock_timeout.as_millis(),
+                    retries + 1,
+                    backoff.as_millis()
+                );
+                std::thread::sleep(backoff);
+            }
+            other => return (other, lock_timeouts),
+        }
+    }
+}

@@ -17,7 +17,7 @@ use crate::db::DatabaseUrl;
 use crate::error::environment;
 use crate::migrations::CONTRACT;
 use crate::seed::PROVIDERS;
-use crate::tables::DATAHUB_TABLES;
+use crate::tables::{columns, Column};
 
 const SMOKE_USER: &str = "datahub_smoke_user";
 const SMOKE_EMAIL: &str = "smoke@datahub.invalid";
@@ -127,23 +127,10 @@ pub fn smoke(
 }
 
 fn contract_applied(client: &mut Client) -> Result<String> {
-    let nullable: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM information_schema.columns
-             WHERE table_schema = current_schema() AND column_name = 'workspaceId'
-               AND table_name::text = ANY($1) AND is_nullable = 'NO' ",
-            &[&DATAHUB_TABLES
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let missing: Vec<&str> = DATAHUB_TABLES
-        .iter()
-        .copied()
-        .filter(|t| !nullable.iter().any(|n| n == t))
+    let missing: Vec<String> = columns(client)?
+        .into_iter()
+        .filter(|(_, column)| *column != Column::NotNull)
+        .map(|(table, _)| table)
         .collect();
     if missing.is_empty() {
         Ok("workspaceId is NOT NULL on all 4 Data Hub tables".into())

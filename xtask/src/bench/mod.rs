@@ -357,46 +357,32 @@ fn bench(
     // migrate status, the built binary, vs one psql query process.
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
     let psql_bin = cluster::find_bin_dir()?.join("psql");
+    let time_both = |url: &str, runs: usize| -> Result<(f64, f64)> {
+        let status = wall_times(runs, || {
+            Command::new(&xtask)
+                .args(["--database-url", url, "migrate", "status"])
+                .output()
+        })?;
+        let psql = wall_times(runs, || {
+            Command::new(&psql_bin)
+                .args([
+                    url,
+                    "-Atc",
+                    r#"SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations""#,
+                ])
+                .output()
+        })?;
+        Ok((median(&status), median(&psql)))
+    };
     // Over the Unix socket, as `psql` connects by default; the TCP + TLS cost is printed below.
-    let url = cluster.socket_url("bench_ours");
-    let status_ms = wall_times(11, || {
-        Command::new(&xtask)
-            .args(["--database-url", &url, "migrate", "status"])
-            .output()
-    })?;
-    let psql_ms = wall_times(11, || {
-        Command::new(&psql_bin)
-            .args([
-                &url,
-                "-Atc",
-                r#"SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations""#,
-            ])
-            .output()
-    })?;
-    let (status, psql) = (median(&status_ms), median(&psql_ms));
+    let (status, psql) = time_both(&cluster.socket_url("bench_ours"), 11)?;
     println!(
         "migrate status: {status:.1} ms vs {psql:.1} ms for one psql query (ratio {:.2})",
         status / psql
     );
-    let tcp = cluster.url("bench_ours");
-    let tcp_ms = wall_times(5, || {
-        Command::new(&xtask)
-            .args(["--database-url", &tcp, "migrate", "status"])
-            .output()
-    })?;
-    let psql_tcp_ms = wall_times(5, || {
-        Command::new(&psql_bin)
-            .args([
-                &tcp,
-                "-Atc",
-                r#"SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations""#,
-            ])
-            .output()
-    })?;
+    let (status_tcp, psql_tcp) = time_both(&cluster.url("bench_ours"), 5)?;
     println!(
-        "  (over TCP with TLS and a SCRAM password: {:.1} ms vs {:.1} ms for psql)",
-        median(&tcp_ms),
-        median(&psql_tcp_ms)
+        "  (over TCP with TLS and a SCRAM password: {status_tcp:.1} ms vs {psql_tcp:.1} ms for psql)"
     );
     figures.push(Figure {
         name: "migrate status wall time",

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use postgres::error::SqlState;
 use postgres::Client;
 
 use super::history;
@@ -167,32 +166,20 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
         "SELECT set_config('lock_timeout', $1, false)",
         &[&format!("{}ms", lock_timeout.as_millis())],
     )?;
-    let mut lock_timeouts = 0;
-    let outcome = loop {
-        let result = client.batch_execute(&migration.script);
-        if result.is_err() {
-            // A script with its own BEGIN leaves the session in an aborted transaction on error;
-            // outside a transaction this ROLLBACK is only a warning.
-            let _ = client.batch_execute("ROLLBACK");
-        }
-        match result {
-            Err(error)
-                if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
-                    && lock_timeouts < options.lock_retries =>
-            {
-                lock_timeouts += 1;
-                let backoff = Duration::from_millis(250 * 2u64.pow(lock_timeouts - 1));
-                eprintln!(
-                    "  `{name}` could not get its lock within {} ms (try {lock_timeouts} of {}); retrying in {} ms",
-                    options.lock_timeout.as_millis(),
-                    options.lock_retries + 1,
-                    backoff.as_millis()
-                );
-                std::thread::sleep(backoff);
+    let (outcome, lock_timeouts) = db::retry_on_lock_timeout(
+        &format!("`{name}`"),
+        lock_timeout,
+        options.lock_retries,
+        || {
+            let result = client.batch_execute(&migration.script);
+            if result.is_err() {
+                // A script with its own BEGIN leaves the session in an aborted transaction on
+                // error; outside a transaction this ROLLBACK is only a warning.
+                let _ = client.batch_execute("ROLLBACK");
             }
-            other => break other,
-        }
-    };
+            result
+        },
+    );
     client.batch_execute("RESET lock_timeout")?;
     match outcome {
         Ok(()) => {

@@ -2,7 +2,7 @@
 //! that Prisma and `cargo xtask` can take turns on one database.
 
 use anyhow::{Context, Result};
-use postgres::Client;
+use postgres::{Client, GenericClient};
 
 /// Prisma's own definition of the table, in the URL's schema (the search_path).
 const CREATE_TABLE: &str = r#"
@@ -135,15 +135,17 @@ pub fn mark_failed_rolled_back(client: &mut Client, name: &str) -> Result<u64> {
         .with_context(|| format!("cannot mark migration `{name}` as rolled back"))
 }
 
-/// `rollback`: sets `rolled_back_at` on the applied rows of `name`.
-pub fn mark_applied_rolled_back(client: &mut Client, name: &str) -> Result<u64> {
-    client
-        .execute(
+/// `rollback`: sets `rolled_back_at` on the applied rows of `name` (inside the rollback's
+/// transaction, hence any client).
+pub fn mark_applied_rolled_back(
+    client: &mut impl GenericClient,
+    name: &str,
+) -> Result<u64, postgres::Error> {
+    client.execute(
             r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
                WHERE "migration_name" = $1 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#,
             &[&name],
         )
-        .with_context(|| format!("cannot mark migration `{name}` as rolled back"))
 }
 
 /// `resolve --applied`: a new row that says the migration is applied, with no steps run.

@@ -11,12 +11,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use postgres::error::SqlState;
 use postgres::Client;
 
 use super::inspect::{self, Column};
 use super::step::{RunbookReport, Step, StepResult, Steps};
 use crate::db::{self, quote_ident};
+use crate::migrate::history;
 use crate::migrate::state::State;
 use crate::migrate::DeployOptions;
 use crate::migrations::{Migration, CONTRACT};
@@ -160,9 +160,11 @@ fn run_with_retries(
     mark_contract: bool,
     deploy: &DeployOptions,
 ) -> Result<u32> {
-    let mut lock_timeouts = 0;
-    loop {
-        let attempt = (|| -> Result<(), postgres::Error> {
+    let (outcome, lock_timeouts) = db::retry_on_lock_timeout(
+        "the rollback",
+        deploy.lock_timeout,
+        deploy.lock_retries,
+        || {
             let mut tx = client.transaction()?;
             tx.execute(
                 "SELECT set_config('lock_timeout', $1, true)",
@@ -172,40 +174,16 @@ fn run_with_retries(
                 tx.batch_execute(sql)?;
             }
             if mark_contract {
-                tx.execute(
-                    r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
-                       WHERE "migration_name" = $1 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#,
-                    &[&CONTRACT],
-                )?;
+                history::mark_applied_rolled_back(&mut tx, CONTRACT)?;
             }
             tx.commit()
-        })();
-        match attempt {
-            Ok(()) => return Ok(lock_timeouts),
-            Err(error)
-                if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
-                    && lock_timeouts < deploy.lock_retries =>
-            {
-                lock_timeouts += 1;
-                let backoff = Duration::from_millis(250 * 2u64.pow(lock_timeouts - 1));
-                eprintln!(
-                    "  could not get a lock within {} ms (try {lock_timeouts} of {}); retrying in {} ms",
-                    deploy.lock_timeout.as_millis(),
-                    deploy.lock_retries + 1,
-                    backoff.as_millis()
-                );
-                std::thread::sleep(backoff);
-            }
-            Err(error) => {
-                let retries = match lock_timeouts {
-                    0 => String::new(),
-                    n => format!(" (after {n} lock timeout(s): something holds a lock on these tables; see pg_locks)"),
-                };
-                return Err(anyhow::anyhow!(
-                    "{}{retries}",
-                    db::describe_driver_error(&error)
-                ));
-            }
-        }
-    }
+        },
+    );
+    outcome.map(|()| lock_timeouts).map_err(|error| {
+        let retries = match lock_timeouts {
+            0 => String::new(),
+            n => format!(" (after {n} lock timeout(s): something holds a lock on these tables; see pg_locks)"),
+        };
+        anyhow::anyhow!("{}{retries}", db::describe_driver_error(&error))
+    })
 }
