@@ -1,66 +1,46 @@
-//! The connection pool, from a Prisma-style URL: `?schema=` becomes the search_path and
-//! Prisma-only parameters (connection_limit, pool_timeout, ...) are dropped.
+//! The connection pool, from the same Prisma-style URL reader xtask uses (`datahub-core`):
+//! `?schema=` becomes the search_path (quoted, so `Tenant` stays `Tenant`), `sslmode` decides
+//! TLS and whether the certificate is checked, and Prisma's `connection_limit` sizes the pool.
 
 use anyhow::{Context, Result};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use datahub_core::pg_url::{DatabaseUrl, SET_SEARCH_PATH_SQL};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 
-const DRIVER_PARAMETERS: &[&str] = &[
-    "user",
-    "password",
-    "dbname",
-    "options",
-    "application_name",
-    "sslmode",
-    "host",
-    "hostaddr",
-    "port",
-    "connect_timeout",
-    "keepalives",
-    "keepalives_idle",
-    "target_session_attrs",
-];
+/// The name the app's connections show in `pg_stat_activity`, unless the URL sets its own.
+pub const APPLICATION_NAME: &str = "datahub-app";
 
-pub fn pool(url: &str) -> Result<Pool> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut kept = Vec::new();
-    let mut schema = None;
-    let mut pool_size = 10;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "schema" => schema = Some(value.to_string()),
-            "connection_limit" => pool_size = value.parse().unwrap_or(pool_size),
-            "sslmode" if value.starts_with("verify") => kept.push("sslmode=require".to_string()),
-            _ if DRIVER_PARAMETERS.contains(&key) => kept.push(pair.to_string()),
-            _ => {}
-        }
-    }
-    let cleaned = if kept.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", kept.join("&"))
+/// Connections in the pool unless the URL's `connection_limit` says otherwise.
+const DEFAULT_POOL_SIZE: usize = 10;
+
+pub fn pool(raw_url: &str) -> Result<Pool> {
+    let url =
+        DatabaseUrl::parse(raw_url, APPLICATION_NAME).context("cannot read `DATABASE_URL`")?;
+    let config = url.config().clone();
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
     };
-    let mut config: tokio_postgres::Config = cleaned.parse().context(
-        "cannot read DATABASE_URL (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)",
-    )?;
-    if let Some(schema) = schema {
-        config.options(format!(
-            "-c search_path={}",
-            schema.replace(['\\', ' '], "")
-        ));
-    }
-    config.application_name("datahub-app");
-    let connector = native_tls::TlsConnector::builder()
-        .danger_accept_invalid_certs(true)
-        .danger_accept_invalid_hostnames(true)
-        .build()?;
-    let tls = postgres_native_tls::MakeTlsConnector::new(connector);
-    let manager = Manager::from_config(
-        config,
-        tls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Ok(Pool::builder(manager).max_size(pool_size).build()?)
+    let manager = match url.tls_connector().context("cannot read `DATABASE_URL`")? {
+        Some(connector) => Manager::from_config(
+            config,
+            postgres_native_tls::MakeTlsConnector::new(connector),
+            manager_config,
+        ),
+        None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+    };
+    let search_path = url.search_path();
+    Ok(Pool::builder(manager)
+        .max_size(url.connection_limit().unwrap_or(DEFAULT_POOL_SIZE))
+        .post_create(Hook::async_fn(move |client, _| {
+            let search_path = search_path.clone();
+            Box::pin(async move {
+                if let Some(search_path) = search_path {
+                    client
+                        .execute(SET_SEARCH_PATH_SQL, &[&search_path])
+                        .await
+                        .map_err(HookError::Backend)?;
+                }
+                Ok(())
+            })
+        }))
+        .build()?)
 }

@@ -6,7 +6,6 @@ pub mod chart;
 pub mod db;
 pub mod error;
 pub mod pages;
-pub mod password;
 pub mod providers;
 pub mod session;
 pub mod views;

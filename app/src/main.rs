@@ -1,6 +1,8 @@
 //! `cargo run -p app -- [--listen ADDR]`: the Data Hub web app. The database is `DATABASE_URL`.
 
-use anyhow::{bail, Context, Result};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
 
 const HELP: &str = "\
 app: the Data Hub web app
@@ -9,11 +11,43 @@ USAGE:
     app [--listen ADDR]
 
     --listen ADDR   where to listen (default: LISTEN_ADDR or 127.0.0.1:3000)
-    DATABASE_URL    the database (Prisma-style URLs work, including ?schema=)
+    DATABASE_URL    the database (Prisma-style URLs work, including ?schema= and sslmode)
 ";
 
+struct Options {
+    listen: String,
+    database_url: String,
+}
+
+/// `None` when the help was printed.
+fn options() -> Result<Option<Options>> {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        print!("{HELP}");
+        return Ok(None);
+    }
+    let listen = args
+        .opt_value_from_str::<_, String>("--listen")
+        .map_err(|e| anyhow::anyhow!("{e}; see `app --help`"))?
+        .or_else(|| std::env::var("LISTEN_ADDR").ok())
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
+    if let Some(extra) = args.finish().first() {
+        anyhow::bail!(
+            "unexpected argument `{}`; see `app --help`",
+            extra.to_string_lossy()
+        );
+    }
+    let database_url = std::env::var("DATABASE_URL").context(
+        "no database URL: set `DATABASE_URL` (e.g. postgresql://USER:PASSWORD@localhost:5432/datahub)",
+    )?;
+    Ok(Some(Options {
+        listen,
+        database_url,
+    }))
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("APP_LOG")
@@ -21,24 +55,23 @@ async fn main() -> Result<()> {
         )
         .with_ansi(false)
         .init();
-    let mut args = std::env::args().skip(1);
-    let mut listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--listen" => listen = args.next().context("`--listen` needs an address")?,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unexpected argument `{other}`; see `app --help`"),
+    match serve().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
-    let url = std::env::var("DATABASE_URL")
-        .context("no database URL: set `DATABASE_URL` (e.g. postgresql://USER:PASSWORD@localhost:5432/datahub)")?;
-    let pool = app::db::pool(&url)?;
-    let listener = tokio::net::TcpListener::bind(&listen)
+}
+
+async fn serve() -> Result<()> {
+    let Some(options) = options()? else {
+        return Ok(());
+    };
+    let pool = app::db::pool(&options.database_url)?;
+    let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
-        .with_context(|| format!("cannot listen on `{listen}`"))?;
+        .with_context(|| format!("cannot listen on `{}`", options.listen))?;
     tracing::info!(address = %listener.local_addr()?, "Data Hub listening");
     app::serve(listener, app::AppState::new(pool)).await
 }

@@ -1,50 +1,7 @@
-//! The ad and analytics providers Data Hub connects to, by URL slug.
+//! The providers Data Hub connects to (the list itself is shared with xtask), and which one a
+//! chat message is about.
 
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Provider {
-    pub slug: &'static str,
-    pub name: &'static str,
-    /// Words a chat message may use for it.
-    #[serde(skip)]
-    pub aliases: &'static [&'static str],
-}
-
-pub const PROVIDERS: [Provider; 6] = [
-    Provider {
-        slug: "google-ads",
-        name: "Google Ads",
-        aliases: &["google ads", "adwords"],
-    },
-    Provider {
-        slug: "meta-ads",
-        name: "Meta Ads",
-        aliases: &["meta", "facebook", "instagram"],
-    },
-    Provider {
-        slug: "linkedin-ads",
-        name: "LinkedIn Ads",
-        aliases: &["linkedin"],
-    },
-    Provider {
-        slug: "tiktok-ads",
-        name: "TikTok Ads",
-        aliases: &["tiktok"],
-    },
-    Provider {
-        slug: "microsoft-ads",
-        name: "Microsoft Ads",
-        aliases: &["microsoft", "bing"],
-    },
-    Provider {
-        slug: "google-analytics",
-        name: "Google Analytics",
-        aliases: &["analytics", "ga4"],
-    },
-];
-
-pub fn by_slug(slug: &str) -> Option<Provider> {
-    PROVIDERS.iter().copied().find(|p| p.slug == slug)
-}
+pub use datahub_core::providers::{by_slug, Provider, PROVIDERS};
 
 /// The provider a chat message is about, if it names exactly one.
 pub fn mentioned_in(message: &str) -> Option<Provider> {

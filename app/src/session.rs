@@ -8,10 +8,9 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use subtle::ConstantTimeEq;
 
 use crate::error::{AppError, AppResult};
-use crate::password::{random_token, sha256_hex};
 use crate::AppState;
-
-pub const COOKIE_NAME: &str = "datahub_session";
+use datahub_core::password::{random_token, sha256_hex};
+use datahub_core::SESSION_COOKIE as COOKIE_NAME;
 const SESSION_DAYS: i64 = 14;
 
 /// The signed-in user and the workspace every query of the request is scoped to.
@@ -51,7 +50,7 @@ impl FromRequestParts<AppState> for Auth {
         };
         let client = state.pool.get().await?;
         let Some(row) = client
-            .query_opt(SESSION_SQL, &[&sha256_hex(&token)])
+            .query_opt(SESSION_SQL, &[&sha256_hex(token.as_bytes())])
             .await?
         else {
             return Err(AppError::LoginRequired);
@@ -112,10 +111,9 @@ pub async fn create(state: &AppState, user_id: &str) -> AppResult<Cookie<'static
     client
         .execute(
             r#"INSERT INTO "Session" ("id", "tokenHash", "userId", "currentWorkspaceId", "csrfToken", "expiresAt")
-               VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6::int))"#,
+               VALUES (gen_random_uuid()::text, $1, $2, $3, $4, now() + make_interval(days => $5::int))"#,
             &[
-                &uuid::Uuid::new_v4().to_string(),
-                &sha256_hex(&token),
+                &sha256_hex(token.as_bytes()),
                 &user_id,
                 &home,
                 &random_token(),

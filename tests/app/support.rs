@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use datahub_tests::harness::TestDb;
 use postgres::Client;
-use xtask::migrations::CONTRACT;
+use xtask::smoke::http::{self, Http};
+use xtask::tenancy::CONTRACT;
 
 pub const ALICE: &str = "alice@a.test";
 pub const BOB: &str = "bob@b.test";
@@ -14,7 +15,7 @@ pub const PASSWORD: &str = "correct horse battery";
 /// an insight and chat messages that name it, so any leak shows up in a page.
 pub fn two_workspaces() -> TestDb {
     let db = TestDb::migrated_to(CONTRACT);
-    let hash = app::password::hash_password(PASSWORD).unwrap();
+    let hash = datahub_core::password::hash(PASSWORD).unwrap();
     let mut client = db.client();
     client
         .execute(
@@ -78,9 +79,10 @@ pub struct Response {
     pub body: String,
 }
 
+/// A signed-in (or not) visitor: the smoke test's HTTP client plus the session cookie.
 pub struct Browser {
     base: String,
-    agent: ureq::Agent,
+    http: Http,
     pub cookie: Option<String>,
 }
 
@@ -88,10 +90,9 @@ impl Browser {
     pub fn new(app: &RunningApp) -> Browser {
         Browser {
             base: app.base.clone(),
-            agent: ureq::AgentBuilder::new()
-                .redirects(0)
-                .timeout(Duration::from_secs(20))
-                .build(),
+            http: Http::new(&app.base)
+                .unwrap()
+                .with_timeout(Duration::from_secs(20)),
             cookie: None,
         }
     }
@@ -105,51 +106,33 @@ impl Browser {
         browser
     }
 
-    fn finish(result: Result<ureq::Response, ureq::Error>) -> Response {
-        let response = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("request failed: {e}"),
-        };
-        let cookie = response.all("set-cookie").iter().find_map(|c| {
-            c.split(';')
-                .next()
-                .filter(|kv| kv.starts_with("datahub_session="))
-                .map(str::to_string)
-        });
+    fn finish(response: anyhow::Result<http::Response>) -> Response {
+        let response = response.unwrap_or_else(|e| panic!("request failed: {e:#}"));
         Response {
-            status: response.status(),
-            location: response.header("location").unwrap_or("").to_string(),
-            cookie,
-            body: response.into_string().unwrap_or_default(),
+            status: response.status,
+            location: response.location().to_string(),
+            cookie: response.cookie(datahub_core::SESSION_COOKIE),
+            body: response.body,
         }
     }
 
     pub fn get(&self, path: &str) -> Response {
-        let mut request = self.agent.get(&format!("{}{path}", self.base));
-        if let Some(cookie) = &self.cookie {
-            request = request.set("Cookie", cookie);
-        }
-        Browser::finish(request.call())
+        Browser::finish(self.http.get(path, self.cookie.as_deref()))
     }
 
     pub fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
-        let mut request = self.agent.post(&format!("{}{path}", self.base));
-        if let Some(cookie) = &self.cookie {
-            request = request.set("Cookie", cookie);
-        }
-        Browser::finish(request.send_form(form))
+        Browser::finish(self.http.post_form(path, self.cookie.as_deref(), form))
     }
 
     pub fn post_raw(&self, path: &str, body: &str) -> Response {
-        let mut request = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .set("Content-Type", "application/x-www-form-urlencoded");
+        let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
         if let Some(cookie) = &self.cookie {
-            request = request.set("Cookie", cookie);
+            headers.push(("Cookie", cookie));
         }
-        Browser::finish(request.send_string(body))
+        Browser::finish(
+            self.http
+                .request("POST", path, &headers, Some(body.as_bytes())),
+        )
     }
 
     /// Sends only the headers of a form post announcing `length` bytes and returns the status
@@ -174,10 +157,7 @@ impl Browser {
 
     /// The CSRF token of this session, read from /data as a browser would.
     pub fn csrf(&self) -> String {
-        let body = self.get("/data").body;
-        let marker = "name=\"csrf\" value=\"";
-        let start = body.find(marker).expect("a CSRF field on /data") + marker.len();
-        body[start..start + body[start..].find('"').unwrap()].to_string()
+        http::csrf_of(&self.get("/data").body).expect("a CSRF field on /data")
     }
 }
 

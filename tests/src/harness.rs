@@ -1,51 +1,91 @@
-//! Each test gets its own fresh database on a real PostgreSQL server, dropped afterwards.
+//! Each test gets its own database on a real PostgreSQL server, copied from a template that is
+//! migrated once per test binary and migration target, and dropped afterwards.
 //!
-//! With `DATABASE_URL` set, databases are created on that server (the role needs CREATEDB) and
-//! only the ones created here are ever dropped. Without it, the first test of a binary starts a
-//! throwaway cluster (initdb in a temp dir, a free port, as `postgres` when running as root)
-//! that a watchdog removes when the test binary exits. Tests never skip for lack of a server.
+//! With `TEST_DATABASE_URL` set, databases are created on that server (the role needs
+//! CREATEDB) and only ones this harness names `datahub_test_*` / `datahub_tpl_*` are ever
+//! dropped: its own, and those a crashed run left behind (their creator process is gone). It
+//! never reads `DATABASE_URL`, which people point at real servers. Without it, each test binary
+//! starts a throwaway cluster (initdb in a temp dir, a free port, as `postgres` when running
+//! as root) that a watchdog removes when the binary exits. Tests never skip for lack of a
+//! server. The `xtask` and `app` binaries the tests spawn are built once, here.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use postgres::Client;
 use xtask::cluster::TempCluster;
-use xtask::db::DatabaseUrl;
+use xtask::db::{self, Connect, DatabaseUrl};
 use xtask::migrate::{self, DeployOptions};
 use xtask::migrations::{self, Migration};
+
+/// The variable that names a server for the tests (never `DATABASE_URL`).
+pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
 
 struct Server {
     /// Kept alive for the whole test binary; the watchdog stops it after the process exits.
     _cluster: Option<TempCluster>,
-    /// A URL on the server whose database part we replace per test.
+    /// A URL on the server whose database part we replace per database.
     base_url: String,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-/// CREATE DATABASE copies template1; doing it one at a time avoids "source database is being
-/// accessed by other users" when tests start together.
+/// `CREATE DATABASE … TEMPLATE` needs the template free of other connections, and creating
+/// one database at a time avoids "source database is being accessed by other users".
 static CREATE_LOCK: Mutex<()> = Mutex::new(());
+/// The template database of each migration target, built on first use.
+static TEMPLATES: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
 
 fn server() -> &'static Server {
-    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => Server {
-            _cluster: None,
-            base_url: url,
-        },
-        _ => {
-            let cluster = TempCluster::start().unwrap_or_else(|error| {
-                panic!("cannot start a throwaway PostgreSQL for the tests: {error:#}")
-            });
-            let base_url = cluster.url("postgres");
-            Server {
-                _cluster: Some(cluster),
-                base_url,
+    SERVER.get_or_init(|| {
+        let server = match std::env::var(TEST_DATABASE_URL) {
+            Ok(url) if !url.trim().is_empty() => Server {
+                _cluster: None,
+                base_url: url,
+            },
+            _ => {
+                let cluster =
+                    TempCluster::start_watched_by(&binaries().xtask).unwrap_or_else(|error| {
+                        panic!("cannot start a throwaway PostgreSQL for the tests: {error:#}")
+                    });
+                let base_url = cluster.url("postgres");
+                Server {
+                    _cluster: Some(cluster),
+                    base_url,
+                }
             }
-        }
+        };
+        sweep_leftovers(&server.base_url);
+        server
     })
+}
+
+/// Drops the databases of earlier test runs whose process is gone (a crash, a kill -9).
+fn sweep_leftovers(base_url: &str) {
+    let mut admin = connect(base_url);
+    let names: Vec<String> = admin
+        .query(
+            "SELECT datname::text FROM pg_database
+             WHERE datname LIKE 'datahub\\_test\\_%' OR datname LIKE 'datahub\\_tpl\\_%'",
+            &[],
+        )
+        .expect("list leftover test databases")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                db::quote_ident(&name)
+            ));
+        }
+    }
 }
 
 /// `url` with its database replaced by `database` (query parameters kept).
@@ -62,51 +102,88 @@ pub fn url_with_database(url: &str, database: &str) -> String {
     format!("{without_db}/{database}{query}")
 }
 
+fn next_name(kind: &str) -> String {
+    format!(
+        "datahub_{kind}_{}_{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn create_database(name: &str, template: Option<&str>) {
+    let _guard = CREATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = connect(&server().base_url);
+    let sql = match template {
+        Some(template) => format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            db::quote_ident(name),
+            db::quote_ident(template)
+        ),
+        None => format!("CREATE DATABASE {}", db::quote_ident(name)),
+    };
+    admin
+        .batch_execute(&sql)
+        .unwrap_or_else(|e| panic!("cannot create the test database `{name}`: {e}"));
+}
+
+/// The template database migrated up to and including `target`, built on first use.
+fn template(target: &str) -> String {
+    let templates = TEMPLATES.get_or_init(Default::default);
+    let mut templates = templates.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(name) = templates.get(target) {
+        return name.clone();
+    }
+    let name = next_name("tpl");
+    create_database(&name, None);
+    let url = database_url(&url_with_database(&server().base_url, &name));
+    let mut client = url.connect().expect("connect to a new template database");
+    let options = DeployOptions {
+        to: Some(target.to_string()),
+        ..DeployOptions::default()
+    };
+    migrate::deploy(&mut client, &url, &repo_migrations(), &options)
+        .unwrap_or_else(|e| panic!("deploy to `{target}` failed: {e:#}"));
+    drop(client);
+    templates.insert(target.to_string(), name.clone());
+    name
+}
+
 /// A database of its own for one test, dropped (WITH FORCE) when the value is dropped.
 pub struct TestDb {
     pub name: String,
     url: String,
-    admin_url: String,
 }
 
 impl TestDb {
     /// An empty database.
     pub fn new() -> TestDb {
-        let server = server();
-        let name = format!(
-            "datahub_test_{}_{}",
-            std::process::id(),
-            NEXT_ID.fetch_add(1, Ordering::SeqCst)
-        );
-        let admin_url = server.base_url.clone();
-        {
-            let _guard = CREATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            let mut admin = connect(&admin_url);
-            admin
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                .unwrap_or_else(|e| panic!("cannot create test database `{name}`: {e}"));
-        }
-        let url = url_with_database(&server.base_url, &name);
+        let name = next_name("test");
+        create_database(&name, None);
         TestDb {
+            url: url_with_database(&server().base_url, &name),
             name,
-            url,
-            admin_url,
         }
     }
 
-    /// A database with the repository's migrations deployed up to and including `name`.
-    pub fn migrated_to(name: &str) -> TestDb {
-        let db = TestDb::new();
-        db.deploy_to(name);
-        db
+    /// A database with the repository's migrations deployed up to and including `target`: a
+    /// copy of that target's template.
+    pub fn migrated_to(target: &str) -> TestDb {
+        let template = template(target);
+        let name = next_name("test");
+        create_database(&name, Some(&template));
+        TestDb {
+            url: url_with_database(&server().base_url, &name),
+            name,
+        }
     }
 
+    /// The superuser URL of this database (with a password: hand it to processes only).
     pub fn url(&self) -> &str {
         &self.url
     }
 
     pub fn database_url(&self) -> DatabaseUrl {
-        DatabaseUrl::parse(&self.url).expect("test URLs parse")
+        database_url(&self.url)
     }
 
     pub fn client(&self) -> Client {
@@ -135,18 +212,22 @@ impl Default for TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         // FORCE ends connections a failed test left open; a drop error must not hide the test's.
-        if let Ok(mut admin) = Client::connect(&self.admin_url, postgres::NoTls) {
+        if let Ok(mut admin) = database_url(&server().base_url).connect() {
             let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                db::quote_ident(&self.name)
             ));
         }
     }
 }
 
+fn database_url(url: &str) -> DatabaseUrl {
+    db::parse_url(url).expect("test URLs parse")
+}
+
 fn connect(url: &str) -> Client {
-    DatabaseUrl::parse(url)
-        .and_then(|u| u.connect())
+    database_url(url)
+        .connect()
         .unwrap_or_else(|e| panic!("cannot connect to the test server: {e:#}"))
 }
 
@@ -156,7 +237,7 @@ pub fn repo_migrations() -> Vec<Migration> {
 }
 
 /// Copies the repository's migrations into a temp folder a test may edit.
-pub fn copy_of_migrations(dir: &std::path::Path) {
+pub fn copy_of_migrations(dir: &Path) {
     let source = migrations::default_dir();
     std::fs::copy(
         source.join("migration_lock.toml"),
@@ -174,31 +255,63 @@ pub fn copy_of_migrations(dir: &std::path::Path) {
     }
 }
 
-/// The `xtask` binary that `cargo test --workspace` built next to this test binary.
-pub fn xtask_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    let bin = dir.join("xtask");
-    assert!(
-        bin.is_file(),
-        "`{}` does not exist: run the tests with `cargo test --workspace` (or `cargo build -p xtask` first)",
-        bin.display()
-    );
-    bin
+/// The binaries the tests spawn.
+pub struct Binaries {
+    pub xtask: PathBuf,
+    pub app: PathBuf,
 }
 
-/// The `app` binary that `cargo test --workspace` built next to this test binary.
-pub fn app_bin() -> PathBuf {
-    let bin = xtask_bin().with_file_name("app");
-    assert!(
-        bin.is_file(),
-        "`{}` does not exist: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
-    bin
+/// Builds `xtask` and `app` once per test binary, in the profile and target directory of the
+/// tests themselves, so `cargo test -p datahub-tests` works on its own.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/<test binary>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binaries live in target/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir
+            .parent()
+            .expect("target/<profile>")
+            .to_path_buf();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "xtask",
+                "-p",
+                "app",
+                "--profile",
+                &profile,
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(migrations::default_dir().parent().expect("repository root"))
+            .status()
+            .expect("run cargo build for the xtask and app binaries");
+        assert!(status.success(), "cargo build -p xtask -p app failed");
+        Binaries {
+            xtask: profile_dir.join("xtask"),
+            app: profile_dir.join("app"),
+        }
+    })
+}
+
+pub fn xtask_bin() -> &'static Path {
+    &binaries().xtask
+}
+
+pub fn app_bin() -> &'static Path {
+    &binaries().app
 }
 
 /// Runs the real `xtask` binary with `DATABASE_URL` set to `database_url` (or unset).
@@ -207,14 +320,15 @@ pub fn run_xtask(args: &[&str], database_url: Option<&str>) -> Output {
     command
         .args(args)
         .env_remove("DATABASE_URL")
-        .env("DATAHUB_APP_BIN", app_bin());
+        .env(xtask::APP_BIN_ENV, app_bin());
     if let Some(url) = database_url {
         command.env("DATABASE_URL", url);
     }
     command.output().expect("run the xtask binary")
 }
 
-/// Filters that keep snapshots stable: timestamps, UUIDs, durations, ports, database names.
+/// Filters that keep snapshots stable: timestamps, UUIDs, ports, database names. Durations are
+/// redacted by the reports' renderer (`Style::SNAPSHOT`), not here.
 pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
     vec![
         (
@@ -225,9 +339,6 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
             r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
             "[uuid]",
         ),
-        // A runbook report's duration cell is fixed-width; keep the table's shape.
-        (r"\| +\d+\.\d\d s ", "| [duration] "),
-        (r"\b\d+(\.\d+)? ?(ms|s)\b", "[duration]"),
         (r"127\.0\.0\.1:\d+", "[host:port]"),
         (r"datahub_test_\d+_\d+", "[database]"),
     ]

@@ -3,12 +3,13 @@
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use xtask::report::Report;
 
 use datahub_tests::harness::{run_xtask, text, xtask_bin, TestDb};
 use postgres::Client;
 use xtask::backfill::{backfill, BackfillOptions};
-use xtask::migrations::{EXPAND, INIT};
 use xtask::seed::{seed_pre_tenancy, SeedSize};
+use xtask::tenancy::{EXPAND, INIT};
 
 use crate::support::{data_digest, rule_violations, workspace_assignment};
 
@@ -66,7 +67,7 @@ fn home_of(client: &mut Client, table: &str, user: &str) -> String {
 fn every_row_follows_the_home_workspace_rule() {
     let db = rule_db();
     let mut client = db.client();
-    let report = backfill(&mut client, &quiet()).unwrap();
+    let report = backfill(&mut client, &db.database_url(), &quiet()).unwrap();
     assert_eq!(report.total_rows(), 24);
     assert_eq!(report.personal_workspaces, 2);
 
@@ -123,9 +124,9 @@ fn every_row_follows_the_home_workspace_rule() {
 fn a_second_run_changes_nothing_and_says_so() {
     let db = rule_db();
     let mut client = db.client();
-    backfill(&mut client, &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
     let before = workspace_assignment(&mut client);
-    let again = backfill(&mut client, &quiet()).unwrap();
+    let again = backfill(&mut client, &db.database_url(), &quiet()).unwrap();
     assert!(again.changed_nothing());
     assert!(
         again.render().contains("Nothing to backfill"),
@@ -178,6 +179,7 @@ fn non_workspace_columns_are_unchanged() {
     let before = data_digest(&mut client);
     let report = backfill(
         &mut client,
+        &db.database_url(),
         &BackfillOptions {
             batch_size: 500,
             ..quiet()
@@ -285,7 +287,7 @@ fn a_killed_backfill_resumes_to_the_same_state() {
 fn rows_the_old_app_writes_after_the_backfill_get_a_workspace() {
     let db = rule_db();
     let mut client = db.client();
-    backfill(&mut client, &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
     // The old app version knows nothing of workspaceId.
     client
         .batch_execute(
@@ -378,9 +380,9 @@ fn two_workers_in_small_batches_assign_exactly_as_one() {
         db.deploy_to(EXPAND);
         let report = backfill(
             &mut client,
+            &db.database_url(),
             &BackfillOptions {
                 workers,
-                url: Some(db.database_url()),
                 batch_size: 50,
                 ..quiet()
             },

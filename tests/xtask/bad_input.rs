@@ -1,7 +1,7 @@
 //! Bad input: a clear message, exit 2, and nothing written.
 
 use datahub_tests::harness::{copy_of_migrations, run_xtask, text, TestDb};
-use xtask::migrations::EXPAND;
+use xtask::tenancy::EXPAND;
 
 fn assert_usage(args: &[&str], url: Option<&str>, expected: &str) -> String {
     let output = run_xtask(args, url);

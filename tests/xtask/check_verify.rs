@@ -4,7 +4,8 @@
 use datahub_tests::harness::{run_xtask, text, TestDb};
 use xtask::backfill::{backfill, BackfillOptions};
 use xtask::check::{check, ALL_BACKFILLED};
-use xtask::migrations::{CONTRACT, EXPAND, INIT};
+use xtask::report::{Report, Style};
+use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 use xtask::verify::verify;
 
 use crate::assert_stable_snapshot;
@@ -21,7 +22,7 @@ fn quiet() -> BackfillOptions {
 fn check_before_expand_names_the_deploy_command() {
     let db = TestDb::migrated_to(INIT);
     let report = check(&mut db.client()).unwrap();
-    assert_stable_snapshot!("check_columns_missing", report.render());
+    assert_stable_snapshot!("check_columns_missing", report.render_with(Style::SNAPSHOT));
     let output = run_xtask(&["check"], Some(db.url()));
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stdout).contains(&format!("cargo xtask migrate deploy --to {EXPAND}")));
@@ -41,7 +42,7 @@ fn check_with_nulls_counts_per_table() {
         .unwrap();
     db.deploy_to(EXPAND);
     let report = check(&mut client).unwrap();
-    assert_stable_snapshot!("check_nulls", report.render());
+    assert_stable_snapshot!("check_nulls", report.render_with(Style::SNAPSHOT));
     let output = run_xtask(&["check"], Some(db.url()));
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stdout).ends_with("run `cargo xtask backfill`\n"));
@@ -58,9 +59,9 @@ fn check_after_backfill_prints_exactly_the_runbook_line() {
     let mut client = db.client();
     insert_pre_tenancy_user(&mut client, "user_1");
     db.deploy_to(EXPAND);
-    backfill(&mut client, &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
     let report = check(&mut client).unwrap();
-    assert_stable_snapshot!("check_backfilled", report.render());
+    assert_stable_snapshot!("check_backfilled", report.render_with(Style::SNAPSHOT));
     let output = run_xtask(&["check"], Some(db.url()));
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(text(&output.stdout), format!("{ALL_BACKFILLED}\n"));
@@ -73,16 +74,19 @@ fn verify_at_every_stage() {
     insert_pre_tenancy_user(&mut client, "user_1");
     let after_init = verify(&mut client).unwrap();
     assert!(!after_init.is_ok());
-    assert_stable_snapshot!("verify_after_init", after_init.render());
+    assert_stable_snapshot!("verify_after_init", after_init.render_with(Style::SNAPSHOT));
     assert_eq!(
         run_xtask(&["verify"], Some(db.url())).status.code(),
         Some(1)
     );
 
     db.deploy_to(EXPAND);
-    assert_stable_snapshot!("verify_after_expand", verify(&mut client).unwrap().render());
+    assert_stable_snapshot!(
+        "verify_after_expand",
+        verify(&mut client).unwrap().render_with(Style::SNAPSHOT)
+    );
 
-    backfill(&mut client, &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
     assert_stable_snapshot!(
         "verify_after_backfill",
         verify(&mut client).unwrap().render()
@@ -91,7 +95,10 @@ fn verify_at_every_stage() {
     db.deploy_to(CONTRACT);
     let after_contract = verify(&mut client).unwrap();
     assert!(after_contract.is_ok());
-    assert_stable_snapshot!("verify_after_contract", after_contract.render());
+    assert_stable_snapshot!(
+        "verify_after_contract",
+        after_contract.render_with(Style::SNAPSHOT)
+    );
     let output = run_xtask(&["verify", "--json"], Some(db.url()));
     assert_eq!(output.status.code(), Some(0));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

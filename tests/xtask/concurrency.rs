@@ -1,6 +1,7 @@
 //! Two deploys at once, and a deploy that finds the lock held by someone else.
 
 use std::process::{Command, Stdio};
+use xtask::db::Connect;
 
 use datahub_tests::harness::{repo_migrations, run_xtask, text, xtask_bin, TestDb};
 use xtask::db::MIGRATION_LOCK_KEY;
@@ -45,10 +46,7 @@ fn a_held_lock_makes_deploy_wait_then_fail_naming_the_holder() {
         db.url(),
         if db.url().contains('?') { "&" } else { "?" }
     );
-    let mut holding = xtask::db::DatabaseUrl::parse(&url)
-        .unwrap()
-        .connect()
-        .unwrap();
+    let mut holding = xtask::db::parse_url(&url).unwrap().connect().unwrap();
     let pid: i32 = holding
         .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()

@@ -1,7 +1,7 @@
 //! Prisma-style database URLs: `?schema=`, `sslmode`, and Prisma-only parameters.
 
 use datahub_tests::harness::{run_xtask, text, TestDb};
-use xtask::db::DatabaseUrl;
+use xtask::db::Connect;
 
 fn with_params(db: &TestDb, params: &str) -> String {
     format!("{}?{params}", db.url())
@@ -47,7 +47,8 @@ fn schema_parameter_keeps_everything_in_that_schema() {
 #[test]
 fn sslmode_require_connects_over_tls() {
     let db = TestDb::new();
-    let url = DatabaseUrl::parse(&with_params(&db, "sslmode=require&connection_limit=1")).unwrap();
+    let url =
+        xtask::db::parse_url(&with_params(&db, "sslmode=require&connection_limit=1")).unwrap();
     let mut client = url.connect().unwrap();
     let ssl: bool = client
         .query_one(
@@ -58,7 +59,7 @@ fn sslmode_require_connects_over_tls() {
         .get(0);
     assert!(ssl, "sslmode=require must encrypt the connection");
 
-    let plain = DatabaseUrl::parse(&with_params(&db, "sslmode=disable")).unwrap();
+    let plain = xtask::db::parse_url(&with_params(&db, "sslmode=disable")).unwrap();
     let ssl: bool = plain
         .connect()
         .unwrap()
@@ -73,16 +74,28 @@ fn sslmode_require_connects_over_tls() {
 
 #[test]
 fn descriptions_never_contain_the_password() {
-    let url = DatabaseUrl::parse(
+    let url = xtask::db::parse_url(
         "postgresql://alice:s3cret%21@db.example.com:6543/app?schema=x&pgbouncer=true",
     )
     .unwrap();
     assert_eq!(url.describe(), "db.example.com:6543/app as alice");
     assert_eq!(url.schema(), "x");
-    assert_eq!(
-        xtask::db::redact_password("postgresql://alice:s3cret@host/db?x=1"),
-        "postgresql://alice:***@host/db?x=1"
-    );
+    assert!(!format!("{url:?}").contains("s3cret"));
+    // A password with an unencoded `@` or `/` is refused, and no part of it is shown.
+    for bad in [
+        "postgresql://app:s3cr@t/Pa55word@127.0.0.1:1/db",
+        "postgresql://app:Pa55/word@127.0.0.1:1/db",
+        "postgresql://app:Pa55word@127.0.0.1:99999/db",
+    ] {
+        let output = run_xtask(&["migrate", "status"], Some(bad));
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let stderr = text(&output.stderr);
+        assert!(
+            !stderr.contains("Pa55") && !stderr.contains("s3cr"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("database URL"), "{stderr}");
+    }
 }
 
 #[test]
@@ -93,6 +106,9 @@ fn unknown_sslmode_is_a_usage_error() {
     );
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("sslmode=sometimes"), "{stderr}");
+    assert!(
+        stderr.contains("`sslmode` in the database URL must be"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("secret-pw"), "{stderr}");
 }

@@ -4,7 +4,9 @@
 
 use datahub_tests::harness::{run_xtask, text, TestDb};
 use xtask::migrate::{self, state::State};
-use xtask::migrations::{self, CONTRACT, EXPAND, INIT};
+use xtask::migrations;
+use xtask::report::{Report, Style};
+use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 
 use crate::assert_stable_snapshot;
 use crate::support::{bookkeeping, insert_pre_tenancy_user, workspace_columns};
@@ -29,7 +31,11 @@ fn contract_before_backfill_fails_cleanly_and_recovers() {
     assert_eq!(deploy.status.code(), Some(1), "{}", text(&deploy.stderr));
     let stderr = text(&deploy.stderr);
     assert!(stderr.contains("Cannot enforce NOT NULL: NULL values found (Connection: 1, MetricDaily: 0, Insight: 0, ChatMessage: 0)"), "{stderr}");
-    assert!(stderr.contains("cargo xtask backfill"), "{stderr}");
+    assert!(
+        stderr.contains("PostgreSQL rolled the whole script back, so nothing of it was applied"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("run `cargo xtask recover`"), "{stderr}");
     let rows = bookkeeping(&mut client);
     let failed = rows.iter().find(|r| r.0 == CONTRACT).unwrap();
     assert!(
@@ -54,7 +60,7 @@ fn contract_before_backfill_fails_cleanly_and_recovers() {
         &migrations::read_dir(&migrations::default_dir()).unwrap(),
     )
     .unwrap();
-    assert_stable_snapshot!("status_failed", report.render());
+    assert_stable_snapshot!("status_failed", report.render_with(Style::SNAPSHOT));
     assert_eq!(
         run_xtask(&["migrate", "status"], Some(db.url()))
             .status
@@ -94,7 +100,7 @@ fn contract_before_backfill_fails_cleanly_and_recovers() {
     )
     .unwrap();
     assert_eq!(report.state_of(CONTRACT), Some(&State::RolledBack));
-    assert_stable_snapshot!("status_rolled_back", report.render());
+    assert_stable_snapshot!("status_rolled_back", report.render_with(Style::SNAPSHOT));
     assert_eq!(
         run_xtask(&["migrate", "status"], Some(db.url()))
             .status

@@ -4,13 +4,15 @@
 //! re-running cleanly, and every migration file deployable the way Prisma sends it.
 
 use std::time::{Duration, Instant};
+use xtask::report::Report;
 
 use datahub_tests::harness::{repo_migrations, TestDb};
 use postgres::Client;
 use xtask::backfill::{backfill, BackfillOptions};
+use xtask::db::Connect;
 use xtask::migrate::{self, state::State, DeployOptions};
-use xtask::migrations::{CONTRACT, EXPAND, INIT};
 use xtask::runbook::{recover, RecoverOptions};
+use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 
 use crate::support::{assert_released, bookkeeping, seed_small, workspace_columns};
 
@@ -29,7 +31,7 @@ fn ready_for_contract() -> TestDb {
     let migrations = repo_migrations();
     let before_contract = &migrations[migrations.len() - 2].name;
     db.deploy_to(EXPAND);
-    backfill(&mut client, &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
     db.deploy_to(before_contract);
     db
 }
@@ -319,7 +321,7 @@ fn prisma_can_deploy_every_migration_file() {
     let mut client = db.client();
     for migration in repo_migrations() {
         if migration.name == CONTRACT {
-            backfill(&mut client, &quiet()).unwrap();
+            backfill(&mut client, &db.database_url(), &quiet()).unwrap();
         }
         client
             .batch_execute(&migration.script)

@@ -3,15 +3,16 @@
 mod backfill;
 mod bad_input;
 mod check_verify;
+mod cli;
 mod concurrency;
 mod database_url;
 mod incident;
 mod lock_safety;
 mod migrate_resolve;
 mod migrate_status;
-mod quick_status;
 mod recover;
 mod release;
 mod rollback;
 mod smoke;
+mod status;
 mod support;

@@ -1,7 +1,7 @@
 //! `migrate resolve`: Prisma's row semantics, and refusals on migrations that are not failed.
 
 use datahub_tests::harness::{run_xtask, text, TestDb};
-use xtask::migrations::{CONTRACT, EXPAND, INIT};
+use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 
 use crate::support::{bookkeeping, insert_pre_tenancy_user};
 

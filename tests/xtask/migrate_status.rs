@@ -2,7 +2,9 @@
 
 use datahub_tests::harness::{copy_of_migrations, repo_migrations, run_xtask, TestDb};
 use xtask::migrate;
-use xtask::migrations::{self, CONTRACT, EXPAND, INIT};
+use xtask::migrations;
+use xtask::report::Report;
+use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 
 use crate::assert_stable_snapshot;
 

@@ -2,12 +2,13 @@
 //! changes nothing, nothing to recover, and a state it refuses to touch.
 
 use std::time::Duration;
+use xtask::report::{Report, Style};
 
 use datahub_tests::harness::{repo_migrations, run_xtask, text, TestDb};
 use xtask::backfill::BackfillOptions;
 use xtask::migrate::{self, state::State, DeployOptions};
-use xtask::migrations::{CONTRACT, EXPAND, INIT};
 use xtask::runbook::{recover, RecoverOptions, RecoverReport};
+use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 
 use crate::assert_stable_snapshot;
 use crate::support::{
@@ -45,7 +46,7 @@ fn assert_dry_run_changes_nothing(db: &TestDb, snapshot: &str) -> RecoverReport 
         .get(0);
     let report = run(db, true);
     assert!(report.report.ok, "{}", report.render());
-    assert_stable_snapshot!(snapshot, report.render());
+    assert_stable_snapshot!(snapshot, report.render_with(Style::SNAPSHOT));
     assert_eq!(bookkeeping_digest(&mut client), book);
     assert_eq!(data_digest(&mut client), data);
     assert_eq!(null_count(&mut client), nulls);
@@ -185,6 +186,7 @@ fn an_interrupted_concurrent_index_is_dropped_and_built_again() {
     db.deploy_to(EXPAND);
     xtask::backfill::backfill(
         &mut client,
+        &db.database_url(),
         &BackfillOptions {
             progress: false,
             ..BackfillOptions::default()
@@ -220,7 +222,9 @@ fn an_interrupted_concurrent_index_is_dropped_and_built_again() {
     let report = run(&db, false);
     assert!(report.report.ok, "{}", report.render());
     assert!(
-        report.render().contains("dropped the invalid index"),
+        report
+            .render()
+            .contains("the index `MetricDaily_workspaceId_idx` is INVALID"),
         "{}",
         report.render()
     );

@@ -3,7 +3,7 @@
 
 use datahub_tests::harness::{repo_migrations, run_xtask, text, TestDb};
 use xtask::migrate::{self, state::State};
-use xtask::migrations::{CONTRACT, INIT};
+use xtask::tenancy::{CONTRACT, INIT};
 
 use crate::support::{
     assert_released, bookkeeping_digest, data_digest, seed_small, workspace_columns,

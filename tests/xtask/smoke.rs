@@ -2,8 +2,8 @@
 //! fails, naming the check, when the contract is missing or a provider page is broken.
 
 use datahub_tests::harness::{run_xtask, text, TestDb};
-use xtask::migrations::{CONTRACT, EXPAND, INIT};
 use xtask::seed::{seed_pre_tenancy, SeedSize};
+use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 
 use crate::support::data_digest;
 
@@ -91,7 +91,7 @@ fn fails_naming_the_contract_when_it_is_not_applied() {
     let output = run_xtask(&["smoke"], Some(db.url()));
     let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("❌ contract applied: workspaceId is not NOT NULL on Connection, MetricDaily, Insight, ChatMessage"), "{stdout}");
+    assert!(stdout.contains("❌ contract applied: `workspaceId` is not NOT NULL on Connection, MetricDaily, Insight, ChatMessage"), "{stdout}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use datahub_tests::harness::snapshot_filters;
 use postgres::Client;
+use xtask::report::Report;
 
 /// Asserts a snapshot with the harness's filters (timestamps, UUIDs, durations, ports).
 #[macro_export]

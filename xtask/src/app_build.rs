@@ -1,13 +1,14 @@
 //! Building the app binary that `smoke` starts and `release` ships: `cargo build [--release]
 //! -p app` in this workspace, or a prebuilt binary named by `DATAHUB_APP_BIN`.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use xshell::{cmd, Shell};
 
 use crate::error::environment;
+use crate::project;
 
 /// The environment variable that names a prebuilt app binary (no build then).
 pub const APP_BIN_ENV: &str = "DATAHUB_APP_BIN";
@@ -47,7 +48,7 @@ impl AppBuild {
             AppBuild::Prebuilt(path) => {
                 if !path.is_file() {
                     return Err(environment(format!(
-                        "the app binary `{}` (from {APP_BIN_ENV}) does not exist; build it with `cargo build -p app` or unset {APP_BIN_ENV}",
+                        "the app binary `{}` (from `{APP_BIN_ENV}`) does not exist: build it with `cargo build -p app`, or unset `{APP_BIN_ENV}`",
                         path.display()
                     )));
                 }
@@ -58,39 +59,31 @@ impl AppBuild {
             }
             AppBuild::Cargo { release } => *release,
         };
-        let root = crate::migrations::default_dir()
-            .parent()
-            .map(PathBuf::from)
-            .context("workspace root")?;
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let path = target
+        let path = project::target_dir()
             .join(if release { "release" } else { "debug" })
             .join("app");
         let before = modified(&path);
         eprintln!("building the app (`{}`) ...", self.command());
+        let sh = Shell::new()?;
+        sh.change_dir(project::root());
+        // Inside `cargo xtask`, CARGO names the cargo that runs us.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(cargo);
-        command.args(["build", "--quiet", "-p", "app"]);
-        if release {
-            command.arg("--release");
-        }
-        let status = command
-            .current_dir(&root)
-            .status()
-            .context("cannot run cargo to build the app")?;
-        if !status.success() {
-            return Err(environment(format!(
-                "`{}` failed; fix the compile errors it printed, then run the command again",
-                self.command()
-            )));
-        }
+        let profile: &[&str] = if release { &["--release"] } else { &[] };
+        cmd!(sh, "{cargo} build --quiet -p app {profile...}")
+            .quiet()
+            .run()
+            .map_err(|error| {
+                environment(format!(
+                    "`{}` failed ({error}): fix the compile errors it printed, then run the command again",
+                    self.command()
+                ))
+            })
+            .context("cannot build the app")?;
         let rebuilt = before.is_none() || modified(&path) != before;
         Ok(Built { path, rebuilt })
     }
 }
 
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
+fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

@@ -1,16 +1,38 @@
 //! `cargo xtask check`: are all Data Hub `workspaceId` values backfilled? The gate before the
-//! contract migration. Counts NULLs per table through the `workspaceId` index (fast once the
-//! backfill has run ANALYZE), or reports that the columns do not exist (expand not applied).
+//! contract migration. Counts NULLs per table in one round trip, or reports that the columns do
+//! not exist (expand not applied).
 
 use anyhow::{Context, Result};
+use pico_args::Arguments;
 use postgres::error::SqlState;
 use postgres::Client;
 use serde_json::json;
 
-use crate::db::quote_ident;
-use crate::migrations::EXPAND;
-use crate::report::{thousands, Table};
-use crate::tables::{columns, Column, DATAHUB_TABLES};
+use crate::cli::{self, Globals};
+use crate::db::Connect;
+use crate::error::Outcome;
+use crate::report::{self, thousands, Report, Style, Table};
+use crate::tenancy::{self, Column, DATAHUB_TABLES, EXPAND};
+
+pub const SUMMARY: &str = "are all workspaceId values backfilled? (exit 0 / 1)";
+
+pub const HELP: &str = "\
+cargo xtask check [--json]
+Counts NULL workspaceId values in the four Data Hub tables. Exit 0 when there are none, 1 when
+some remain (run `cargo xtask backfill`) or the columns do not exist yet (run the expand
+migration).
+";
+
+pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    cli::finish(args, "check")?;
+    let mut client = globals.url()?.connect()?;
+    report::emit(&check(&mut client)?, json)
+}
 
 pub const ALL_BACKFILLED: &str = "✅ All Data Hub workspaceId values are backfilled (no NULLs).";
 
@@ -23,20 +45,7 @@ pub enum CheckReport {
 }
 
 pub fn check(client: &mut Client) -> Result<CheckReport> {
-    // One round trip when the columns exist (the common case, and the one that must be fast):
-    // ACCESS SHARE only; with the workspaceId index and fresh statistics each count is an index
-    // scan over the NULL entries, not a table scan.
-    let counts = DATAHUB_TABLES
-        .iter()
-        .map(|table| {
-            format!(
-                "(SELECT count(*) FROM {} WHERE \"workspaceId\" IS NULL)",
-                quote_ident(table)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    match client.query_one(&format!("SELECT {counts}"), &[]) {
+    match client.query_one(&tenancy::null_counts_sql(), &[]) {
         Ok(row) => {
             let nulls = DATAHUB_TABLES
                 .iter()
@@ -52,7 +61,7 @@ pub fn check(client: &mut Client) -> Result<CheckReport> {
             return Err(error).context("cannot count NULL `workspaceId` values");
         }
     }
-    let missing: Vec<String> = columns(client)?
+    let missing: Vec<String> = tenancy::columns(client)?
         .into_iter()
         .filter(|(_, column)| *column == Column::Missing)
         .map(|(table, _)| table)
@@ -79,12 +88,12 @@ impl CheckReport {
     pub fn summary(&self) -> String {
         match self {
             CheckReport::MissingColumns { missing } => format!(
-                "no workspaceId column on {}: the expand migration is not applied",
+                "no `workspaceId` column on {}: the expand migration is not applied",
                 missing.join(", ")
             ),
             CheckReport::Counts { .. } if self.is_backfilled() => ALL_BACKFILLED.to_string(),
             CheckReport::Counts { nulls } => format!(
-                "{} NULL workspaceId values ({})",
+                "{} NULL `workspaceId` values ({})",
                 thousands(self.total_nulls()),
                 nulls
                     .iter()
@@ -94,11 +103,13 @@ impl CheckReport {
             ),
         }
     }
+}
 
-    pub fn render(&self) -> String {
+impl Report for CheckReport {
+    fn render_with(&self, _style: Style) -> String {
         match self {
             CheckReport::MissingColumns { missing } => format!(
-                "❌ The workspaceId column does not exist on {}: the expand migration `{EXPAND}` is not applied.\nrun `cargo xtask migrate deploy --to {EXPAND}`\n",
+                "❌ no `workspaceId` column on {}: the expand migration `{EXPAND}` is not applied; run `cargo xtask migrate deploy --to {EXPAND}`\n",
                 missing.join(", ")
             ),
             CheckReport::Counts { .. } if self.is_backfilled() => format!("{ALL_BACKFILLED}\n"),
@@ -108,7 +119,7 @@ impl CheckReport {
                     table.push(vec![name.clone(), thousands(*count)]);
                 }
                 format!(
-                    "{}\n❌ {} Data Hub rows have no workspaceId yet.\nrun `cargo xtask backfill`\n",
+                    "{}\n❌ {} Data Hub rows have no `workspaceId` yet; run `cargo xtask backfill`\n",
                     table.render(),
                     thousands(self.total_nulls())
                 )
@@ -116,7 +127,7 @@ impl CheckReport {
         }
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         match self {
             CheckReport::MissingColumns { missing } => json!({
                 "backfilled": false,
@@ -130,5 +141,9 @@ impl CheckReport {
                 "next": if self.is_backfilled() { serde_json::Value::Null } else { json!("cargo xtask backfill") },
             }),
         }
+    }
+
+    fn ok(&self) -> bool {
+        self.is_backfilled()
     }
 }

@@ -1,12 +1,15 @@
-//! Argument handling shared by the commands: global options, help, and rejecting leftovers.
+//! The command-line convention every command follows: `--help` first, then options, then
+//! positionals, then anything left over is named and refused (exit 2). Numbers are checked
+//! against a range here, so no flag can overflow into a panic or an SQL "out of range".
 
 use std::ffi::OsString;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use pico_args::Arguments;
 
-use crate::db::DatabaseUrl;
+use crate::db::{self, DatabaseUrl};
 use crate::error::usage;
 use crate::migrations::{self, Migration};
 
@@ -32,8 +35,9 @@ impl Globals {
         })
     }
 
+    /// `--database-url`, else `DATABASE_URL`.
     pub fn url(&self) -> Result<DatabaseUrl> {
-        DatabaseUrl::from_flag_or_env(self.database_url.clone())
+        db::url_from_flag_or_env(self.database_url.as_deref())
     }
 
     pub fn migrations(&self) -> Result<Vec<Migration>> {
@@ -62,16 +66,62 @@ pub fn parse_error(error: pico_args::Error) -> anyhow::Error {
     usage(format!("{error}; see `cargo xtask --help`"))
 }
 
-/// A positive integer option, e.g. `--batch-size 10000`.
-pub fn positive(args: &mut Arguments, flag: &'static str) -> Result<Option<u64>> {
+/// A whole-number option within `range`, e.g. `--batch-size 10000`.
+pub fn number(
+    args: &mut Arguments,
+    flag: &'static str,
+    range: RangeInclusive<u64>,
+) -> Result<Option<u64>> {
+    let raw: Option<String> = args.opt_value_from_str(flag).map_err(parse_error)?;
+    let Some(text) = raw else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(usage(format!(
+            "`{flag} {text}` is not valid: it takes a whole number from {} to {}",
+            range.start(),
+            range.end()
+        ))),
+    }
+}
+
+/// A string option that must not be empty.
+pub fn text(args: &mut Arguments, flag: &'static str) -> Result<Option<String>> {
     let raw: Option<String> = args.opt_value_from_str(flag).map_err(parse_error)?;
     match raw {
-        None => Ok(None),
-        Some(text) => match text.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(usage(format!(
-                "`{flag} {text}` is not valid: it takes a whole number above 0"
-            ))),
-        },
+        Some(text) if text.trim().is_empty() => Err(usage(format!(
+            "`{flag}` needs a value; see `cargo xtask --help`"
+        ))),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Arguments {
+        Arguments::from_vec(list.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn numbers_outside_their_range_are_usage_errors() {
+        for value in [
+            "0",
+            "17",
+            "-1",
+            "18446744073709551615",
+            "18446744073709551616",
+            "ten",
+            "",
+        ] {
+            let mut args = args(&["--workers", value]);
+            let error = number(&mut args, "--workers", 1..=16).unwrap_err();
+            assert_eq!(crate::error::exit_code(&error), 2, "{value}");
+            assert!(error.to_string().contains("from 1 to 16"), "{error}");
+        }
+        let mut args = args(&["--workers", "16"]);
+        assert_eq!(number(&mut args, "--workers", 1..=16).unwrap(), Some(16));
     }
 }

@@ -2,16 +2,23 @@
 //! stopped and removed afterwards. Used by `demo`, `bench` and the test harness.
 //!
 //! When we run as root the server runs as the `postgres` user (PostgreSQL refuses to run as
-//! root). A watchdog process, in its own process group so Ctrl-C does not kill it first, removes
-//! the cluster if this process dies without cleaning up.
+//! root). A watchdog process (`xtask cluster-watchdog`, in a process group of its own so Ctrl-C
+//! does not end it first) removes the cluster if this process dies without cleaning up.
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
 
+use crate::db::{self, DatabaseUrl};
 use crate::error::environment;
+use crate::process;
+
+/// The hidden command the watchdog runs as: `xtask cluster-watchdog PID START ROOT BIN_DIR [USER]`.
+pub const WATCHDOG_COMMAND: &str = "cluster-watchdog";
 
 pub struct TempCluster {
     root: PathBuf,
@@ -23,178 +30,184 @@ pub struct TempCluster {
 }
 
 impl TempCluster {
-    /// Starts a new cluster; fails with install advice when no PostgreSQL server is found.
+    /// Starts a new cluster watched by this very executable (`cargo xtask` itself).
     pub fn start() -> Result<TempCluster> {
-        let bin_dir = find_bin_dir()?;
-        let run_as = if is_root() {
-            Some("postgres".to_string())
-        } else {
-            None
-        };
+        let program = std::env::current_exe().context("cannot find the xtask executable")?;
+        TempCluster::start_watched_by(&program)
+    }
+
+    /// Starts a new cluster whose watchdog is `xtask_program` (the test harness, whose own
+    /// executable is a test binary, passes the built `xtask`). Fails with install advice when
+    /// no PostgreSQL server is found.
+    pub fn start_watched_by(xtask_program: &Path) -> Result<TempCluster> {
+        let sh = Shell::new()?;
+        let bin_dir = find_bin_dir(&sh)?;
+        let run_as = is_root(&sh).then(|| "postgres".to_string());
         let root = std::env::temp_dir().join(format!(
             "datahub-pg-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
+            &datahub_core::password::random_token()[..12]
         ));
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create `{}`", root.display()))?;
         let mut cluster = TempCluster {
-            password: format!("pw{}{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            password: datahub_core::password::random_token(),
             root,
             bin_dir,
             port: 0,
             run_as,
             stopped: false,
         };
-        cluster.init_and_start()?;
+        cluster.spawn_watchdog(xtask_program)?;
+        cluster.init_and_start(&sh)?;
         Ok(cluster)
     }
 
-    fn init_and_start(&mut self) -> Result<()> {
+    fn init_and_start(&mut self, sh: &Shell) -> Result<()> {
         if let Some(user) = &self.run_as {
-            run(Command::new("chown").arg("-R").arg(user).arg(&self.root))
+            let root = &self.root;
+            cmd!(sh, "chown -R {user} {root}")
+                .quiet()
+                .run()
                 .context("cannot hand the cluster directory to the `postgres` user")?;
         }
         let data = self.root.join("data");
         let password_file = self.root.join("password");
-        std::fs::write(&password_file, &self.password)?;
-        let initdb = self.bin_dir.join("initdb");
-        self.run_server_tool(
-            &initdb,
+        std::fs::write(&password_file, &self.password)
+            .with_context(|| format!("cannot write `{}`", password_file.display()))?;
+        let mut pwfile = OsString::from("--pwfile=");
+        pwfile.push(&password_file);
+        self.server_tool(
+            sh,
+            "initdb",
             &[
-                "-D",
-                &data.to_string_lossy(),
-                "-U",
-                "postgres",
+                "-D".into(),
+                data.clone().into(),
+                "-U".into(),
+                "postgres".into(),
                 // Local sockets trust the OS user; TCP asks for the password, as a real server does.
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                &format!("--pwfile={}", password_file.display()),
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
+                "--auth-local=trust".into(),
+                "--auth-host=scram-sha-256".into(),
+                pwfile,
+                "-E".into(),
+                "UTF8".into(),
+                "--locale=C".into(),
+                "--no-sync".into(),
             ],
         )
         .context("initdb failed")?;
+        std::fs::remove_file(&password_file).ok();
         self.port = free_port()?;
-        let tls = self.make_certificate();
-        // Durability is pointless for a throwaway cluster; these settings make it fast.
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB",
+        let tls = self.make_certificate(sh);
+        // Settings go into the configuration file, not through pg_ctl's `-o` (which pg_ctl hands
+        // to a shell). Durability is pointless for a throwaway cluster; these make it fast.
+        let settings = format!(
+            "\n# cargo xtask: a throwaway cluster\nport = {}\nunix_socket_directories = '{}'\nlisten_addresses = '127.0.0.1'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\nshared_buffers = 256MB\nssl = {}\n",
             self.port,
-            self.root.display()
-        ) + tls;
-        let pg_ctl = self.bin_dir.join("pg_ctl");
+            self.root.display().to_string().replace('\'', "''"),
+            if tls { "on" } else { "off" }
+        );
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)
+            .with_context(|| format!("cannot read `{}`", conf.display()))?;
+        text.push_str(&settings);
+        std::fs::write(&conf, text)
+            .with_context(|| format!("cannot write `{}`", conf.display()))?;
         let log = self.root.join("server.log");
-        self.run_server_tool(
-            &pg_ctl,
+        let started = self.server_tool(
+            sh,
+            "pg_ctl",
             &[
-                "-D",
-                &data.to_string_lossy(),
-                "-l",
-                &log.to_string_lossy(),
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "60",
-                "start",
+                "-D".into(),
+                data.into(),
+                "-l".into(),
+                log.clone().into(),
+                "-w".into(),
+                "-t".into(),
+                "60".into(),
+                "start".into(),
             ],
-        )
-        .with_context(|| {
+        );
+        if let Err(error) = started {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            format!("the throwaway PostgreSQL did not start; its log says:\n{tail}")
-        })?;
-        self.spawn_watchdog();
+            bail!(
+                "the throwaway PostgreSQL did not start ({error:#}); its log says: {}",
+                tail.trim()
+            );
+        }
         Ok(())
     }
 
     /// A self-signed certificate so clients can test `sslmode=require`; without the `openssl`
     /// command the cluster simply runs without TLS.
-    fn make_certificate(&self) -> &'static str {
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-new",
-                "-x509",
-                "-days",
-                "2",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args([
-                "-newkey",
-                "rsa:2048",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.crt",
-            ])
-            .current_dir(self.root.join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+    fn make_certificate(&self, sh: &Shell) -> bool {
+        let data = self.root.join("data");
+        let _dir = sh.push_dir(&data);
+        let made = cmd!(
+            sh,
+            "openssl req -new -x509 -days 2 -nodes -subj /CN=localhost -newkey rsa:2048 -keyout server.key -out server.crt"
+        )
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
         if !made {
-            return "";
+            return false;
         }
         if let Some(user) = &self.run_as {
-            let _ = run(Command::new("chown")
-                .arg(user)
-                .arg(self.root.join("data/server.key"))
-                .arg(self.root.join("data/server.crt")));
+            let _ = cmd!(sh, "chown {user} server.key server.crt").quiet().run();
         }
         let _ = std::fs::set_permissions(
-            self.root.join("data/server.key"),
+            data.join("server.key"),
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         );
-        " -c ssl=on"
+        true
     }
 
-    fn run_server_tool(&self, tool: &Path, args: &[&str]) -> Result<()> {
-        let mut command = match &self.run_as {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.arg("-u").arg(user).arg("--").arg(tool);
-                c
-            }
-            None => Command::new(tool),
+    fn server_tool(&self, sh: &Shell, tool: &str, args: &[OsString]) -> Result<()> {
+        let tool = self.bin_dir.join(tool);
+        let _dir = sh.push_dir(&self.root);
+        let command = match &self.run_as {
+            Some(user) => cmd!(sh, "runuser -u {user} -- {tool} {args...}"),
+            None => cmd!(sh, "{tool} {args...}"),
         };
-        command.args(args).current_dir(&self.root);
-        run(&mut command)
+        let output = command.quiet().ignore_status().output()?;
+        if !output.status.success() {
+            bail!(
+                "`{}` exited with {}: {}{}",
+                tool.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
-    /// Removes the cluster when this process is gone, however it ended.
-    fn spawn_watchdog(&self) {
-        use std::os::unix::process::CommandExt;
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             if [ -f '{root}/keep' ]; then exit 0; fi; \
-             if [ -f '{data}/postmaster.pid' ]; then kill -QUIT $(head -1 '{data}/postmaster.pid') 2>/dev/null; sleep 1; fi; \
-             rm -rf '{root}'",
-            pid = std::process::id(),
-            data = self.root.join("data").display(),
-            root = self.root.display()
-        );
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn();
+    fn spawn_watchdog(&self, xtask_program: &Path) -> Result<()> {
+        let pid = std::process::id();
+        let start = process::start_time(pid).unwrap_or(0);
+        let mut args: Vec<OsString> = vec![
+            WATCHDOG_COMMAND.into(),
+            pid.to_string().into(),
+            start.to_string().into(),
+            self.root.clone().into(),
+            self.bin_dir.clone().into(),
+        ];
+        if let Some(user) = &self.run_as {
+            args.push(user.into());
+        }
+        process::spawn_detached(xtask_program, &args)
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The PostgreSQL server binaries this cluster runs (`psql` is there too).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
     }
 
     /// A superuser URL for `database` over TCP, with the password. Never print it.
@@ -203,6 +216,11 @@ impl TempCluster {
             "postgresql://postgres:{}@127.0.0.1:{}/{database}",
             self.password, self.port
         )
+    }
+
+    /// The same URL, parsed.
+    pub fn database_url(&self, database: &str) -> Result<DatabaseUrl> {
+        db::parse_url(&self.url(database))
     }
 
     /// A superuser URL over the Unix socket, which trusts the local user: no password in it,
@@ -238,19 +256,21 @@ impl TempCluster {
             return;
         }
         self.stopped = true;
-        let data = self.root.join("data");
-        let pg_ctl = self.bin_dir.join("pg_ctl");
-        let _ = self.run_server_tool(
-            &pg_ctl,
-            &[
-                "-D",
-                &data.to_string_lossy(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        if let Ok(sh) = Shell::new() {
+            let data = self.root.join("data");
+            let _ = self.server_tool(
+                &sh,
+                "pg_ctl",
+                &[
+                    "-D".into(),
+                    data.into(),
+                    "-m".into(),
+                    "immediate".into(),
+                    "-w".into(),
+                    "stop".into(),
+                ],
+            );
+        }
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -261,28 +281,44 @@ impl Drop for TempCluster {
     }
 }
 
-fn run(command: &mut Command) -> Result<()> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run `{:?}`", command.get_program()))?;
-    if !output.status.success() {
-        bail!(
-            "`{}` exited with {}: {}{}",
-            command.get_program().to_string_lossy(),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+/// `xtask cluster-watchdog PID START ROOT BIN_DIR [USER]`: waits until process PID (started at
+/// START) is gone, then stops the cluster in ROOT and removes it, unless ROOT/keep exists.
+pub fn watchdog(args: &[OsString]) -> i32 {
+    let [pid, start, root, bin_dir, rest @ ..] = args else {
+        return 2;
+    };
+    let (Some(pid), Some(start)) = (
+        pid.to_str().and_then(|p| p.parse::<u32>().ok()),
+        start.to_str().and_then(|s| s.parse::<u64>().ok()),
+    ) else {
+        return 2;
+    };
+    let root = PathBuf::from(root);
+    while process::start_time(pid) == Some(start)
+        || (start == 0 && process::start_time(pid).is_some())
+    {
+        std::thread::sleep(Duration::from_secs(1));
     }
-    Ok(())
+    if root.join("keep").exists() {
+        return 0;
+    }
+    let cluster = TempCluster {
+        root,
+        password: String::new(),
+        bin_dir: PathBuf::from(bin_dir),
+        port: 0,
+        run_as: rest.first().and_then(|u| u.to_str()).map(str::to_string),
+        stopped: false,
+    };
+    drop(cluster);
+    0
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+fn is_root(sh: &Shell) -> bool {
+    cmd!(sh, "id -u")
+        .quiet()
+        .read()
+        .map(|uid| uid.trim() == "0")
         .unwrap_or(false)
 }
 
@@ -297,10 +333,14 @@ fn has_server(dir: &Path) -> bool {
 
 /// The PostgreSQL server binaries: `pg_config --bindir`, then Debian's
 /// `/usr/lib/postgresql/<version>/bin` (newest first), then `PATH`.
-pub fn find_bin_dir() -> Result<PathBuf> {
-    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        if output.status.success() && has_server(&dir) {
+pub fn find_bin_dir(sh: &Shell) -> Result<PathBuf> {
+    if let Ok(dir) = cmd!(sh, "pg_config --bindir")
+        .quiet()
+        .ignore_stderr()
+        .read()
+    {
+        let dir = PathBuf::from(dir.trim());
+        if has_server(&dir) {
             return Ok(dir);
         }
     }
@@ -326,6 +366,6 @@ pub fn find_bin_dir() -> Result<PathBuf> {
         }
     }
     Err(environment(
-        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found via `pg_config --bindir`, /usr/lib/postgresql/*/bin or PATH; install them (Debian/Ubuntu: `sudo apt-get install postgresql`) or set DATABASE_URL to a server you own",
+        "no PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`) found via `pg_config --bindir`, `/usr/lib/postgresql/*/bin` or `PATH`; install them (Debian/Ubuntu: `sudo apt-get install postgresql`) or point `DATABASE_URL` at a server you own",
     ))
 }

@@ -1,223 +1,80 @@
-//! Connecting to PostgreSQL from a Prisma-style URL, quoting identifiers, and the migration lock.
-//!
-//! Prisma URLs carry parameters that libpq does not know (`schema`, `connection_limit`, ...).
-//! `schema` sets the search_path; the other Prisma-only ones are dropped; the rest goes to the
-//! driver as it is. Nothing here ever prints the password.
+//! Connecting to PostgreSQL (the URL is read by `datahub-core`, as the app reads it), the
+//! migration advisory lock, and retrying DDL that gives up on a lock. Nothing here prints the
+//! password: messages describe the server as `host:port/database as user`.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use postgres::config::{Host, SslMode};
-use postgres::{Client, Config};
+use postgres::Client;
 
-use crate::error::{environment, usage};
+pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 
-/// Parameters that tokio-postgres understands in a connection URL.
-const DRIVER_PARAMETERS: &[&str] = &[
-    "user",
-    "password",
-    "dbname",
-    "options",
-    "application_name",
-    "sslmode",
-    "host",
-    "hostaddr",
-    "port",
-    "connect_timeout",
-    "tcp_user_timeout",
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_retries",
-    "target_session_attrs",
-    "channel_binding",
-    "load_balance_hosts",
-];
+use crate::error::environment;
 
-/// A parsed database URL: the driver's configuration plus Prisma's `schema`.
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    raw: String,
-    config: Config,
-    schema: Option<String>,
-    verify_certificates: bool,
+/// The name xtask's connections show in `pg_stat_activity`, unless the URL sets its own.
+pub const APPLICATION_NAME: &str = "cargo-xtask";
+
+/// Reads a database URL the way the app does.
+pub fn parse_url(raw: &str) -> Result<DatabaseUrl> {
+    DatabaseUrl::parse(raw, APPLICATION_NAME).map_err(anyhow::Error::new)
 }
 
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatabaseUrl({})", self.describe())
-    }
+/// `--database-url`, else `DATABASE_URL`.
+pub fn url_from_flag_or_env(flag: Option<&str>) -> Result<DatabaseUrl> {
+    let raw = match flag {
+        Some(url) => url.to_string(),
+        None => match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.trim().is_empty() => url,
+            _ => {
+                return Err(environment(
+                    "no database URL: set `DATABASE_URL` or pass `--database-url postgresql://USER:PASSWORD@HOST:PORT/DATABASE` (for a throwaway database, run `cargo xtask demo --keep`)",
+                ))
+            }
+        },
+    };
+    parse_url(&raw)
 }
 
-impl DatabaseUrl {
-    /// Reads `--database-url` or else `DATABASE_URL`.
-    pub fn from_flag_or_env(flag: Option<String>) -> Result<DatabaseUrl> {
-        let raw = match flag {
-            Some(url) => url,
-            None => match std::env::var("DATABASE_URL") {
-                Ok(url) if !url.trim().is_empty() => url,
-                _ => {
-                    return Err(environment(
-                        "no database URL: set `DATABASE_URL` or pass `--database-url postgresql://USER:PASSWORD@HOST:PORT/DATABASE` (for a throwaway database, run `cargo xtask demo --keep`)",
-                    ))
-                }
-            },
-        };
-        DatabaseUrl::parse(&raw)
-    }
+/// Opening a connection from a parsed URL, with its search_path set to the URL's schema.
+pub trait Connect {
+    fn connect(&self) -> Result<Client>;
+}
 
-    pub fn parse(raw: &str) -> Result<DatabaseUrl> {
-        let raw = raw.trim();
-        let rest = raw
-            .strip_prefix("postgresql://")
-            .or_else(|| raw.strip_prefix("postgres://"))
-            .ok_or_else(|| {
-                usage("the database URL must start with `postgresql://` or `postgres://` (e.g. `postgresql://USER:PASSWORD@localhost:5432/datahub`)")
-            })?;
-        let (base, query) = match rest.split_once('?') {
-            Some((base, query)) => (base, Some(query)),
-            None => (rest, None),
-        };
-        let mut schema = None;
-        let mut kept = Vec::new();
-        let mut sslmode = None;
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "schema" => schema = Some(percent_decode(value)?),
-                "sslmode" => sslmode = Some(percent_decode(value)?),
-                _ if DRIVER_PARAMETERS.contains(&key) => kept.push(pair.to_string()),
-                // Prisma-only parameters (connection_limit, pool_timeout, pgbouncer, sslaccept,
-                // statement_cache_size, ...) configure Prisma's pool, not the connection.
-                _ => {}
+impl Connect for DatabaseUrl {
+    fn connect(&self) -> Result<Client> {
+        let config = postgres::Config::from(self.config().clone());
+        let connected = match self.tls_connector()? {
+            None => config.connect(postgres::NoTls),
+            Some(connector) => {
+                config.connect(postgres_native_tls::MakeTlsConnector::new(connector))
             }
-        }
-        // libpq's verify-ca and verify-full check the server certificate; `require` and
-        // `prefer` encrypt without checking it, as libpq does without a root certificate.
-        let verify_certificates = matches!(sslmode.as_deref(), Some("verify-ca" | "verify-full"));
-        match sslmode.as_deref() {
-            None => {}
-            Some("disable") => kept.push("sslmode=disable".into()),
-            Some("allow" | "prefer") => kept.push("sslmode=prefer".into()),
-            Some("require" | "verify-ca" | "verify-full") => kept.push("sslmode=require".into()),
-            Some(other) => {
-                return Err(usage(format!(
-                    "unknown `sslmode={other}` in the database URL; use disable, prefer, require, verify-ca or verify-full"
-                )))
-            }
-        }
-        let driver_url = if kept.is_empty() {
-            format!("postgresql://{base}")
-        } else {
-            format!("postgresql://{base}?{}", kept.join("&"))
         };
-        let mut config: Config = driver_url.parse().map_err(|error| {
-            usage(format!(
-                "cannot read the database URL (`{}`): {error}",
-                redact_password(raw)
-            ))
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("cargo-xtask");
-        }
-        if let Some(schema) = &schema {
-            if schema.is_empty() {
-                return Err(usage("`schema=` in the database URL is empty; name a schema or leave the parameter out"));
-            }
-        }
-        Ok(DatabaseUrl {
-            raw: raw.to_string(),
-            config,
-            schema,
-            verify_certificates,
-        })
-    }
-
-    /// The URL as given, password included: only for handing to a child process, never print.
-    pub fn raw(&self) -> &str {
-        &self.raw
-    }
-
-    /// The schema everything lives in: Prisma's `?schema=`, else `public`.
-    pub fn schema(&self) -> &str {
-        self.schema.as_deref().unwrap_or("public")
-    }
-
-    pub fn has_explicit_schema(&self) -> bool {
-        self.schema.is_some()
-    }
-
-    pub fn database_name(&self) -> &str {
-        self.config.get_dbname().unwrap_or("")
-    }
-
-    /// `host:port/database as user`, for messages. Never the password.
-    pub fn describe(&self) -> String {
-        let host = self
-            .config
-            .get_hosts()
-            .first()
-            .map(|host| match host {
-                Host::Tcp(name) => name.clone(),
-                Host::Unix(path) => path.display().to_string(),
-            })
-            .unwrap_or_else(|| "localhost".into());
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        let user = self.config.get_user().unwrap_or("(default user)");
-        format!("{host}:{port}/{} as {user}", self.database_name())
-    }
-
-    /// Opens a connection and sets the search_path to the URL's schema.
-    pub fn connect(&self) -> Result<Client> {
-        let mut client = self.connect_raw()?;
-        if self.schema.is_some() {
-            client
-                .execute(
-                    "SELECT set_config('search_path', $1, false)",
-                    &[&quote_ident(self.schema())],
-                )
-                .context("cannot set the search_path to the URL's `schema`")?;
-        }
-        Ok(client)
-    }
-
-    fn connect_raw(&self) -> Result<Client> {
-        // Like libpq, no TLS over a Unix socket: the connection never leaves the machine, and
-        // setting TLS up costs more than the whole query (OpenSSL loads the system CA store).
-        let unix_socket = self
-            .config
-            .get_hosts()
-            .iter()
-            .all(|host| matches!(host, postgres::config::Host::Unix(_)));
-        let result = if self.config.get_ssl_mode() == SslMode::Disable || unix_socket {
-            self.config.connect(postgres::NoTls)
-        } else {
-            let connector = native_tls::TlsConnector::builder()
-                .danger_accept_invalid_certs(!self.verify_certificates)
-                .danger_accept_invalid_hostnames(!self.verify_certificates)
-                .build()
-                .context("cannot set up TLS for the database connection")?;
-            self.config
-                .connect(postgres_native_tls::MakeTlsConnector::new(connector))
-        };
-        result.map_err(|error| {
+        let mut client = connected.map_err(|error| {
             environment(format!(
-                "cannot connect to PostgreSQL at `{}`: {}; check that the server runs and that DATABASE_URL (or --database-url) is right",
+                "cannot connect to PostgreSQL at `{}`: {}; check that the server runs and that `DATABASE_URL` (or `--database-url`) is right",
                 self.describe(),
                 describe_driver_error(&error)
             ))
-        })
+        })?;
+        if let Some(search_path) = self.search_path() {
+            client
+                .execute(datahub_core::pg_url::SET_SEARCH_PATH_SQL, &[&search_path])
+                .with_context(|| {
+                    format!(
+                        "cannot set the search_path to the schema `{}`",
+                        self.schema()
+                    )
+                })?;
+        }
+        Ok(client)
     }
 }
 
-/// The driver's error with its cause, which holds the useful part ("Connection refused",
+/// The driver's error with its causes, which hold the useful part ("Connection refused",
 /// "password authentication failed for user ...").
 pub fn describe_driver_error(error: &postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
-        return format!("{} ({})", db.message(), db.code().code());
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -230,53 +87,6 @@ pub fn describe_driver_error(error: &postgres::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The URL with its password replaced, for messages about the URL itself.
-pub fn redact_password(raw: &str) -> String {
-    let Some((scheme, rest)) = raw.split_once("://") else {
-        return raw.to_string();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(index) => rest.split_at(index),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => raw.to_string(),
-        },
-        None => raw.to_string(),
-    }
-}
-
-fn percent_decode(value: &str) -> Result<String> {
-    let bytes = value.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' && index + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
-            let byte = u8::from_str_radix(hex, 16).map_err(|_| {
-                usage(format!(
-                    "bad percent-encoding `{value}` in the database URL"
-                ))
-            })?;
-            decoded.push(byte);
-            index += 3;
-        } else {
-            decoded.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(decoded)
-        .map_err(|_| usage(format!("`{value}` in the database URL is not UTF-8")))
-}
-
-/// Quotes an SQL identifier. Only ever used on names from our own constants or on the URL's
-/// schema, never on other user input.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Prisma's advisory lock key: a Prisma deploy and ours never run at the same time.
@@ -310,7 +120,7 @@ pub fn acquire_migration_lock(client: &mut Client, wait: Duration) -> Result<()>
         let holder = describe_lock_holder(client)?;
         if started.elapsed() >= wait {
             anyhow::bail!(
-                "another migration holds the lock `pg_advisory_lock({MIGRATION_LOCK_KEY})`: {holder}; waited {} s. Let it finish and run the command again (or stop that backend if it is stuck)",
+                "the migration lock `pg_advisory_lock({MIGRATION_LOCK_KEY})` is held by {holder}; gave up after waiting {} s: let that migration finish (or stop its backend if it is stuck), then run the command again",
                 wait.as_secs()
             );
         }
@@ -329,10 +139,24 @@ pub fn release_migration_lock(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
+/// Runs `work` holding the migration lock, and releases it whatever `work` returned.
+pub fn with_migration_lock<T>(
+    client: &mut Client,
+    wait: Duration,
+    work: impl FnOnce(&mut Client) -> Result<T>,
+) -> Result<T> {
+    acquire_migration_lock(client, wait)?;
+    let result = work(client);
+    let unlocked = release_migration_lock(client);
+    let value = result?;
+    unlocked?;
+    Ok(value)
+}
+
 fn describe_lock_holder(client: &mut Client) -> Result<String> {
     let row = client
         .query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY])
-        .context("cannot read pg_locks to find who holds the migration lock")?;
+        .context("cannot read `pg_locks` to find who holds the migration lock")?;
     Ok(match row {
         Some(row) => {
             let pid: i32 = row.get(0);
@@ -344,6 +168,17 @@ fn describe_lock_holder(client: &mut Client) -> Result<String> {
         }
         None => "a backend that has just released it".to_string(),
     })
+}
+
+/// Sets `lock_timeout` for the session (`Duration::ZERO`: wait as long as it takes).
+pub fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
+    client
+        .execute(
+            "SELECT set_config('lock_timeout', $1, false)",
+            &[&format!("{}ms", timeout.as_millis())],
+        )
+        .context("cannot set `lock_timeout`")?;
+    Ok(())
 }
 
 /// Runs `attempt` (DDL under a short `lock_timeout`) until it does not fail with a lock timeout,

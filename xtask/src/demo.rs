@@ -8,28 +8,31 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use pico_args::Arguments;
 
 use crate::app_build::AppBuild;
 use crate::cli::{self, Globals};
 use crate::cluster::TempCluster;
-use crate::db::DatabaseUrl;
-use crate::error::{usage, Outcome};
+use crate::db::Connect;
+use crate::error::{self, Outcome};
 use crate::migrate::{self, DeployOptions};
-use crate::migrations::INIT;
-use crate::report::{thousands, Table};
+use crate::report::{thousands, Report, Table};
 use crate::runbook::{self, RecoverOptions, ReleaseOptions};
 use crate::seed::{self, SeedSize};
+use crate::tenancy::INIT;
 use crate::verify;
 
-const HELP: &str = "\
-cargo xtask demo [--users N] [--keep]: the incident and its recovery on a throwaway PostgreSQL
-(initdb in a temp dir, a free port). Seeds pre-tenancy data (default 2,000 users and 360,000
-daily metric rows), deploys both tenancy migrations before the backfill so the contract fails
-as it did in the incident, then runs `recover`, `release` (build + smoke) and `verify`, with
-timings and figures for every step. --keep leaves the cluster running and prints its URL and
-the demo login; otherwise it is removed.
+pub const SUMMARY: &str = "the incident and its recovery on a throwaway PostgreSQL";
+
+pub const HELP: &str = "\
+cargo xtask demo [--users N] [--keep]
+The incident and its recovery on a throwaway PostgreSQL (initdb in a temp dir, a free port).
+Seeds pre-tenancy data (default 2,000 users and 360,000 daily metric rows), deploys both
+tenancy migrations before the backfill so the contract fails as it did in the incident, then
+runs `recover`, `release` (build + smoke) and `verify`, with timings and figures for every
+step. --keep leaves the cluster running and prints its URL and the demo login; otherwise it is
+removed.
 ";
 
 struct Timing {
@@ -44,9 +47,8 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         return Ok(Outcome::Ready);
     }
     let keep = args.contains("--keep");
-    let users = cli::positive(&mut args, "--users")?.unwrap_or(2_000);
+    let users = cli::number(&mut args, "--users", 1..=1_000_000)?.unwrap_or(2_000) as i32;
     cli::finish(args, "demo")?;
-    let users = i32::try_from(users).map_err(|_| usage("`--users` is too large"))?;
     let migrations = globals.migrations()?;
     let mut timings: Vec<Timing> = Vec::new();
     let demo_started = Instant::now();
@@ -54,11 +56,12 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let started = Instant::now();
     eprintln!("starting a throwaway PostgreSQL ...");
     let mut cluster = TempCluster::start()?;
-    let admin = DatabaseUrl::parse(&cluster.url("postgres"))?;
-    admin
+    cluster
+        .database_url("postgres")?
         .connect()?
-        .batch_execute("CREATE DATABASE datahub_demo")?;
-    let url = DatabaseUrl::parse(&cluster.url("datahub_demo"))?;
+        .batch_execute("CREATE DATABASE datahub_demo")
+        .context("cannot create the demo database")?;
+    let url = cluster.database_url("datahub_demo")?;
     let mut client = url.connect()?;
     timings.push(Timing {
         step: "start PostgreSQL",
@@ -89,7 +92,8 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
             r#"SELECT (SELECT count(*) FROM "Connection") + (SELECT count(*) FROM "MetricDaily")
                     + (SELECT count(*) FROM "Insight") + (SELECT count(*) FROM "ChatMessage")"#,
             &[],
-        )?
+        )
+        .context("cannot count the seeded rows")?
         .get(0);
     timings.push(Timing {
         step: "seed pre-tenancy data",
@@ -106,7 +110,7 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let incident = migrate::deploy(&mut client, &url, &migrations, &DeployOptions::default());
     match &incident {
         Ok(_) => println!("(unexpected: the contract went through)"),
-        Err(error) => println!("{error:#}\n"),
+        Err(error) => println!("{}", error::describe(error)),
     }
     timings.push(Timing {
         step: "incident: migrate deploy",

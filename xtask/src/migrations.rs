@@ -1,17 +1,12 @@
 //! The migrations folder in Prisma's layout: `migration_lock.toml` plus one directory per
-//! migration, `<14-digit timestamp>_<name>/migration.sql`. Pure: reads files, never a database.
+//! migration, `<14-digit timestamp>_<name>/migration.sql`. Pure: reads files, never a database,
+//! and knows nothing of any particular release.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use sha2::{Digest, Sha256};
 
 use crate::error::{environment, usage};
-
-/// The three migrations of the workspace tenancy release, by their exact names.
-pub const INIT: &str = "20251201000000_init";
-pub const EXPAND: &str = "20251219170000_add_workspace_to_datahub_models";
-pub const CONTRACT: &str = "20251219171000_datahub_workspace_not_null";
 
 /// One migration directory as it is on disk.
 #[derive(Debug, Clone)]
@@ -25,20 +20,12 @@ pub struct Migration {
 
 /// The `migrations/` folder of this repository.
 pub fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .join("migrations")
+    crate::project::root().join("migrations")
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
+/// Lowercase hex SHA-256 of `bytes`, as Prisma records it.
 pub fn checksum(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
+    datahub_core::password::sha256_hex(bytes)
 }
 
 /// Whether `name` has Prisma's shape: 14 digits, an underscore, then letters, digits, `_` or `-`.
@@ -73,7 +60,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !is_valid_name(&name) {
             return Err(environment(format!(
-                "`{}` is not a migration directory name: expected `<14-digit UTC timestamp>_<name>` like `{EXPAND}`; rename or remove it (new ones come from `cargo xtask migrate new NAME`)",
+                "`{}` is not a migration directory name: expected `<14-digit UTC timestamp>_<name>` like `20251201000000_init`; rename or remove it (new ones come from `cargo xtask migrate new NAME`)",
                 path.display()
             )));
         }
@@ -215,7 +202,9 @@ mod tests {
 
     #[test]
     fn names_follow_prisma_layout() {
-        assert!(is_valid_name(EXPAND));
+        assert!(is_valid_name(
+            "20251219170000_add_workspace_to_datahub_models"
+        ));
         assert!(is_valid_name("20251219170000_a-b"));
         assert!(!is_valid_name("2025_init"));
         assert!(!is_valid_name("20251219170000_"));

@@ -1,5 +1,69 @@
-//! Output: aligned plain-text tables in psql's style (the same renderer feeds the snapshots),
-//! and JSON documents for `--json`.
+//! Output: aligned plain-text tables in psql's style, the one `Report` trait every command's
+//! result implements, and the one place that prints either the text or the `--json` document.
+//! The same renderer feeds the snapshots, which ask it to redact durations.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::error::Outcome;
+
+pub use datahub_core::format::thousands;
+
+/// How a report is rendered: for a person, or for a snapshot that must not change from run to
+/// run (durations redacted; everything else is printed as it is).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    pub redact_durations: bool,
+}
+
+impl Style {
+    pub const SNAPSHOT: Style = Style {
+        redact_durations: true,
+    };
+
+    /// `1.23 s`, or `[duration]` in a snapshot.
+    pub fn seconds(&self, duration: Duration) -> String {
+        if self.redact_durations {
+            "[duration]".into()
+        } else {
+            format!("{:.2} s", duration.as_secs_f64())
+        }
+    }
+
+    /// `12 ms`, or `[duration]` in a snapshot.
+    pub fn millis(&self, duration: Duration) -> String {
+        if self.redact_durations {
+            "[duration]".into()
+        } else {
+            format!("{} ms", duration.as_millis())
+        }
+    }
+}
+
+/// What every command returns: rendered for people, as JSON for machines, and whether the
+/// database (or app) is in the state the command requires (exit 0) or not (exit 1).
+pub trait Report {
+    fn render_with(&self, style: Style) -> String;
+
+    fn render(&self) -> String {
+        self.render_with(Style::default())
+    }
+
+    fn to_json(&self) -> serde_json::Value;
+
+    fn ok(&self) -> bool;
+}
+
+/// Prints the report (text, or one JSON document with `--json`) and turns it into the outcome.
+pub fn emit(report: &dyn Report, json: bool) -> Result<Outcome> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(Outcome::from_ready(report.ok()))
+}
 
 /// A table with a header row, rendered like psql's aligned format.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +97,6 @@ impl Table {
                     .unwrap_or(0)
             })
             .collect();
-        let mut out = String::new();
         let line = |cells: &[String]| -> String {
             let padded: Vec<String> = cells
                 .iter()
@@ -45,7 +108,7 @@ impl Table {
                 .collect();
             padded.join("|").trim_end().to_string()
         };
-        out.push_str(&line(&self.headers));
+        let mut out = line(&self.headers);
         out.push('\n');
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
         out.push_str(&rule.join("+"));
@@ -60,21 +123,13 @@ impl Table {
     }
 }
 
-/// Formats a count with thousands separators: 5000000 → `5,000,000`.
-pub fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (index, ch) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
+/// `a`, `b` → "`a`, `b`": names as messages show them.
+pub fn backticked<S: AsRef<str>>(names: &[S]) -> String {
+    names
+        .iter()
+        .map(|name| format!("`{}`", name.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -93,10 +148,10 @@ mod tests {
     }
 
     #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(5_000_000), "5,000,000");
-        assert_eq!(thousands(-1234), "-1,234");
+    fn durations_are_redacted_only_in_snapshots() {
+        let d = Duration::from_millis(1234);
+        assert_eq!(Style::default().seconds(d), "1.23 s");
+        assert_eq!(Style::default().millis(d), "1234 ms");
+        assert_eq!(Style::SNAPSHOT.seconds(d), "[duration]");
     }
 }

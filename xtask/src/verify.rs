@@ -1,57 +1,83 @@
 //! `cargo xtask verify`: the recovery plan's three verification queries (the `workspaceId`
 //! columns, their foreign keys to `Workspace(id)`, their indexes) as aligned tables, each with a
-//! one-line verdict. Only catalog reads; deterministic order and columns.
+//! one-line verdict. Catalog reads only, from `pg_catalog`, which (unlike `information_schema`'s
+//! constraint views) shows every table the role can see, owned or not. Deterministic order.
 
 use anyhow::{Context, Result};
+use pico_args::Arguments;
 use postgres::Client;
 use serde_json::json;
 
-use crate::migrations::{CONTRACT, EXPAND};
-use crate::report::Table;
-use crate::tables::{DATAHUB_TABLES, TABLE_ORDER_SQL};
+use crate::cli::{self, Globals};
+use crate::db::Connect;
+use crate::error::Outcome;
+use crate::report::{self, Report, Style, Table};
+use crate::tenancy::{self, CONTRACT, DATAHUB_TABLES, EXPAND};
+
+pub const SUMMARY: &str =
+    "the recovery plan's verification queries: columns, foreign keys, indexes";
+
+pub const HELP: &str = "\
+cargo xtask verify [--json]
+The recovery plan's three verification queries (workspaceId columns, foreign keys to
+Workspace(id), indexes on workspaceId) with a verdict each. Exit 0 when all three are ok.
+";
+
+pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    cli::finish(args, "verify")?;
+    let mut client = globals.url()?.connect()?;
+    report::emit(&verify(&mut client)?, json)
+}
+
+/// The URL's schema, as an oid (a name compared as text, never re-parsed as an identifier).
+const SCHEMA_OID: &str = "(SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema())";
 
 fn columns_sql() -> String {
     format!(
-        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text,
-                coalesce(column_default::text, 'NULL')
-         FROM information_schema.columns
-         WHERE table_schema = current_schema()
-           AND table_name::text = ANY($1)
-           AND column_name = 'workspaceId'
-         ORDER BY {TABLE_ORDER_SQL}, column_name"
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, NULL),
+                CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END,
+                coalesce(pg_get_expr(d.adbin, d.adrelid), 'NULL')
+         FROM pg_class c
+         JOIN pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped
+         LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+         WHERE c.relnamespace = {SCHEMA_OID}
+           AND c.relname::text = ANY($1)
+           AND a.attname = 'workspaceId'
+         ORDER BY array_position($1::text[], c.relname::text), a.attname"
     )
 }
 
 fn foreign_keys_sql() -> String {
     format!(
-        "SELECT tc.table_name::text, kcu.column_name::text, ccu.table_name::text AS foreign_table_name,
-                ccu.column_name::text AS foreign_column_name, tc.constraint_name::text, rc.delete_rule::text
-         FROM information_schema.table_constraints AS tc
-         JOIN information_schema.key_column_usage AS kcu
-           ON tc.constraint_name = kcu.constraint_name AND tc.constraint_schema = kcu.constraint_schema
-         JOIN information_schema.constraint_column_usage AS ccu
-           ON ccu.constraint_name = tc.constraint_name AND ccu.constraint_schema = tc.constraint_schema
-         JOIN information_schema.referential_constraints AS rc
-           ON rc.constraint_name = tc.constraint_name AND rc.constraint_schema = tc.constraint_schema
-         WHERE tc.constraint_type = 'FOREIGN KEY'
-           AND tc.table_schema = current_schema()
-           AND tc.table_name::text = ANY($1)
-           AND kcu.column_name = 'workspaceId'
-         ORDER BY {}, tc.constraint_name",
-        TABLE_ORDER_SQL.replace("table_name", "tc.table_name")
+        "SELECT c.relname::text, a.attname::text, fc.relname::text, fa.attname::text, con.conname::text,
+                CASE con.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'a' THEN 'NO ACTION'
+                     WHEN 'r' THEN 'RESTRICT' WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END
+         FROM pg_constraint con
+         JOIN pg_class c ON c.oid = con.conrelid
+         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+         JOIN pg_class fc ON fc.oid = con.confrelid
+         JOIN pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = con.confkey[1]
+         WHERE con.contype = 'f'
+           AND c.relnamespace = {SCHEMA_OID}
+           AND c.relname::text = ANY($1)
+           AND a.attname = 'workspaceId'
+         ORDER BY array_position($1::text[], c.relname::text), con.conname"
     )
 }
 
 fn indexes_sql() -> String {
-    format!(
-        "SELECT tablename::text AS table_name, indexname::text, indexdef
-         FROM pg_indexes
-         WHERE schemaname = current_schema()
-           AND tablename::text = ANY($1)
-           AND indexdef LIKE '%workspaceId%'
-         ORDER BY {}, indexname",
-        TABLE_ORDER_SQL.replace("table_name", "tablename")
-    )
+    "SELECT tablename::text, indexname::text, indexdef
+     FROM pg_indexes
+     WHERE schemaname = current_schema()
+       AND tablename::text = ANY($1)
+       AND indexdef LIKE '%workspaceId%'
+     ORDER BY array_position($1::text[], tablename::text), indexname"
+        .to_string()
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +95,7 @@ pub struct VerifyReport {
 }
 
 pub fn verify(client: &mut Client) -> Result<VerifyReport> {
-    let tables: Vec<String> = DATAHUB_TABLES.iter().map(|t| t.to_string()).collect();
+    let tables = tenancy::tables_param();
     let columns = query_table(
         client,
         &columns_sql(),
@@ -214,8 +240,10 @@ impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.verdicts.iter().all(|v| v.ok)
     }
+}
 
-    pub fn render(&self) -> String {
+impl Report for VerifyReport {
+    fn render_with(&self, _style: Style) -> String {
         let sections = [
             ("workspaceId columns", &self.columns),
             ("Foreign keys on workspaceId", &self.foreign_keys),
@@ -234,7 +262,7 @@ impl VerifyReport {
         out
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         let rows = |table: &Table| {
             table
                 .rows
@@ -256,5 +284,9 @@ impl VerifyReport {
             "foreignKeys": { "rows": rows(&self.foreign_keys), "verdict": verdict(&self.verdicts[1]) },
             "indexes": { "rows": rows(&self.indexes), "verdict": verdict(&self.verdicts[2]) },
         })
+    }
+
+    fn ok(&self) -> bool {
+        self.is_ok()
     }
 }

@@ -42,9 +42,8 @@ pub async fn send(
         transaction
             .execute(
                 r#"INSERT INTO "ChatMessage" ("id", "userId", "workspaceId", "role", "content", "createdAt")
-                   VALUES ($1, $2, $3, $4::text::"ChatRole", $5, now() + make_interval(secs => $6::float8 / 1000))"#,
+                   VALUES (gen_random_uuid()::text, $1, $2, $3::text::"ChatRole", $4, now() + make_interval(secs => $5::float8 / 1000))"#,
                 &[
-                    &uuid::Uuid::new_v4().to_string(),
                     &auth.user_id,
                     &auth.workspace_id,
                     &role,

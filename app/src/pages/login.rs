@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use super::{CsrfOnly, ValidForm};
 use crate::error::AppResult;
-use crate::password::verify_password;
 use crate::session::{self, Auth};
 use crate::AppState;
 
@@ -58,7 +57,9 @@ pub async fn submit(
         None => (None, DUMMY_HASH.to_string()),
     };
     let password = login.password.clone();
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &stored)).await?;
+    let matches =
+        tokio::task::spawn_blocking(move || datahub_core::password::verify(&password, &stored))
+            .await?;
     match (user_id, matches) {
         (Some(user_id), true) => {
             let cookie = session::create(&state, &user_id).await?;

@@ -10,6 +10,7 @@ use crate::error::AppResult;
 use crate::providers::PROVIDERS;
 use crate::session::Auth;
 use crate::AppState;
+use datahub_core::format::{money, thousands};
 
 /// Headline metrics of the 30 days ending at the workspace's latest metric.
 const CARD_METRICS_SQL: &str = r#"
@@ -129,27 +130,4 @@ pub async fn memberships(
             role: r.get(2),
         })
         .collect())
-}
-
-/// 1234567 → `1,234,567`.
-pub fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (index, ch) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
-/// 1234.5 → `1,234.50`.
-pub fn money(amount: f64) -> String {
-    let cents = (amount * 100.0).round() as i64;
-    format!("{}.{:02}", thousands(cents / 100), (cents % 100).abs())
 }

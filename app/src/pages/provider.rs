@@ -86,7 +86,8 @@ pub async fn show(
             "provider.html",
             context! {
                 auth => context! { user => auth.user_label, workspace => auth.workspace_name, csrf => auth.csrf_token },
-                provider, chart => chart::build(&points), insights, connected, account,
+                provider => context! { slug => provider.slug, name => provider.name },
+                chart => chart::build(&points), insights, connected, account,
                 total_spend => format!("{total_spend:.2}"), total_clicks, days => points.len(),
             },
         )?
@@ -115,10 +116,9 @@ pub async fn connect(
         let inserted = client
             .execute(
                 r#"INSERT INTO "Connection" ("id", "userId", "workspaceId", "provider", "status", "accountName", "connectedAt", "updatedAt")
-                   VALUES ($1, $2, $3, $4, 'CONNECTED', $5, now(), now())
+                   VALUES (gen_random_uuid()::text, $1, $2, $3, 'CONNECTED', $4, now(), now())
                    ON CONFLICT ("userId", "provider") DO NOTHING"#,
                 &[
-                    &uuid::Uuid::new_v4().to_string(),
                     &auth.user_id,
                     &auth.workspace_id,
                     &provider.slug,

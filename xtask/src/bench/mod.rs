@@ -1,5 +1,5 @@
-//! `cargo xtask bench [--quick]`: SPEC §9's figures, each measured against its baseline on the
-//! same throwaway server in the same run, one line per figure with the ratio.
+//! `cargo xtask bench [--quick]`: the performance targets, each measured against its baseline on
+//! the same throwaway server in the same run, one line per figure with the ratio.
 //!
 //! Two twin databases are seeded once (the second is a file copy of the first, `CREATE DATABASE
 //! … TEMPLATE`), both at the expand migration: the baseline statements run on one, ours on the
@@ -7,29 +7,32 @@
 
 mod writer;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pico_args::Arguments;
 use postgres::Client;
+use xshell::{cmd, Shell};
 
 use crate::backfill::{self, BackfillOptions};
 use crate::check;
 use crate::cli::{self, Globals};
-use crate::cluster::{self, TempCluster};
-use crate::db::DatabaseUrl;
-use crate::error::{usage, Outcome};
+use crate::cluster::TempCluster;
+use crate::db::{quote_ident, Connect, DatabaseUrl};
+use crate::error::Outcome;
 use crate::migrate::{self, DeployOptions};
-use crate::migrations::{Migration, EXPAND, INIT};
+use crate::migrations::Migration;
 use crate::report::{thousands, Table};
 use crate::seed::{self, SeedSize};
-use crate::tables::DATAHUB_TABLES;
+use crate::tenancy::{DATAHUB_TABLES, EXPAND, INIT};
 use writer::{median, LockWatcher, Writer, WriterPlan};
 
-const HELP: &str = "\
-cargo xtask bench [--quick] [--rows N] [--workers N]: SPEC §9's figures on a throwaway
-PostgreSQL, each against its baseline measured in the same run:
+pub const SUMMARY: &str = "the performance targets, each against its baseline";
+
+pub const HELP: &str = "\
+cargo xtask bench [--quick] [--rows N] [--workers N]
+The performance targets on a throwaway PostgreSQL, each against its baseline measured in the
+same run:
   backfill rows/s vs one UPDATE … FROM over the same rows (twin databases),
   a concurrent writer's insert p99 and longest wait on an already-backfilled row, during each,
   check latency after the backfill vs a table scan,
@@ -59,15 +62,11 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         return Ok(Outcome::Ready);
     }
     let quick = args.contains("--quick");
-    let rows = cli::positive(&mut args, "--rows")?;
-    let workers = cli::positive(&mut args, "--workers")?.unwrap_or(2);
+    let rows = cli::number(&mut args, "--rows", 1..=500_000_000)?;
+    let workers = cli::number(&mut args, "--workers", 1..=16)?.unwrap_or(2);
     cli::finish(args, "bench")?;
-    if workers > 16 {
-        return Err(usage("`--workers` is at most 16"));
-    }
     let rows = rows.unwrap_or(if quick { 500_000 } else { 5_000_000 });
-    let users = i32::try_from(rows.div_ceil((DAYS * PROVIDERS) as u64))
-        .map_err(|_| usage("`--rows` is too large"))?;
+    let users = rows.div_ceil((DAYS * PROVIDERS) as u64) as i32;
     let migrations = globals.migrations()?;
     let started = Instant::now();
 
@@ -114,11 +113,11 @@ fn bench(
     workers: usize,
 ) -> Result<(Vec<Figure>, String)> {
     let mut figures = Vec::new();
-    let mut admin = DatabaseUrl::parse(&cluster.url("postgres"))?.connect()?;
+    let mut admin = cluster.database_url("postgres")?.connect()?;
     let version: String = admin.query_one("SHOW server_version", &[])?.get(0);
     admin.batch_execute("CREATE DATABASE bench_ours")?;
-    let ours = DatabaseUrl::parse(&cluster.url("bench_ours"))?;
-    let twin = DatabaseUrl::parse(&cluster.url("bench_baseline"))?;
+    let ours = cluster.database_url("bench_ours")?;
+    let twin = cluster.database_url("bench_baseline")?;
 
     // Seed once, at the expand migration, then copy.
     let started = Instant::now();
@@ -183,9 +182,10 @@ fn bench(
     for table in DATAHUB_TABLES {
         base_rows += base_client.execute(
             &format!(
-                r#"UPDATE "{table}" t SET "workspaceId" = h."workspaceId"
+                r#"UPDATE {} t SET "workspaceId" = h."workspaceId"
                    FROM "datahub_home_workspace" h
-                   WHERE h."userId" = t."userId" AND t."workspaceId" IS NULL"#
+                   WHERE h."userId" = t."userId" AND t."workspaceId" IS NULL"#,
+                quote_ident(table)
             ),
             &[],
         )?;
@@ -199,9 +199,9 @@ fn bench(
     let writer = Writer::start(&ours, plan(&mut our_client, 0)?)?;
     let report = backfill::backfill(
         &mut our_client,
+        &ours,
         &BackfillOptions {
             workers,
-            url: Some(ours.clone()),
             ..BackfillOptions::default()
         },
     )?;
@@ -322,7 +322,8 @@ fn bench(
     let mut sql = String::from("BEGIN;");
     for table in DATAHUB_TABLES {
         sql.push_str(&format!(
-            r#"ALTER TABLE "{table}" ALTER COLUMN "workspaceId" SET NOT NULL;"#
+            r#"ALTER TABLE {} ALTER COLUMN "workspaceId" SET NOT NULL;"#,
+            quote_ident(table)
         ));
     }
     sql.push_str("COMMIT;");
@@ -356,21 +357,22 @@ fn bench(
 
     // migrate status, the built binary, vs one psql query process.
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
-    let psql_bin = cluster::find_bin_dir()?.join("psql");
+    let psql = cluster.bin_dir().join("psql");
+    let sh = Shell::new()?;
     let time_both = |url: &str, runs: usize| -> Result<(f64, f64)> {
         let status = wall_times(runs, || {
-            Command::new(&xtask)
-                .args(["--database-url", url, "migrate", "status"])
-                .output()
+            cmd!(sh, "{xtask} --database-url {url} migrate status")
+                .quiet()
+                .secret()
+                .ignore_stdout()
+                .run()
         })?;
         let psql = wall_times(runs, || {
-            Command::new(&psql_bin)
-                .args([
-                    url,
-                    "-Atc",
-                    r#"SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations""#,
-                ])
-                .output()
+            cmd!(sh, "{psql} {url} -Atc {STATUS_QUERY}")
+                .quiet()
+                .secret()
+                .ignore_stdout()
+                .run()
         })?;
         Ok((median(&status), median(&psql)))
     };
@@ -409,21 +411,17 @@ fn deploy_to(
     Ok(())
 }
 
+/// What `migrate status` reads, as one psql query.
+const STATUS_QUERY: &str =
+    r#"SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations""#;
+
 /// Wall time of `runs` runs of a process, in milliseconds; each must succeed.
-fn wall_times(
-    runs: usize,
-    mut run: impl FnMut() -> std::io::Result<std::process::Output>,
-) -> Result<Vec<f64>> {
+fn wall_times(runs: usize, mut run: impl FnMut() -> xshell::Result<()>) -> Result<Vec<f64>> {
     let mut times = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        let output = run()?;
+        run().context("a timed process failed")?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
-        anyhow::ensure!(
-            output.status.success(),
-            "a timed process failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
     }
     Ok(times)
 }

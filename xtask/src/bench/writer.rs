@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::db::DatabaseUrl;
+use crate::db::{Connect, DatabaseUrl};
+use crate::tenancy;
 
 /// Latencies seen by one writer, in milliseconds.
 #[derive(Debug, Default, Clone)]
@@ -125,14 +126,15 @@ impl LockWatcher {
             let poll = client.prepare(
                 "SELECT c.relname::text FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
                  WHERE l.mode = 'AccessExclusiveLock' AND l.granted
-                   AND c.relname IN ('Connection', 'MetricDaily', 'Insight', 'ChatMessage')",
+                   AND c.relname::text = ANY($1)",
             )?;
+            let tables = tenancy::tables_param();
             let mut spans: std::collections::HashMap<String, (Instant, Instant)> =
                 Default::default();
             let mut polls = Vec::new();
             while !stopping.load(Ordering::SeqCst) {
                 let before = Instant::now();
-                let rows = client.query(&poll, &[])?;
+                let rows = client.query(&poll, &[&tables])?;
                 let after = Instant::now();
                 polls.push((after - before).as_secs_f64() * 1000.0);
                 for row in rows {

@@ -6,13 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Context, Result};
 use postgres::Client;
+use serde_json::json;
 
 use super::history;
 use super::state::{self, State};
 use crate::db::{self, quote_ident, DatabaseUrl};
 use crate::migrations::{self, Migration};
+use crate::report::{Report, Style};
 
 #[derive(Debug, Clone)]
 pub struct DeployOptions {
@@ -50,8 +52,8 @@ pub struct DeployReport {
     pub applied: Vec<Applied>,
 }
 
-impl DeployReport {
-    pub fn render(&self) -> String {
+impl Report for DeployReport {
+    fn render_with(&self, style: Style) -> String {
         if self.applied.is_empty() {
             return "No pending migrations to apply.\n".to_string();
         }
@@ -62,13 +64,27 @@ impl DeployReport {
                 n => format!(" after {n} lock timeout(s)"),
             };
             out.push_str(&format!(
-                "applied `{}` in {} ms{retries}\n",
+                "applied `{}` in {}{retries}\n",
                 applied.name,
-                applied.duration.as_millis()
+                style.millis(applied.duration)
             ));
         }
         out.push_str(&format!("{} migration(s) applied.\n", self.applied.len()));
         out
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "applied": self.applied.iter().map(|a| json!({
+                "name": a.name,
+                "seconds": a.duration.as_secs_f64(),
+                "lockTimeouts": a.lock_timeouts,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn ok(&self) -> bool {
+        true
     }
 }
 
@@ -81,12 +97,9 @@ pub fn deploy(
     if let Some(to) = &options.to {
         migrations::find(migrations, to)?;
     }
-    db::acquire_migration_lock(client, options.lock_wait)?;
-    let result = deploy_locked(client, url, migrations, options);
-    let unlocked = db::release_migration_lock(client);
-    let report = result?;
-    unlocked?;
-    Ok(report)
+    db::with_migration_lock(client, options.lock_wait, |client| {
+        deploy_locked(client, url, migrations, options)
+    })
 }
 
 fn deploy_locked(
@@ -96,10 +109,12 @@ fn deploy_locked(
     options: &DeployOptions,
 ) -> Result<DeployReport> {
     if url.has_explicit_schema() {
-        client.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {}",
-            quote_ident(url.schema())
-        ))?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(url.schema())
+            ))
+            .with_context(|| format!("cannot create the schema `{}`", url.schema()))?;
     }
     history::create_table(client)?;
     let records = history::load(client)?;
@@ -108,12 +123,11 @@ fn deploy_locked(
 
     let mut report = DeployReport::default();
     for migration in migrations {
-        let entry_state = entries
+        let pending = entries
             .iter()
             .find(|e| e.name == migration.name)
-            .map(|e| e.state.clone())
-            .unwrap_or(State::Pending);
-        if entry_state.is_pending() {
+            .is_none_or(|e| e.state.is_pending());
+        if pending {
             report.applied.push(apply(client, migration, options)?);
         }
         if options.to.as_deref() == Some(migration.name.as_str()) {
@@ -129,16 +143,21 @@ fn refuse_unless_clean(entries: &[state::Entry]) -> Result<()> {
     for entry in entries {
         let name = &entry.name;
         match entry.state {
-            State::Failed => bail!(
-                "migration `{name}` failed at {} UTC and is not resolved, so nothing was deployed.\n{}\nOnce the cause is fixed, run `cargo xtask migrate resolve --rolled-back {name}` and then `cargo xtask migrate deploy`",
-                entry.at.as_deref().unwrap_or("?"),
-                first_lines(entry.logs.as_deref().unwrap_or("(no logs recorded)"))
+            State::Failed => {
+                return Err(anyhow!(entry
+                    .logs
+                    .clone()
+                    .unwrap_or_else(|| "(no logs recorded)".into()))
+                .context(format!(
+                    "migration `{name}` failed at {} UTC and is not resolved, so nothing was deployed: run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}` once the cause is fixed, then `cargo xtask migrate deploy`)",
+                    entry.at.as_deref().unwrap_or("?"),
+                )))
+            }
+            State::Edited => anyhow::bail!(
+                "migration `{name}` was edited after it was applied (its checksum differs from `_prisma_migrations`), so nothing was deployed: restore the applied file (`git checkout -- migrations/{name}/migration.sql`) and put changes in a new migration (`cargo xtask migrate new NAME`)"
             ),
-            State::Edited => bail!(
-                "migration `{name}` was edited after it was applied (its checksum differs from `_prisma_migrations`), so nothing was deployed; restore the applied file (`git checkout -- migrations/{name}/migration.sql`) and put changes in a new migration (`cargo xtask migrate new NAME`)"
-            ),
-            State::MissingLocally => bail!(
-                "migration `{name}` is applied in the database but missing from the migrations folder, so nothing was deployed; restore it from version control or check out the branch that has it"
+            State::MissingLocally => anyhow::bail!(
+                "migration `{name}` is applied in the database but missing from the migrations folder, so nothing was deployed: restore it from version control or check out the branch that has it"
             ),
             _ => {}
         }
@@ -162,10 +181,7 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
         Some(_) => Duration::ZERO,
         None => options.lock_timeout,
     };
-    client.execute(
-        "SELECT set_config('lock_timeout', $1, false)",
-        &[&format!("{}ms", lock_timeout.as_millis())],
-    )?;
+    db::set_lock_timeout(client, lock_timeout)?;
     let (outcome, lock_timeouts) = db::retry_on_lock_timeout(
         &format!("`{name}`"),
         lock_timeout,
@@ -180,7 +196,9 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
             result
         },
     );
-    client.batch_execute("RESET lock_timeout")?;
+    client
+        .batch_execute("RESET lock_timeout")
+        .context("cannot reset `lock_timeout`")?;
     match outcome {
         Ok(()) => {
             history::mark_finished(client, &id)?;
@@ -193,42 +211,47 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
         Err(error) => {
             let logs = prisma_logs(&error);
             history::mark_failed(client, &id, &logs)?;
-            let lock_note = if lock_timeouts > 0 {
-                format!(" after {lock_timeouts} lock timeout(s)")
-            } else {
-                String::new()
+            let lock_note = match lock_timeouts {
+                0 => String::new(),
+                n => format!(" after {n} lock timeout(s)"),
             };
-            let next = if migration.name == migrations::CONTRACT {
-                format!("run `cargo xtask recover` (by hand: `cargo xtask backfill`, `cargo xtask check`, `cargo xtask migrate resolve --rolled-back {name}`, `cargo xtask migrate deploy`)")
-            } else {
-                format!("fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, `cargo xtask migrate deploy`)")
+            let left = match &index {
+                Some(index) => format!("an INVALID index `{index}` is left behind, which the next deploy drops before it builds the index again"),
+                None => "PostgreSQL rolled the whole script back, so nothing of it was applied".into(),
             };
-            bail!(
-                "migration `{name}` failed{lock_note}: {}\nPostgreSQL rolled the whole script back, so nothing of it was applied; the failure is recorded in `_prisma_migrations`.\nNext: {next}",
-                first_lines(&logs)
-            )
+            let message = format!(
+                "migration `{name}` failed{lock_note}: {}; {left}, and the failure is recorded in `_prisma_migrations`: run `cargo xtask recover`",
+                error_line(&logs)
+            );
+            Err(anyhow!(logs).context(message))
         }
     }
 }
 
+/// An index of the URL's schema that exists but is INVALID: `Some(false)` when valid, `None`
+/// when absent. Catalog reads only.
+pub const INDEX_VALID_SQL: &str = "
+    SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE c.relname = $1
+      AND c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema())";
+
 /// A CREATE INDEX CONCURRENTLY that failed or was interrupted leaves an INVALID index, which the
 /// planner never uses and which would make the next attempt fail with "already exists". It holds
-/// no data of its own, so dropping it loses nothing.
+/// no data of its own, so dropping it loses nothing. DROP INDEX CONCURRENTLY: SHARE UPDATE
+/// EXCLUSIVE, which blocks neither reads nor writes.
 fn drop_invalid_index(client: &mut Client, index: &str) -> Result<()> {
-    let invalid = client
-        .query_opt(
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-             WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace
-               AND NOT i.indisvalid",
-            &[&index],
-        )?
-        .is_some();
-    if invalid {
+    let valid: Option<bool> = client
+        .query_opt(INDEX_VALID_SQL, &[&index])
+        .with_context(|| format!("cannot look up the index `{index}`"))?
+        .map(|row| row.get(0));
+    if valid == Some(false) {
         eprintln!("  dropping the invalid index `{index}` an earlier attempt left behind ...");
-        client.batch_execute(&format!(
-            "DROP INDEX CONCURRENTLY IF EXISTS {}",
-            quote_ident(index)
-        ))?;
+        client
+            .batch_execute(&format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                quote_ident(index)
+            ))
+            .with_context(|| format!("cannot drop the invalid index `{index}`"))?;
     }
     Ok(())
 }
@@ -258,8 +281,8 @@ pub fn prisma_logs(error: &postgres::Error) -> String {
     }
 }
 
-/// The part of Prisma's logs worth showing in one message: code and error line.
-fn first_lines(logs: &str) -> String {
+/// The one line of Prisma's logs worth showing in a message: the error and its SQLSTATE.
+pub fn error_line(logs: &str) -> String {
     let code = logs
         .lines()
         .find_map(|l| l.strip_prefix("Database error code: "))

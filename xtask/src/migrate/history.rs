@@ -1,5 +1,6 @@
 //! Prisma's bookkeeping table `_prisma_migrations`, read and written exactly as Prisma does, so
-//! that Prisma and `cargo xtask` can take turns on one database.
+//! that Prisma and `cargo xtask` can take turns on one database. Each statement touches only
+//! this table: row locks, never a lock on the app's tables.
 
 use anyhow::{Context, Result};
 use postgres::{Client, GenericClient};
@@ -19,26 +20,50 @@ CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
 
 /// Every row, oldest first. Timestamps come back as UTC text so no date crate is needed.
 const SELECT_ALL: &str = r#"
-SELECT "id", "checksum",
+SELECT "checksum",
        to_char("finished_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
        "migration_name", "logs",
        to_char("rolled_back_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-       to_char("started_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-       "applied_steps_count"
+       to_char("started_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')
 FROM "_prisma_migrations"
 ORDER BY "started_at", "id""#;
 
+/// Prisma inserts the row before it runs the script: a crash mid-way leaves a failed row. The
+/// id is a random UUID v4, as Prisma's, made by PostgreSQL.
+const INSERT_STARTED: &str = r#"
+INSERT INTO "_prisma_migrations" ("id", "checksum", "migration_name", "started_at", "applied_steps_count")
+VALUES (gen_random_uuid()::text, $1, $2, now(), 0)
+RETURNING "id""#;
+
+const MARK_FINISHED: &str = r#"
+UPDATE "_prisma_migrations" SET "finished_at" = now(), "applied_steps_count" = 1, "logs" = NULL
+WHERE "id" = $1"#;
+
+const MARK_FAILED: &str = r#"
+UPDATE "_prisma_migrations" SET "logs" = $2, "applied_steps_count" = 0 WHERE "id" = $1"#;
+
+const MARK_FAILED_ROLLED_BACK: &str = r#"
+UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
+WHERE "migration_name" = $1 AND "finished_at" IS NULL AND "rolled_back_at" IS NULL"#;
+
+const MARK_APPLIED_ROLLED_BACK: &str = r#"
+UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
+WHERE "migration_name" = $1 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#;
+
+/// `resolve --applied`: a new row that says the migration is applied, with no steps run.
+const INSERT_RESOLVED_APPLIED: &str = r#"
+INSERT INTO "_prisma_migrations" ("id", "checksum", "migration_name", "started_at", "finished_at", "applied_steps_count")
+VALUES (gen_random_uuid()::text, $1, $2, now(), now(), 0)"#;
+
 /// One row of `_prisma_migrations`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub id: String,
     pub checksum: String,
     pub finished_at: Option<String>,
     pub migration_name: String,
     pub logs: Option<String>,
     pub rolled_back_at: Option<String>,
     pub started_at: String,
-    pub applied_steps_count: i32,
 }
 
 impl Record {
@@ -79,47 +104,34 @@ pub fn load(client: &mut Client) -> Result<Vec<Record>> {
     Ok(rows
         .iter()
         .map(|row| Record {
-            id: row.get(0),
-            checksum: row.get(1),
-            finished_at: row.get(2),
-            migration_name: row.get(3),
-            logs: row.get(4),
-            rolled_back_at: row.get(5),
-            started_at: row.get(6),
-            applied_steps_count: row.get(7),
+            checksum: row.get(0),
+            finished_at: row.get(1),
+            migration_name: row.get(2),
+            logs: row.get(3),
+            rolled_back_at: row.get(4),
+            started_at: row.get(5),
         })
         .collect())
 }
 
-/// Prisma inserts the row before it runs the script: a crash mid-way leaves a failed row.
+/// Records the start of `name`; returns the row's id.
 pub fn insert_started(client: &mut Client, name: &str, checksum: &str) -> Result<String> {
-    let id = uuid::Uuid::new_v4().to_string();
-    client
-        .execute(
-            r#"INSERT INTO "_prisma_migrations" ("id", "checksum", "migration_name", "started_at", "applied_steps_count")
-               VALUES ($1, $2, $3, now(), 0)"#,
-            &[&id, &checksum, &name],
-        )
-        .with_context(|| format!("cannot record the start of migration `{name}`"))?;
-    Ok(id)
+    Ok(client
+        .query_one(INSERT_STARTED, &[&checksum, &name])
+        .with_context(|| format!("cannot record the start of migration `{name}`"))?
+        .get(0))
 }
 
 pub fn mark_finished(client: &mut Client, id: &str) -> Result<()> {
     client
-        .execute(
-            r#"UPDATE "_prisma_migrations" SET "finished_at" = now(), "applied_steps_count" = 1, "logs" = NULL WHERE "id" = $1"#,
-            &[&id],
-        )
+        .execute(MARK_FINISHED, &[&id])
         .context("cannot record a finished migration in `_prisma_migrations`")?;
     Ok(())
 }
 
 pub fn mark_failed(client: &mut Client, id: &str, logs: &str) -> Result<()> {
     client
-        .execute(
-            r#"UPDATE "_prisma_migrations" SET "logs" = $2, "applied_steps_count" = 0 WHERE "id" = $1"#,
-            &[&id, &logs],
-        )
+        .execute(MARK_FAILED, &[&id, &logs])
         .context("cannot record a failed migration in `_prisma_migrations`")?;
     Ok(())
 }
@@ -127,11 +139,7 @@ pub fn mark_failed(client: &mut Client, id: &str, logs: &str) -> Result<()> {
 /// `resolve --rolled-back`: sets `rolled_back_at` on the failed rows of `name`.
 pub fn mark_failed_rolled_back(client: &mut Client, name: &str) -> Result<u64> {
     client
-        .execute(
-            r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
-               WHERE "migration_name" = $1 AND "finished_at" IS NULL AND "rolled_back_at" IS NULL"#,
-            &[&name],
-        )
+        .execute(MARK_FAILED_ROLLED_BACK, &[&name])
         .with_context(|| format!("cannot mark migration `{name}` as rolled back"))
 }
 
@@ -141,22 +149,12 @@ pub fn mark_applied_rolled_back(
     client: &mut impl GenericClient,
     name: &str,
 ) -> Result<u64, postgres::Error> {
-    client.execute(
-            r#"UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
-               WHERE "migration_name" = $1 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#,
-            &[&name],
-        )
+    client.execute(MARK_APPLIED_ROLLED_BACK, &[&name])
 }
 
-/// `resolve --applied`: a new row that says the migration is applied, with no steps run.
 pub fn insert_resolved_applied(client: &mut Client, name: &str, checksum: &str) -> Result<()> {
-    let id = uuid::Uuid::new_v4().to_string();
     client
-        .execute(
-            r#"INSERT INTO "_prisma_migrations" ("id", "checksum", "migration_name", "started_at", "finished_at", "applied_steps_count")
-               VALUES ($1, $2, $3, now(), now(), 0)"#,
-            &[&id, &checksum, &name],
-        )
+        .execute(INSERT_RESOLVED_APPLIED, &[&checksum, &name])
         .with_context(|| format!("cannot record migration `{name}` as applied"))?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `cargo xtask migrate`: status, deploy, resolve and new, compatible with Prisma Migrate.
+//! `cargo xtask migrate`: status, deploy, resolve and new, compatible with Prisma Migrate. Generic
+//! Prisma bookkeeping: nothing here knows the workspace tenancy release.
 
 pub mod deploy;
 pub mod history;
@@ -13,26 +14,27 @@ use anyhow::Result;
 use pico_args::Arguments;
 
 use crate::cli::{self, Globals};
+use crate::db::Connect;
 use crate::error::{usage, Outcome};
+use crate::report;
 
 pub use deploy::{deploy, DeployOptions, DeployReport};
 pub use resolve::{resolve, Resolution};
 pub use status::{status, StatusReport};
 
-pub const HELP: &str = "\
-cargo xtask migrate: Prisma-compatible migrations
+pub const SUMMARY: &str = "Prisma-compatible migrations: status, deploy, resolve, new";
 
-USAGE:
-    cargo xtask migrate status [--json]
-    cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS]
-    cargo xtask migrate resolve --rolled-back NAME
-    cargo xtask migrate resolve --applied NAME
-    cargo xtask migrate new NAME
+pub const HELP: &str = "\
+cargo xtask migrate status [--json]
+cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS]
+cargo xtask migrate resolve --rolled-back NAME | --applied NAME
+cargo xtask migrate new NAME
 
 status    every migration: applied, pending, failed, rolled back, edited, missing locally;
           exits 0 only when the database is up to date
 deploy    applies pending migrations in order (up to and including --to NAME), each as one
-          script under Prisma's advisory lock; refuses while a migration is failed
+          script under Prisma's advisory lock (waiting at most --lock-wait seconds, default 60,
+          for another deploy); refuses while a migration is failed, edited or missing
 resolve   --rolled-back: a failed migration becomes pending again (its script was rolled back)
           --applied: a failed or pending migration is recorded as applied without running it
 new       creates migrations/<UTC timestamp>_<name>/migration.sql
@@ -41,6 +43,9 @@ OPTIONS:
     --database-url URL     instead of DATABASE_URL (Prisma URLs work, including ?schema=)
     --migrations-dir DIR   instead of the repository's migrations/
 ";
+
+/// At most a day of waiting for another deploy's lock.
+const LOCK_WAIT_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
 
 pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
@@ -54,7 +59,7 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         Some("resolve") => run_resolve(args, globals),
         Some("new") => run_new(args, globals),
         Some(other) => Err(usage(format!(
-            "unknown subcommand `migrate {other}`; use status, deploy, resolve or new (see `cargo xtask migrate --help`)"
+            "unknown subcommand `migrate {other}`: use status, deploy, resolve or new (see `cargo xtask migrate --help`)"
         ))),
         None => Err(usage(
             "`cargo xtask migrate` needs a subcommand: status, deploy, resolve or new (see `cargo xtask migrate --help`)",
@@ -69,9 +74,7 @@ fn run_status(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let url = globals.url()?;
     let mut client = url.connect()?;
     let report = status(&mut client, &migrations)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
-    } else {
+    if !json {
         println!(
             "{} migrations in `{}`, database `{}`, schema `{}`\n",
             migrations.len(),
@@ -79,14 +82,13 @@ fn run_status(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
             url.describe(),
             url.schema()
         );
-        print!("{}", report.render());
     }
-    Ok(Outcome::from_ready(report.is_up_to_date()))
+    report::emit(&report, json)
 }
 
 fn run_deploy(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
-    let to: Option<String> = args.opt_value_from_str("--to").map_err(cli::parse_error)?;
-    let lock_wait = cli::positive(&mut args, "--lock-wait")?;
+    let to = cli::text(&mut args, "--to")?;
+    let lock_wait = cli::number(&mut args, "--lock-wait", LOCK_WAIT_SECONDS)?;
     cli::finish(args, "migrate deploy")?;
     let migrations = globals.migrations()?;
     if let Some(to) = &to {
@@ -102,17 +104,12 @@ fn run_deploy(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         options.lock_wait = Duration::from_secs(seconds);
     }
     let report = deploy(&mut client, &url, &migrations, &options)?;
-    print!("{}", report.render());
-    Ok(Outcome::Ready)
+    report::emit(&report, false)
 }
 
 fn run_resolve(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
-    let rolled_back: Option<String> = args
-        .opt_value_from_str("--rolled-back")
-        .map_err(cli::parse_error)?;
-    let applied: Option<String> = args
-        .opt_value_from_str("--applied")
-        .map_err(cli::parse_error)?;
+    let rolled_back = cli::text(&mut args, "--rolled-back")?;
+    let applied = cli::text(&mut args, "--applied")?;
     cli::finish(args, "migrate resolve")?;
     let (resolution, name) = match (rolled_back, applied) {
         (Some(name), None) => (Resolution::RolledBack, name),
@@ -124,8 +121,7 @@ fn run_resolve(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         }
     };
     let migrations = globals.migrations()?;
-    let url = globals.url()?;
-    let mut client = url.connect()?;
+    let mut client = globals.url()?.connect()?;
     let message = resolve(
         &mut client,
         &migrations,
@@ -140,7 +136,9 @@ fn run_resolve(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
 fn run_new(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let name: Option<String> = args.opt_free_from_str().map_err(cli::parse_error)?;
     cli::finish(args, "migrate new")?;
-    let name = name.ok_or_else(|| usage("`cargo xtask migrate new` needs a NAME, e.g. `cargo xtask migrate new add_insight_read_at`"))?;
+    let name = name.ok_or_else(|| {
+        usage("`cargo xtask migrate new` needs a NAME, e.g. `cargo xtask migrate new add_insight_read_at`")
+    })?;
     let path = new::new_migration(&globals.migrations_dir, &name)?;
     println!("Created `{}`", path.display());
     Ok(Outcome::Ready)

@@ -25,12 +25,9 @@ pub fn resolve(
     name: &str,
     lock_wait: Duration,
 ) -> Result<String> {
-    db::acquire_migration_lock(client, lock_wait)?;
-    let result = resolve_locked(client, migrations, resolution, name);
-    let unlocked = db::release_migration_lock(client);
-    let message = result?;
-    unlocked?;
-    Ok(message)
+    db::with_migration_lock(client, lock_wait, |client| {
+        resolve_locked(client, migrations, resolution, name)
+    })
 }
 
 fn resolve_locked(
@@ -66,7 +63,7 @@ fn resolve_locked(
                 }
                 Some(State::Pending | State::RolledBack) => {}
                 other => bail!(
-                    "migration `{name}` cannot be marked as applied: it is {}; `--applied` only applies to a failed or not yet applied migration",
+                    "migration `{name}` cannot be marked as applied: it is {}, and `--applied` only applies to a failed or not yet applied migration (see `cargo xtask migrate status`)",
                     describe(other.as_ref())
                 ),
             }

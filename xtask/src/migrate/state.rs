@@ -110,3 +110,102 @@ fn entry(name: &str, migration: Option<&Migration>, rows: &[&Record]) -> Option<
         (Some(_), None) => Some(make(State::Pending, None, None)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn local(name: &str, checksum: &str) -> Migration {
+        Migration {
+            name: name.into(),
+            path: PathBuf::new(),
+            script: String::new(),
+            checksum: checksum.into(),
+        }
+    }
+
+    fn row(name: &str, checksum: &str, finished: bool, rolled_back: bool, at: &str) -> Record {
+        Record {
+            checksum: checksum.into(),
+            finished_at: finished.then(|| at.to_string()),
+            migration_name: name.into(),
+            logs: (!finished && !rolled_back).then(|| "ERROR: boom".to_string()),
+            rolled_back_at: rolled_back.then(|| at.to_string()),
+            started_at: at.into(),
+        }
+    }
+
+    fn states(local: &[Migration], records: &[Record]) -> Vec<(String, State)> {
+        compute(local, records)
+            .into_iter()
+            .map(|e| (e.name, e.state))
+            .collect()
+    }
+
+    #[test]
+    fn pending_applied_and_edited() {
+        let folder = [local("1_a", "x"), local("2_b", "y"), local("3_c", "z")];
+        let rows = [
+            row("1_a", "x", true, false, "t1"),
+            row("2_b", "OLD", true, false, "t2"),
+        ];
+        assert_eq!(
+            states(&folder, &rows),
+            vec![
+                ("1_a".into(), State::Applied),
+                ("2_b".into(), State::Edited),
+                ("3_c".into(), State::Pending),
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_then_resolved_either_way() {
+        let folder = [local("1_a", "x")];
+        let failed = row("1_a", "x", false, false, "t1");
+        let entries = compute(&folder, std::slice::from_ref(&failed));
+        assert_eq!(entries[0].state, State::Failed);
+        assert_eq!(entries[0].at.as_deref(), Some("t1"));
+        assert_eq!(entries[0].logs.as_deref(), Some("ERROR: boom"));
+
+        // --rolled-back: pending again (Prisma's status would call this up to date).
+        let rolled_back = row("1_a", "x", false, true, "t2");
+        assert_eq!(
+            states(&folder, std::slice::from_ref(&rolled_back))[0].1,
+            State::RolledBack
+        );
+        assert!(State::RolledBack.is_pending());
+
+        // --applied: the failed row rolled back plus a finished row.
+        let applied = row("1_a", "x", true, false, "t3");
+        assert_eq!(
+            states(&folder, &[rolled_back, applied])[0].1,
+            State::Applied
+        );
+    }
+
+    #[test]
+    fn a_failed_row_wins_over_an_older_success() {
+        let folder = [local("1_a", "x")];
+        let rows = [
+            row("1_a", "x", true, false, "t1"),
+            row("1_a", "x", false, false, "t2"),
+        ];
+        assert_eq!(states(&folder, &rows)[0].1, State::Failed);
+    }
+
+    #[test]
+    fn applied_but_gone_from_the_folder() {
+        let rows = [
+            row("9_gone", "x", true, false, "t1"),
+            row("8_undone", "x", false, true, "t1"),
+        ];
+        // A migration only ever rolled back and no longer in the folder is not reported.
+        assert_eq!(
+            states(&[], &rows),
+            vec![("9_gone".into(), State::MissingLocally)]
+        );
+    }
+}

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::history;
 use super::state::{self, Entry, State};
 use crate::migrations::Migration;
-use crate::report::Table;
+use crate::report::{Report, Style, Table};
 
 #[derive(Debug, Clone)]
 pub struct StatusReport {
@@ -36,10 +36,6 @@ impl StatusReport {
             .iter()
             .filter(|e| e.state.is_pending())
             .collect()
-    }
-
-    pub fn first(&self, state: &State) -> Option<&Entry> {
-        self.entries.iter().find(|e| &e.state == state)
     }
 
     pub fn state_of(&self, name: &str) -> Option<&State> {
@@ -117,8 +113,10 @@ impl StatusReport {
         }
         lines
     }
+}
 
-    pub fn render(&self) -> String {
+impl Report for StatusReport {
+    fn render_with(&self, _style: Style) -> String {
         let mut out = self.table().render();
         out.push('\n');
         out.push_str(&self.summary());
@@ -130,7 +128,7 @@ impl StatusReport {
         out
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         json!({
             "upToDate": self.is_up_to_date(),
             "summary": self.summary(),
@@ -142,5 +140,9 @@ impl StatusReport {
             })).collect::<Vec<_>>(),
             "advice": self.advice(),
         })
+    }
+
+    fn ok(&self) -> bool {
+        self.is_up_to_date()
     }
 }

@@ -7,7 +7,7 @@ use postgres::Client;
 
 use crate::migrate::{self, StatusReport};
 use crate::migrations::Migration;
-pub use crate::tables::{columns, Column};
+use crate::tenancy::{self, Column};
 
 #[derive(Debug, Clone)]
 pub struct Inspection {
@@ -18,7 +18,7 @@ pub struct Inspection {
 
 pub fn inspect(client: &mut Client, migrations: &[Migration]) -> Result<Inspection> {
     let status = migrate::status(client, migrations)?;
-    let columns = columns(client)?;
+    let columns = tenancy::columns(client)?;
     Ok(Inspection { status, columns })
 }
 
@@ -35,14 +35,7 @@ impl Inspection {
     pub fn describe_columns(&self) -> String {
         self.columns
             .iter()
-            .map(|(table, column)| {
-                let state = match column {
-                    Column::Missing => "missing",
-                    Column::Nullable => "nullable",
-                    Column::NotNull => "NOT NULL",
-                };
-                format!("{table}: {state}")
-            })
+            .map(|(table, column)| format!("{table}: {}", column.label()))
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -1,28 +1,63 @@
 //! `cargo xtask recover [--dry-run]`: the recovery plan, driven by what the database shows.
 //!
-//! It reads the failed rows of `_prisma_migrations` and the `workspaceId` columns (the plan's
-//! scenario A: expand applied, contract failed; scenario B: expand failed too), and resolves a
-//! failed migration as rolled back only when the database proves the failure left nothing
-//! behind. Then it finishes the release: deploy up to expand, backfill, check, deploy the rest,
-//! and `migrate status` must say up to date. A state it cannot prove safe stops it, with what it
-//! found and what a person has to decide.
+//! Three phases. **Inspect** reads the failed rows of `_prisma_migrations`, the `workspaceId`
+//! columns (the plan's scenario A: expand applied, contract failed; scenario B: expand failed
+//! too) and, for each failed migration, what its script left behind. **Plan** turns that into
+//! steps, pure: a failed migration is resolved as rolled back only with proof that it left
+//! nothing behind, then the release's database steps follow, and `migrate status` must say up
+//! to date. **Execute** walks that same plan; `--dry-run` prints it instead. A state it cannot
+//! prove safe stops it, with what it found and what a person has to decide.
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use pico_args::Arguments;
 use postgres::Client;
 
-use super::inspect::{self, Column, Inspection};
-use super::release::{database_steps, failed, stopped};
+use super::database_steps;
+use super::inspect::{self, Inspection};
 use super::step::{RunbookReport, Step, StepResult, Steps};
 use crate::backfill::BackfillOptions;
 use crate::check;
-use crate::db::{quote_ident, DatabaseUrl};
+use crate::cli::{self, Globals};
+use crate::db::{Connect, DatabaseUrl};
+use crate::error::Outcome;
+use crate::migrate::deploy::INDEX_VALID_SQL;
 use crate::migrate::state::State;
 use crate::migrate::{self, DeployOptions, Resolution};
-use crate::migrations::{Migration, CONTRACT, EXPAND};
-use crate::report::thousands;
-use crate::tables::DATAHUB_TABLES;
+use crate::migrations::Migration;
+use crate::report::{self, backticked, thousands, Report, Style};
+use crate::tenancy::{self, Column, CONTRACT, EXPAND};
+
+pub const SUMMARY: &str = "the recovery plan after a failed migration (scenario A/B)";
+
+pub const HELP: &str = "\
+cargo xtask recover [--dry-run] [--json]
+The recovery plan after a failed migration. Reads the failed rows of _prisma_migrations and
+the workspaceId columns (scenario A: expand applied, contract failed; scenario B: expand
+failed too), resolves a failed migration as rolled back only when the database proves it left
+nothing behind, then deploys up to expand, backfills, checks, deploys the rest, and ends with
+migrate status up to date.
+--dry-run prints the plan and changes nothing.
+";
+
+pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    let dry_run = args.contains("--dry-run");
+    cli::finish(args, "recover")?;
+    let migrations = globals.migrations()?;
+    let url = globals.url()?;
+    let mut client = url.connect()?;
+    let options = RecoverOptions {
+        dry_run,
+        ..Default::default()
+    };
+    report::emit(&recover(&mut client, &url, &migrations, &options)?, json)
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RecoverOptions {
@@ -38,33 +73,74 @@ pub struct RecoverReport {
     pub report: RunbookReport,
 }
 
-impl RecoverReport {
-    pub fn render(&self) -> String {
+impl Report for RecoverReport {
+    fn render_with(&self, style: Style) -> String {
         let mut out = String::from("Found:\n");
         for finding in &self.findings {
             out.push_str(&format!("- {finding}\n"));
         }
         out.push('\n');
-        out.push_str(&self.report.render());
+        out.push_str(&self.report.render_with(style));
         out
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         let mut doc = self.report.to_json();
         doc["findings"] = serde_json::json!(self.findings);
         doc
     }
+
+    fn ok(&self) -> bool {
+        self.report.ok
+    }
 }
 
-/// A failed migration and how the database shows it left nothing behind.
-enum Resolve {
-    /// Resolve as rolled back; the string is the proof.
-    Safe { name: String, proof: String },
-    /// An interrupted CREATE INDEX CONCURRENTLY left an invalid (unused, empty) index: drop it,
-    /// then resolve.
-    DropInvalidIndex { name: String, index: String },
-    /// Cannot prove it: what was found and what a person must decide.
-    Unsafe { name: String, why: String },
+/// What the database shows about one failed migration.
+#[derive(Debug, Clone)]
+enum Judgement {
+    /// Its script left nothing that a re-run would trip over: resolve it as rolled back.
+    LeftNothing { name: String, proof: String },
+    /// What was found, and what a person must decide.
+    Unprovable { name: String, why: String },
+}
+
+/// Everything recover reads before it decides.
+struct Findings {
+    inspection: Inspection,
+    failed: Vec<String>,
+    judgements: Vec<Judgement>,
+    /// Rows the backfill would fill: NULLs, or every row while the columns do not exist.
+    backfill_rows: BackfillRows,
+}
+
+enum BackfillRows {
+    NotNeeded,
+    Nulls(i64),
+    AllRows(i64),
+}
+
+/// One step of the plan: what the dry run shows and the real run does.
+struct PlannedStep {
+    name: String,
+    detail: String,
+    action: Action,
+}
+
+enum Action {
+    Resolve(String),
+    /// One of the release's database steps, which `database_steps` runs in sequence.
+    DatabaseStep,
+    Status,
+}
+
+enum Plan {
+    NothingToRecover,
+    Refuse {
+        step: String,
+        why: String,
+        conclusion: String,
+    },
+    Steps(Vec<PlannedStep>),
 }
 
 pub fn recover(
@@ -73,330 +149,326 @@ pub fn recover(
     migrations: &[Migration],
     options: &RecoverOptions,
 ) -> Result<RecoverReport> {
-    let state = inspect::inspect(client, migrations)?;
-    let mut findings = Vec::new();
+    let found = inspect_all(client, migrations)?;
+    let findings = describe(&found);
     let mut steps = Steps::new(if options.dry_run {
         "recover --dry-run"
     } else {
         "recover"
     });
+    let report = match plan(&found) {
+        Plan::NothingToRecover => steps.finish(
+            true,
+            "✅ Nothing to recover: Database schema is up to date and no migration failed.",
+        ),
+        Plan::Refuse {
+            step,
+            why,
+            conclusion,
+        } => {
+            steps.push(Step::failed(&step, Instant::now(), why));
+            steps.finish(false, conclusion)
+        }
+        Plan::Steps(plan) if options.dry_run => {
+            for step in &plan {
+                steps.planned(&step.name, step.detail.clone());
+            }
+            steps.finish(
+                true,
+                "Dry run: nothing was changed. Run `cargo xtask recover` to follow this plan.",
+            )
+        }
+        Plan::Steps(plan) => execute(client, url, migrations, options, &plan, steps)?,
+    };
+    Ok(RecoverReport { findings, report })
+}
 
-    let failed_names: Vec<String> = state
+fn inspect_all(client: &mut Client, migrations: &[Migration]) -> Result<Findings> {
+    let inspection = inspect::inspect(client, migrations)?;
+    let failed: Vec<String> = inspection
         .status
         .entries
         .iter()
         .filter(|e| e.state == State::Failed)
         .map(|e| e.name.clone())
         .collect();
-    findings.push(match failed_names.len() {
-        0 => "no failed migration in `_prisma_migrations`".to_string(),
-        _ => format!("failed: {}", quoted(&failed_names)),
-    });
-    findings.push(format!("workspaceId columns: {}", state.describe_columns()));
-    findings.push(state.status.summary());
-    if let Some(scenario) = scenario(&state, &failed_names) {
-        findings.push(scenario.to_string());
+    let mut judgements = Vec::new();
+    for name in &failed {
+        judgements.push(judge(client, &inspection, migrations, name)?);
     }
+    let backfill_rows = if inspection.all_columns(Column::NotNull) {
+        BackfillRows::NotNeeded
+    } else if inspection.any_column(Column::Missing) {
+        let rows: i64 = client
+            .query_one(&tenancy::row_count_sql(), &[])
+            .context("cannot count the rows of the Data Hub tables")?
+            .get(0);
+        BackfillRows::AllRows(rows)
+    } else {
+        BackfillRows::Nulls(check::check(client)?.total_nulls())
+    };
+    Ok(Findings {
+        inspection,
+        failed,
+        judgements,
+        backfill_rows,
+    })
+}
 
-    if state.status.is_up_to_date() {
-        let report = steps.finish(
-            true,
-            "✅ Nothing to recover: Database schema is up to date and no migration failed.",
-        );
-        return Ok(RecoverReport { findings, report });
+fn describe(found: &Findings) -> Vec<String> {
+    let mut findings = vec![
+        match found.failed.len() {
+            0 => "no failed migration in `_prisma_migrations`".to_string(),
+            _ => format!("failed: {}", backticked(&found.failed)),
+        },
+        format!(
+            "workspaceId columns: {}",
+            found.inspection.describe_columns()
+        ),
+        found.inspection.status.summary(),
+    ];
+    let failed = |name: &str| found.failed.iter().any(|f| f == name);
+    if failed(EXPAND) && found.inspection.all_columns(Column::Missing) {
+        findings.push("scenario B of the recovery plan: the expand migration failed, the columns do not exist".into());
+    } else if failed(CONTRACT) && found.inspection.all_columns(Column::Nullable) {
+        findings.push("scenario A of the recovery plan: the columns exist and are nullable, the contract failed".into());
     }
+    findings
+}
 
+/// The steps recover takes from what it found, or why it will not.
+fn plan(found: &Findings) -> Plan {
+    let status = &found.inspection.status;
+    if status.is_up_to_date() {
+        return Plan::NothingToRecover;
+    }
     // Edited or missing migrations are a disagreement between the folder and the database that
     // no command may settle by itself.
-    if let Some(entry) = state
-        .status
+    if let Some(entry) = status
         .entries
         .iter()
         .find(|e| matches!(e.state, State::Edited | State::MissingLocally))
     {
-        let advice = state.status.advice().join("\n");
-        steps.push(Step {
-            name: "inspect".into(),
-            result: StepResult::Failed,
-            detail: format!(
-                "migration `{}` is {}\n{advice}",
-                entry.name,
-                entry.state.label()
-            ),
-            duration: Default::default(),
-            rows: None,
-        });
-        let report = steps.finish(
-            false,
-            format!(
+        let mut why = format!("migration `{}` is {}", entry.name, entry.state.label());
+        for line in status.advice() {
+            why.push('\n');
+            why.push_str(&line);
+        }
+        return Plan::Refuse {
+            step: "inspect".into(),
+            why,
+            conclusion: format!(
                 "❌ recover stopped: the migrations folder and the database disagree about `{}`; a person must decide which is right (see above), then run `cargo xtask recover` again.",
                 entry.name
             ),
-        );
-        return Ok(RecoverReport { findings, report });
-    }
-
-    let mut resolutions = Vec::new();
-    for name in &failed_names {
-        resolutions.push(judge(client, &state, migrations, name)?);
-    }
-    if let Some(Resolve::Unsafe { name, why }) = resolutions
-        .iter()
-        .find(|r| matches!(r, Resolve::Unsafe { .. }))
-    {
-        steps.push(Step {
-            name: format!("resolve {name}"),
-            result: StepResult::Failed,
-            detail: why.clone(),
-            duration: Default::default(),
-            rows: None,
-        });
-        let report = steps.finish(
-            false,
-            format!("❌ recover stopped: it cannot prove that `{name}` left nothing behind, so it changed nothing. A person must decide (see above), then run `cargo xtask recover` again."),
-        );
-        return Ok(RecoverReport { findings, report });
-    }
-
-    if options.dry_run {
-        plan_only(client, &state, &resolutions, &mut steps)?;
-        let report = steps.finish(
-            true,
-            "Dry run: nothing was changed. Run `cargo xtask recover` to follow this plan.",
-        );
-        return Ok(RecoverReport { findings, report });
-    }
-
-    for resolution in &resolutions {
-        let started = Instant::now();
-        let (name, proof) = match resolution {
-            Resolve::Safe { name, proof } => (name, proof.clone()),
-            Resolve::DropInvalidIndex { name, index } => {
-                let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", quote_ident(index));
-                if let Err(error) = client.batch_execute(&sql) {
-                    steps.push(failed(&format!("resolve {name}"), started, &error.into()));
-                    let report = stopped(steps, &format!("resolve {name}"), &format!("drop the invalid index by hand (`{sql}`), then run `cargo xtask recover` again"));
-                    return Ok(RecoverReport { findings, report });
-                }
-                (name, format!("dropped the invalid index `{index}` it left"))
-            }
-            Resolve::Unsafe { .. } => unreachable!("refused above"),
         };
-        match migrate::resolve(
-            client,
-            migrations,
-            Resolution::RolledBack,
-            name,
-            options.deploy.lock_wait,
-        ) {
-            Ok(_) => steps.push(Step {
+    }
+    if let Some(Judgement::Unprovable { name, why }) = found
+        .judgements
+        .iter()
+        .find(|j| matches!(j, Judgement::Unprovable { .. }))
+    {
+        return Plan::Refuse {
+            step: format!("resolve {name}"),
+            why: why.clone(),
+            conclusion: format!("❌ recover stopped: it cannot prove that `{name}` left nothing behind, so it changed nothing. A person must decide (see above), then run `cargo xtask recover` again."),
+        };
+    }
+
+    let mut steps = Vec::new();
+    let mut expand_pending = status.state_of(EXPAND).is_none_or(State::is_pending);
+    for judgement in &found.judgements {
+        if let Judgement::LeftNothing { name, proof } = judgement {
+            steps.push(PlannedStep {
                 name: format!("resolve {name}"),
-                result: StepResult::Done,
-                detail: format!("marked rolled back: {proof}"),
-                duration: started.elapsed(),
-                rows: None,
-            }),
-            Err(error) => {
-                steps.push(failed(&format!("resolve {name}"), started, &error));
-                let report = stopped(
-                    steps,
-                    &format!("resolve {name}"),
-                    "run `cargo xtask recover` again",
-                );
-                return Ok(RecoverReport { findings, report });
+                detail: format!("mark rolled back: {proof}"),
+                action: Action::Resolve(name.clone()),
+            });
+            expand_pending |= name == EXPAND;
+        }
+    }
+    if expand_pending {
+        steps.push(PlannedStep {
+            name: "deploy expand".into(),
+            detail: format!("apply `{EXPAND}`"),
+            action: Action::DatabaseStep,
+        });
+    }
+    let backfill = match found.backfill_rows {
+        BackfillRows::NotNeeded => "nothing to do: workspaceId is NOT NULL".to_string(),
+        BackfillRows::AllRows(rows) => format!(
+            "every row of the 4 tables ({}), once the columns exist",
+            thousands(rows)
+        ),
+        BackfillRows::Nulls(rows) => format!("{} rows with a NULL workspaceId", thousands(rows)),
+    };
+    let last = status
+        .entries
+        .last()
+        .map(|e| e.name.clone())
+        .unwrap_or_default();
+    for (name, detail) in [
+        ("backfill", backfill),
+        ("check", "must pass before the contract".to_string()),
+        (
+            "deploy",
+            format!("apply the remaining migrations, up to `{last}`"),
+        ),
+    ] {
+        steps.push(PlannedStep {
+            name: name.into(),
+            detail,
+            action: Action::DatabaseStep,
+        });
+    }
+    steps.push(PlannedStep {
+        name: "migrate status".into(),
+        detail: "must say: Database schema is up to date!".into(),
+        action: Action::Status,
+    });
+    Plan::Steps(steps)
+}
+
+fn execute(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    migrations: &[Migration],
+    options: &RecoverOptions,
+    plan: &[PlannedStep],
+    mut steps: Steps,
+) -> Result<RunbookReport> {
+    let mut database_steps_done = false;
+    for planned in plan {
+        match &planned.action {
+            Action::Resolve(name) => {
+                let started = Instant::now();
+                match migrate::resolve(
+                    client,
+                    migrations,
+                    Resolution::RolledBack,
+                    name,
+                    options.deploy.lock_wait,
+                ) {
+                    Ok(_) => steps.push(Step::done(
+                        &planned.name,
+                        started,
+                        planned
+                            .detail
+                            .replace("mark rolled back", "marked rolled back"),
+                    )),
+                    Err(error) => {
+                        steps.push(Step::error(&planned.name, started, &error));
+                        return Ok(steps.stopped(&planned.name, "run `cargo xtask recover` again"));
+                    }
+                }
+            }
+            // The release's database steps run as one sequence, each reading the database first.
+            Action::DatabaseStep if database_steps_done => {}
+            Action::DatabaseStep => {
+                database_steps_done = true;
+                if let Some(stop) = database_steps::run(
+                    client,
+                    url,
+                    migrations,
+                    &options.deploy,
+                    &options.backfill,
+                    &mut steps,
+                )? {
+                    return Ok(steps.stopped(&stop.at, &stop.next));
+                }
+            }
+            Action::Status => {
+                let started = Instant::now();
+                let status = migrate::status(client, migrations)?;
+                let step = Step {
+                    result: if status.is_up_to_date() {
+                        StepResult::Done
+                    } else {
+                        StepResult::Failed
+                    },
+                    ..Step::done(&planned.name, started, status.summary())
+                };
+                steps.push(step);
+                if !status.is_up_to_date() {
+                    return Ok(steps.stopped(
+                        "migrate status",
+                        "run `cargo xtask migrate status` and follow its advice",
+                    ));
+                }
             }
         }
     }
-
-    if let Some(stop) = database_steps(
-        client,
-        url,
-        migrations,
-        &options.deploy,
-        &options.backfill,
-        &mut steps,
-    )? {
-        let report = stopped(steps, &stop.at, &stop.next);
-        return Ok(RecoverReport { findings, report });
-    }
-
-    let started = Instant::now();
-    let status = migrate::status(client, migrations)?;
-    let up_to_date = status.is_up_to_date();
-    steps.push(Step {
-        name: "migrate status".into(),
-        result: if up_to_date {
-            StepResult::Done
-        } else {
-            StepResult::Failed
-        },
-        detail: status.summary(),
-        duration: started.elapsed(),
-        rows: None,
-    });
-    let report = if up_to_date {
-        steps.finish(
-            true,
-            "✅ Recovered: Database schema is up to date, no NULLs. Next: `cargo xtask smoke` (or `cargo xtask release`, which builds and smokes).",
-        )
-    } else {
-        stopped(
-            steps,
-            "migrate status",
-            "run `cargo xtask migrate status` and follow its advice",
-        )
-    };
-    Ok(RecoverReport { findings, report })
-}
-
-/// The recovery plan's scenario, when the state is one of the two it describes.
-fn scenario(state: &Inspection, failed: &[String]) -> Option<&'static str> {
-    let failed = |name: &str| failed.iter().any(|f| f == name);
-    if failed(EXPAND) && state.all_columns(Column::Missing) {
-        Some("scenario B of the recovery plan: the expand migration failed, the columns do not exist")
-    } else if failed(CONTRACT) && state.all_columns(Column::Nullable) {
-        Some("scenario A of the recovery plan: the columns exist and are nullable, the contract failed")
-    } else {
-        None
-    }
+    Ok(steps.finish(
+        true,
+        "✅ Recovered: Database schema is up to date, no NULLs. Next: `cargo xtask smoke` (or `cargo xtask release`, which builds and smokes).",
+    ))
 }
 
 /// Whether the database proves that the failed migration `name` left nothing behind.
 fn judge(
     client: &mut Client,
-    state: &Inspection,
+    inspection: &Inspection,
     migrations: &[Migration],
     name: &str,
-) -> Result<Resolve> {
-    let unsafe_because = |why: String| Resolve::Unsafe {
+) -> Result<Judgement> {
+    let unprovable = |why: String| Judgement::Unprovable {
         name: name.to_string(),
         why,
     };
+    let left_nothing = |proof: String| Judgement::LeftNothing {
+        name: name.to_string(),
+        proof,
+    };
     if name == CONTRACT {
-        if state.any_column(Column::NotNull) {
-            return Ok(unsafe_because(format!(
+        if inspection.any_column(Column::NotNull) {
+            return Ok(unprovable(format!(
                 "its failure is recorded, but workspaceId is NOT NULL on some tables ({}): the contract was applied, fully or in part, another way. If all four are NOT NULL, record it with `cargo xtask migrate resolve --applied {CONTRACT}`; otherwise run `cargo xtask rollback --yes` first",
-                state.describe_columns()
+                inspection.describe_columns()
             )));
         }
-        return Ok(Resolve::Safe {
-            name: name.into(),
-            proof: "no workspaceId column is NOT NULL, so its script left nothing".into(),
-        });
+        return Ok(left_nothing(
+            "no workspaceId column is NOT NULL, so its script left nothing".into(),
+        ));
     }
     if name == EXPAND {
-        let leftovers: i64 = client
+        let leftovers: i32 = client
             .query_one(
-                "SELECT (to_regclass('datahub_home_workspace') IS NOT NULL)::int
-                      + (to_regprocedure('datahub_fill_workspace_id()') IS NOT NULL)::int
-                      + (to_regprocedure('datahub_home_workspace_id(text)') IS NOT NULL)::int",
-                &[],
-            )?
-            .get::<_, i32>(0)
-            .into();
-        if !state.all_columns(Column::Missing) || leftovers > 0 {
-            return Ok(unsafe_because(format!(
+                tenancy::EXPAND_LEFTOVERS_SQL,
+                &[
+                    &tenancy::HOME_VIEW,
+                    &tenancy::FILL_TRIGGER_FUNCTION,
+                    &tenancy::HOME_ID_FUNCTION,
+                ],
+            )
+            .context("cannot look for the expand migration's view and functions")?
+            .get(0);
+        if !inspection.all_columns(Column::Missing) || leftovers > 0 {
+            return Ok(unprovable(format!(
                 "its failure is recorded, but some of what it creates exists ({}; {leftovers} of its view and functions): it was applied, fully or in part, another way. Compare the database with `migrations/{EXPAND}/migration.sql`; if everything is there, run `cargo xtask migrate resolve --applied {EXPAND}`",
-                state.describe_columns()
+                inspection.describe_columns()
             )));
         }
-        return Ok(Resolve::Safe {
-            name: name.into(),
-            proof: "none of its columns, view or functions exist".into(),
-        });
+        return Ok(left_nothing(
+            "none of its columns, view or functions exist".into(),
+        ));
     }
     let migration = migrations.iter().find(|m| m.name == name);
     if let Some(index) = migration.and_then(Migration::concurrent_index) {
         let valid: Option<bool> = client
-            .query_opt(
-                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                 WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace",
-                &[&index],
-            )?
+            .query_opt(INDEX_VALID_SQL, &[&index])
+            .with_context(|| format!("cannot look up the index `{index}`"))?
             .map(|row| row.get(0));
         return Ok(match valid {
-            None => Resolve::Safe {
-                name: name.into(),
-                proof: format!("the index `{index}` does not exist"),
-            },
-            Some(false) => Resolve::DropInvalidIndex {
-                name: name.into(),
-                index,
-            },
-            Some(true) => unsafe_because(format!(
+            None => left_nothing(format!("the index `{index}` does not exist")),
+            Some(false) => left_nothing(format!(
+                "the index `{index}` is INVALID (an interrupted build holds no data); the deploy drops it before building it again"
+            )),
+            Some(true) => unprovable(format!(
                 "its failure is recorded, but the index `{index}` exists and is valid: run `cargo xtask migrate resolve --applied {name}`"
             )),
         });
     }
-    Ok(unsafe_because(format!(
+    Ok(unprovable(format!(
         "`{name}` is not one of the steps of the workspace release, so recover cannot tell what its script changes. Read its logs (`cargo xtask migrate status`), undo or finish its changes by hand, then run `cargo xtask migrate resolve --rolled-back {name}` or `--applied {name}`"
     )))
-}
-
-/// The plan as `Planned` steps, from the current state, changing nothing.
-fn plan_only(
-    client: &mut Client,
-    state: &Inspection,
-    resolutions: &[Resolve],
-    steps: &mut Steps,
-) -> Result<()> {
-    let mut expand_pending = state.status.state_of(EXPAND).is_none_or(|s| s.is_pending());
-    for resolution in resolutions {
-        match resolution {
-            Resolve::Safe { name, proof } => {
-                steps.planned(
-                    &format!("resolve {name}"),
-                    format!("mark rolled back: {proof}"),
-                );
-            }
-            Resolve::DropInvalidIndex { name, index } => steps.planned(
-                &format!("resolve {name}"),
-                format!("drop the invalid index `{index}` it left, then mark rolled back"),
-            ),
-            Resolve::Unsafe { .. } => {}
-        }
-        if matches!(resolution, Resolve::Safe { name, .. } if name == EXPAND) {
-            expand_pending = true;
-        }
-    }
-    if expand_pending {
-        steps.planned("deploy expand", format!("apply `{EXPAND}`"));
-    }
-    if state.all_columns(Column::NotNull) {
-        steps.planned("backfill", "nothing to do: workspaceId is NOT NULL");
-    } else if state.any_column(Column::Missing) {
-        let mut rows = 0i64;
-        for table in DATAHUB_TABLES {
-            let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
-            rows += client.query_one(&sql, &[])?.get::<_, i64>(0);
-        }
-        steps.planned(
-            "backfill",
-            format!(
-                "every row of the 4 tables ({}), once the columns exist",
-                thousands(rows)
-            ),
-        );
-    } else {
-        let nulls = check::check(client)?.total_nulls();
-        steps.planned(
-            "backfill",
-            format!("{} rows with a NULL workspaceId", thousands(nulls)),
-        );
-    }
-    steps.planned("check", "must pass before the contract");
-    steps.planned(
-        "deploy",
-        format!("apply the remaining migrations, up to `{CONTRACT}`"),
-    );
-    steps.planned("migrate status", "must say: Database schema is up to date!");
-    Ok(())
-}
-
-fn quoted(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -10,16 +10,44 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use pico_args::Arguments;
 use postgres::Client;
 
-use super::inspect::{self, Column};
-use super::step::{RunbookReport, Step, StepResult, Steps};
-use crate::db::{self, quote_ident};
+use super::inspect;
+use super::step::{RunbookReport, Step, Steps};
+use crate::cli::{self, Globals};
+use crate::db::{self, quote_ident, Connect};
+use crate::error::Outcome;
 use crate::migrate::history;
 use crate::migrate::state::State;
 use crate::migrate::DeployOptions;
-use crate::migrations::{Migration, CONTRACT};
+use crate::migrations::Migration;
+use crate::report;
+use crate::tenancy::{self, Column, CONTRACT, DATAHUB_TABLES};
+
+pub const SUMMARY: &str = "the Emergency Rollback: workspaceId nullable again";
+
+pub const HELP: &str = "\
+cargo xtask rollback [--yes]
+The release checklist's Emergency Rollback. Makes workspaceId nullable again on the four Data
+Hub tables and marks the contract migration rolled back, in one transaction; `cargo xtask
+migrate deploy` brings NOT NULL back. Without --yes it prints what it would do and changes
+nothing.
+";
+
+pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let yes = args.contains("--yes");
+    cli::finish(args, "rollback")?;
+    let migrations = globals.migrations()?;
+    let mut client = globals.url()?.connect()?;
+    let report = rollback(&mut client, &migrations, yes, &DeployOptions::default())?;
+    report::emit(&report, false)
+}
 
 pub fn rollback(
     client: &mut Client,
@@ -80,10 +108,10 @@ pub fn rollback(
                 0 => String::new(),
                 n => format!(" (after {n} lock timeout(s))"),
             };
-            steps.push(Step {
-                name: "drop NOT NULL".into(),
-                result: StepResult::Done,
-                detail: format!(
+            steps.push(Step::done(
+                "drop NOT NULL",
+                started,
+                format!(
                     "workspaceId nullable on {}; NOT VALID checks re-added{retries}",
                     if not_null.is_empty() {
                         "no table (it already was)".to_string()
@@ -91,16 +119,11 @@ pub fn rollback(
                         not_null.join(", ")
                     }
                 ),
-                duration: started.elapsed(),
-                rows: None,
-            });
+            ));
             if contract_applied {
                 steps.push(Step {
-                    name: "mark rolled back".into(),
-                    result: StepResult::Done,
-                    detail: format!("`{CONTRACT}`"),
                     duration: Duration::ZERO,
-                    rows: None,
+                    ..Step::done("mark rolled back", started, format!("`{CONTRACT}`"))
                 });
             }
             Ok(steps.finish(
@@ -109,13 +132,7 @@ pub fn rollback(
             ))
         }
         Err(error) => {
-            steps.push(Step {
-                name: "drop NOT NULL".into(),
-                result: StepResult::Failed,
-                detail: format!("{error:#}"),
-                duration: started.elapsed(),
-                rows: None,
-            });
+            steps.push(Step::error("drop NOT NULL", started, &error));
             Ok(steps.finish(
                 false,
                 "❌ Nothing was changed (the rollback runs as one transaction). Fix the cause above, then run `cargo xtask rollback --yes` again.",
@@ -127,26 +144,19 @@ pub fn rollback(
 /// DROP NOT NULL where it is set, and the NOT VALID check where it is missing.
 fn statements(client: &mut Client, not_null: &[String]) -> Result<Vec<String>> {
     let mut statements = Vec::new();
-    for table in crate::tables::DATAHUB_TABLES {
+    for table in DATAHUB_TABLES {
         if not_null.iter().any(|t| t == table) {
-            statements.push(format!(
-                "ALTER TABLE {} ALTER COLUMN \"workspaceId\" DROP NOT NULL",
-                quote_ident(table)
-            ));
+            statements.push(tenancy::drop_not_null_sql(table));
         }
-        let check = format!("{table}_workspaceId_not_null");
         let has_check = client
             .query_opt(
-                "SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)",
-                &[&check, &quote_ident(table)],
-            )?
+                tenancy::CHECK_EXISTS_SQL,
+                &[&tenancy::not_null_check(table), &quote_ident(table)],
+            )
+            .with_context(|| format!("cannot look up the NOT NULL check of `{table}`"))?
             .is_some();
         if !has_check {
-            statements.push(format!(
-                "ALTER TABLE {} ADD CONSTRAINT {} CHECK (\"workspaceId\" IS NOT NULL) NOT VALID",
-                quote_ident(table),
-                quote_ident(&check)
-            ));
+            statements.push(tenancy::add_not_null_check_sql(table));
         }
     }
     Ok(statements)
@@ -184,6 +194,9 @@ fn run_with_retries(
             0 => String::new(),
             n => format!(" (after {n} lock timeout(s): something holds a lock on these tables; see pg_locks)"),
         };
-        anyhow::anyhow!("{}{retries}", db::describe_driver_error(&error))
+        anyhow::anyhow!(
+            "the rollback failed{retries}: {}",
+            db::describe_driver_error(&error)
+        )
     })
 }

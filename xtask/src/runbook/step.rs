@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::report::{thousands, Table};
+use crate::report::{thousands, Report, Style, Table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepResult {
@@ -13,7 +13,7 @@ pub enum StepResult {
     /// Already done before this run: the detail says how the database shows it.
     Skipped,
     Failed,
-    /// Part of the plan, not run (`--dry-run`, or an earlier step failed).
+    /// Part of the plan, not run (`--dry-run`, a preview).
     Planned,
 }
 
@@ -41,10 +41,48 @@ impl StepResult {
 pub struct Step {
     pub name: String,
     pub result: StepResult,
+    /// The first line shows in the table; further lines (a failure's causes) below it.
     pub detail: String,
     pub duration: Duration,
     /// Rows the step changed or counted, when it deals in rows.
     pub rows: Option<i64>,
+}
+
+impl Step {
+    pub fn done(name: &str, started: Instant, detail: impl Into<String>) -> Step {
+        Step {
+            name: name.into(),
+            result: StepResult::Done,
+            detail: detail.into(),
+            duration: started.elapsed(),
+            rows: None,
+        }
+    }
+
+    pub fn failed(name: &str, started: Instant, detail: impl Into<String>) -> Step {
+        Step {
+            name: name.into(),
+            result: StepResult::Failed,
+            detail: detail.into(),
+            duration: started.elapsed(),
+            rows: None,
+        }
+    }
+
+    /// A step that failed with an error: its message, then its causes on the lines below.
+    pub fn error(name: &str, started: Instant, error: &anyhow::Error) -> Step {
+        let mut detail = error.to_string();
+        for cause in error.chain().skip(1) {
+            detail.push('\n');
+            detail.push_str(&cause.to_string());
+        }
+        Step::failed(name, started, detail)
+    }
+
+    pub fn with_rows(mut self, rows: i64) -> Step {
+        self.rows = Some(rows);
+        self
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,12 +118,14 @@ impl Steps {
             StepResult::Failed => "❌",
             StepResult::Planned => "·",
         };
-        eprintln!(
-            "{mark} {} {}: {}",
-            step.result.key(),
-            step.name,
-            step.detail.lines().next().unwrap_or("")
-        );
+        if step.result != StepResult::Planned {
+            eprintln!(
+                "{mark} {} {}: {}",
+                step.result.key(),
+                step.name,
+                step.detail.lines().next().unwrap_or("")
+            );
+        }
         self.steps.push(step);
     }
 
@@ -100,7 +140,7 @@ impl Steps {
     }
 
     pub fn planned(&mut self, name: &str, what: impl Into<String>) {
-        self.steps.push(Step {
+        self.push(Step {
             name: name.into(),
             result: StepResult::Planned,
             detail: what.into(),
@@ -130,36 +170,41 @@ impl Steps {
             duration: self.started.elapsed(),
         }
     }
-}
 
-/// A step's duration as a fixed-width cell, so the table keeps its shape whatever the timing.
-fn duration_cell(duration: Duration) -> String {
-    format!("{:>10}", format!("{:.2} s", duration.as_secs_f64()))
+    /// Stops the runbook at `at` with the command to run next.
+    pub fn stopped(self, at: &str, next: &str) -> RunbookReport {
+        let command = self.command;
+        self.finish(
+            false,
+            format!("❌ {command} stopped at `{at}`. Next: {next}"),
+        )
+    }
 }
 
 impl RunbookReport {
-    pub fn table(&self) -> Table {
+    pub fn table(&self, style: Style) -> Table {
         let mut table = Table::new(&["step", "result", "rows", "duration", "detail"]);
         for step in &self.steps {
             table.push(vec![
                 step.name.clone(),
                 step.result.label().to_string(),
                 step.rows.map(thousands).unwrap_or_default(),
-                duration_cell(step.duration),
+                // A fixed-width cell, so the table keeps its shape whatever the timing.
+                format!("{:>10}", style.seconds(step.duration)),
                 step.detail.lines().next().unwrap_or("").to_string(),
             ]);
         }
         table
     }
+}
 
-    pub fn render(&self) -> String {
+impl Report for RunbookReport {
+    fn render_with(&self, style: Style) -> String {
         let mut out = format!("== {}\n", self.command);
-        out.push_str(&self.table().render());
+        out.push_str(&self.table(style).render());
         // A failed step's detail can span lines (a migration's error, the smoke checks).
         for step in &self.steps {
-            let mut lines = step.detail.lines();
-            lines.next();
-            let rest: Vec<&str> = lines.collect();
+            let rest: Vec<&str> = step.detail.lines().skip(1).collect();
             if step.result == StepResult::Failed && !rest.is_empty() {
                 out.push_str(&format!("\n{} failed:\n", step.name));
                 for line in rest {
@@ -173,7 +218,7 @@ impl RunbookReport {
         out
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         json!({
             "command": self.command,
             "ok": self.ok,
@@ -187,5 +232,9 @@ impl RunbookReport {
             })).collect::<Vec<_>>(),
             "conclusion": self.conclusion,
         })
+    }
+
+    fn ok(&self) -> bool {
+        self.ok
     }
 }

@@ -1,9 +1,10 @@
 //! `status`: the Quick Status Check, one summary and one exit code.
 
 use datahub_tests::harness::{app_bin, repo_migrations, run_xtask, text, TestDb};
-use xtask::app_build::AppBuild;
-use xtask::migrations::{CONTRACT, EXPAND, INIT};
-use xtask::runbook::quick_status;
+use xtask::report::{Report, Style};
+use xtask::runbook::status;
+use xtask::tenancy::{CONTRACT, EXPAND, INIT};
+use xtask::AppBuild;
 
 use crate::assert_stable_snapshot;
 use crate::support::seed_small;
@@ -11,14 +12,14 @@ use crate::support::seed_small;
 #[test]
 fn status_of_a_released_database_is_ready() {
     let db = TestDb::migrated_to(CONTRACT);
-    let report = quick_status(
+    let report = status(
         &mut db.client(),
         &repo_migrations(),
-        &AppBuild::Prebuilt(app_bin()),
+        &AppBuild::Prebuilt(app_bin().to_path_buf()),
     )
     .unwrap();
     assert!(report.ok, "{}", report.render());
-    assert_stable_snapshot!("status_ready", report.render());
+    assert_stable_snapshot!("status_ready", report.render_with(Style::SNAPSHOT));
     let out = run_xtask(&["status", "--json"], Some(db.url()));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -31,14 +32,14 @@ fn status_after_expand_is_not_ready_and_names_the_next_command() {
     let db = TestDb::migrated_to(INIT);
     seed_small(&mut db.client());
     db.deploy_to(EXPAND);
-    let report = quick_status(
+    let report = status(
         &mut db.client(),
         &repo_migrations(),
-        &AppBuild::Prebuilt(app_bin()),
+        &AppBuild::Prebuilt(app_bin().to_path_buf()),
     )
     .unwrap();
     assert!(!report.ok);
-    assert_stable_snapshot!("status_after_expand", report.render());
+    assert_stable_snapshot!("status_after_expand", report.render_with(Style::SNAPSHOT));
     let out = run_xtask(&["status"], Some(db.url()));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("cargo xtask release"));
@@ -47,7 +48,7 @@ fn status_after_expand_is_not_ready_and_names_the_next_command() {
 #[test]
 fn status_reports_a_missing_app_binary() {
     let db = TestDb::migrated_to(CONTRACT);
-    let report = quick_status(
+    let report = status(
         &mut db.client(),
         &repo_migrations(),
         &AppBuild::Prebuilt("/nonexistent/app".into()),

@@ -1,10 +1,11 @@
-//! The real `xtask` binary's argument handling, without a database. (Cargo builds the binary
-//! for this test, which is also the binary the end-to-end tests in `tests/` spawn.)
+//! The real `xtask` binary's argument handling, without a database.
 
 use std::process::Command;
 
+use datahub_tests::harness::xtask_bin;
+
 fn xtask(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let output = Command::new(xtask_bin())
         .args(args)
         .env_remove("DATABASE_URL")
         .output()

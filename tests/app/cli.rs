@@ -1,18 +1,16 @@
-//! The real `app` binary's command line. (Cargo builds the binary for this test, which is
-//! also the binary `cargo xtask smoke` starts in the end-to-end tests.)
+//! The real `app` binary's command line.
 
 use std::process::Command;
 
+use datahub_tests::harness::app_bin;
+
 #[test]
 fn help_and_missing_database_url() {
-    let help = Command::new(env!("CARGO_BIN_EXE_app"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let help = Command::new(app_bin()).arg("--help").output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--listen"));
 
-    let missing = Command::new(env!("CARGO_BIN_EXE_app"))
+    let missing = Command::new(app_bin())
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();

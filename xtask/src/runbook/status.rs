@@ -4,15 +4,41 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use pico_args::Arguments;
 use postgres::Client;
 
 use super::step::{RunbookReport, Step, StepResult, Steps};
 use crate::app_build::{AppBuild, APP_BIN_ENV};
 use crate::check;
+use crate::cli::{self, Globals};
+use crate::db::Connect;
+use crate::error::Outcome;
 use crate::migrate::{self, state::State};
 use crate::migrations::Migration;
+use crate::report;
 
-pub fn quick_status(
+pub const SUMMARY: &str = "the Quick Status Check: migrate status, check, build";
+
+pub const HELP: &str = "\
+cargo xtask status [--json]
+The release checklist's Quick Status Check: migrate status, check, and whether the app builds
+(cargo build --release -p app, or DATAHUB_APP_BIN). Exit 0 only when all three are fine.
+";
+
+pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    cli::finish(args, "status")?;
+    let migrations = globals.migrations()?;
+    let mut client = globals.url()?.connect()?;
+    let report = status(&mut client, &migrations, &AppBuild::from_env(true))?;
+    report::emit(&report, json)
+}
+
+pub fn status(
     client: &mut Client,
     migrations: &[Migration],
     build: &AppBuild,
@@ -39,11 +65,8 @@ pub fn quick_status(
         }
     }
     steps.push(Step {
-        name: "migrate status".into(),
         result: result(up_to_date),
-        detail,
-        duration: started.elapsed(),
-        rows: None,
+        ..Step::done("migrate status", started, detail)
     });
     if !up_to_date {
         next.push(if status.count(&State::Failed) > 0 {
@@ -57,11 +80,8 @@ pub fn quick_status(
     let report = check::check(client)?;
     let backfilled = report.is_backfilled();
     steps.push(Step {
-        name: "check".into(),
         result: result(backfilled),
-        detail: report.summary(),
-        duration: started.elapsed(),
-        rows: Some(report.total_nulls()),
+        ..Step::done("check", started, report.summary()).with_rows(report.total_nulls())
     });
     if !backfilled && next.is_empty() {
         next.push("`cargo xtask backfill`".into());
@@ -72,14 +92,11 @@ pub fn quick_status(
     let detail = match (&built, build) {
         (Ok(_), AppBuild::Prebuilt(_)) => format!("prebuilt app binary ({APP_BIN_ENV})"),
         (Ok(_), _) => format!("`{}` compiled", build.command()),
-        (Err(error), _) => format!("{error:#}"),
+        (Err(error), _) => error.to_string(),
     };
     steps.push(Step {
-        name: "build".into(),
         result: result(built.is_ok()),
-        detail,
-        duration: started.elapsed(),
-        rows: None,
+        ..Step::done("build", started, detail)
     });
     if built.is_err() {
         next.push(format!("fix the build (`{}`)", build.command()));

@@ -1,0 +1,418 @@
+//! `cargo xtask backfill`: sets `workspaceId` to the home workspace of `userId` on every Data
+//! Hub row where it is NULL. Assumes the expand migration is applied: it provides the columns,
+//! the rule as a view and the personal-workspace function.
+//!
+//! Table by table, in batches of physical (`ctid`) page ranges, so the heap is read in order;
+//! each batch is its own transaction, so a killed run keeps what it did and a re-run continues.
+//! A row whose `workspaceId` is set is never touched.
+
+mod progress;
+mod worker;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use pico_args::Arguments;
+use postgres::Client;
+use serde_json::json;
+
+use crate::check::{self, CheckReport};
+use crate::cli::{self, Globals};
+use crate::db::{Connect, DatabaseUrl};
+use crate::error::Outcome;
+use crate::report::{self, thousands, Report, Style, Table};
+use crate::tenancy::{self, EXPAND};
+use worker::{TablePlan, WorkerState};
+
+pub const SUMMARY: &str = "fills NULL workspaceId values by the home-workspace rule";
+
+pub const HELP: &str = "\
+cargo xtask backfill [--batch-size N] [--workers N] [--time-limit SECONDS] [--dry-run] [--json]
+Sets workspaceId to the user's home workspace on every Data Hub row where it is NULL: the
+earliest OWNER membership, else the earliest membership, else a personal workspace created for
+the user. Batches are physical page ranges of about N rows (default 10000), each its own
+transaction and shrunk when one takes over 0.5 s: safe to interrupt and run again.
+--workers N     N connections on disjoint page ranges (default 2, at most 16)
+--time-limit S  start no new batch after S seconds; the next run continues
+--dry-run       only counts
+Needs the expand migration; ends with ANALYZE so `cargo xtask check` is fast.
+";
+
+pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    let dry_run = args.contains("--dry-run");
+    let batch_size = cli::number(&mut args, "--batch-size", 1..=1_000_000)?;
+    let workers = cli::number(&mut args, "--workers", 1..=16)?;
+    let time_limit = cli::number(&mut args, "--time-limit", 1..=31_536_000)?;
+    cli::finish(args, "backfill")?;
+    let url = globals.url()?;
+    let mut options = BackfillOptions {
+        dry_run,
+        time_limit: time_limit.map(Duration::from_secs),
+        ..BackfillOptions::default()
+    };
+    if let Some(n) = batch_size {
+        options.batch_size = n;
+    }
+    if let Some(n) = workers {
+        options.workers = n as usize;
+    }
+    let mut client = url.connect()?;
+    let report = backfill(&mut client, &url, &options)?;
+    report::emit(&report, json)
+}
+
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// The most rows one batch (one transaction) updates, roughly: batches are page ranges
+    /// sized from the table's rows per page.
+    pub batch_size: u64,
+    /// The longest a batch should take: a slower batch halves the next one's page range (and
+    /// a fast one grows it back, up to `batch_size` rows), so no batch holds its row locks long.
+    pub batch_time: Duration,
+    /// Connections updating disjoint page ranges at once. Two keep both cores of a small server
+    /// busy: one UPDATE stream is bound by one core.
+    pub workers: usize,
+    /// Start no new batch after this long; a later run continues where this one stopped.
+    pub time_limit: Option<Duration>,
+    pub dry_run: bool,
+    /// Print progress lines on stderr.
+    pub progress: bool,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions {
+            batch_size: 10_000,
+            batch_time: Duration::from_millis(500),
+            workers: 2,
+            time_limit: None,
+            dry_run: false,
+            progress: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TableResult {
+    pub table: String,
+    /// Rows updated (or, in a dry run, rows that would be).
+    pub rows: i64,
+    pub batches: u64,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackfillReport {
+    pub dry_run: bool,
+    /// The time limit stopped the run before every NULL was filled.
+    pub stopped_early: bool,
+    pub tables: Vec<TableResult>,
+    pub personal_workspaces: i64,
+    pub duration: Duration,
+}
+
+/// Backfills every table; `client` is the first worker, `url` opens the others.
+pub fn backfill(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    options: &BackfillOptions,
+) -> Result<BackfillReport> {
+    let started = Instant::now();
+    let nulls = require_expand(client)?;
+
+    if options.dry_run {
+        let personal: i64 = client
+            .query_one(&tenancy::count_personal_sql(), &[])
+            .context("cannot count the personal workspaces a backfill would create")?
+            .get(0);
+        return Ok(BackfillReport {
+            dry_run: true,
+            stopped_early: false,
+            tables: nulls
+                .into_iter()
+                .map(|(table, rows)| TableResult {
+                    table,
+                    rows,
+                    batches: 0,
+                    duration: Duration::ZERO,
+                })
+                .collect(),
+            personal_workspaces: personal,
+            duration: started.elapsed(),
+        });
+    }
+
+    let personal_workspaces: i64 = client
+        .query_one(&tenancy::create_personal_sql(), &[])
+        .context("cannot create personal workspaces for users without a membership")?
+        .get(0);
+    let mut worker_connections = Vec::new();
+    for _ in 1..options.workers.max(1) {
+        worker_connections.push(url.connect()?);
+    }
+    for connection in std::iter::once(&mut *client).chain(worker_connections.iter_mut()) {
+        connection
+            .batch_execute(&tenancy::load_home_mapping_sql())
+            .context("cannot load the home workspace of each user")?;
+    }
+    let deadline = options.time_limit.map(|limit| started + limit);
+    let mut tables = Vec::new();
+    let mut stopped_early = false;
+    for (table, total) in nulls {
+        let (result, stopped) = backfill_table(
+            client,
+            &mut worker_connections,
+            &table,
+            total,
+            options,
+            deadline,
+        )?;
+        tables.push(result);
+        if stopped {
+            stopped_early = true;
+            break;
+        }
+    }
+    client
+        .batch_execute(tenancy::DROP_HOME_MAPPING_SQL)
+        .context("cannot drop the temporary home workspace mapping")?;
+    Ok(BackfillReport {
+        dry_run: false,
+        stopped_early,
+        tables,
+        personal_workspaces,
+        duration: started.elapsed(),
+    })
+}
+
+/// The expand migration provides what the backfill uses; without it there is nothing to fill.
+/// Returns the NULL count per table, from the same `check` that proves the columns exist.
+fn require_expand(client: &mut Client) -> Result<Vec<(String, i64)>> {
+    let (missing_columns, nulls) = match check::check(client)? {
+        CheckReport::MissingColumns { missing } => (missing, Vec::new()),
+        CheckReport::Counts { nulls } => (Vec::new(), nulls),
+    };
+    let helpers_exist: bool = client
+        .query_one(
+            tenancy::HELPERS_EXIST_SQL,
+            &[&tenancy::HOME_VIEW, &tenancy::ENSURE_PERSONAL_FUNCTION],
+        )
+        .context("cannot look up the expand migration's helpers")?
+        .get(0);
+    if !missing_columns.is_empty() || !helpers_exist {
+        bail!(
+            "the expand migration `{EXPAND}` is not applied (no `workspaceId` column on {}), so there is nothing to backfill: run `cargo xtask migrate deploy --to {EXPAND}` first",
+            if missing_columns.is_empty() {
+                "some tables".to_string()
+            } else {
+                missing_columns.join(", ")
+            }
+        );
+    }
+    Ok(nulls)
+}
+
+/// Backfills one table: the heap's pages are handed out in ranges to the workers, each range
+/// one transaction, until every page was visited; then a sweep fills what the mapping missed.
+/// Returns the result and whether the time limit stopped it.
+fn backfill_table(
+    client: &mut Client,
+    worker_connections: &mut [Client],
+    table: &str,
+    total: i64,
+    options: &BackfillOptions,
+    deadline: Option<Instant>,
+) -> Result<(TableResult, bool)> {
+    let started = Instant::now();
+    let mut result = TableResult {
+        table: table.to_string(),
+        rows: 0,
+        batches: 0,
+        duration: Duration::ZERO,
+    };
+    if total == 0 {
+        if options.progress {
+            eprintln!("  {table}: no NULLs, skipped");
+        }
+        return Ok((result, false));
+    }
+    let (pages, rows_per_page): (i64, f64) = {
+        let row = client
+            .query_one(tenancy::TABLE_PAGES_SQL, &[&crate::db::quote_ident(table)])
+            .with_context(|| format!("cannot read the size of `{table}`"))?;
+        (row.get(0), row.get(1))
+    };
+    let max_pages = ((options.batch_size as f64 / rows_per_page.max(1.0)).floor() as i64).max(1);
+    let state = WorkerState::default();
+    let plan = TablePlan {
+        table,
+        pages,
+        max_pages,
+        batch_time: options.batch_time,
+        deadline,
+    };
+    let errors: Vec<anyhow::Error> = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for connection in std::iter::once(&mut *client).chain(worker_connections.iter_mut()) {
+            let (plan, state) = (&plan, &state);
+            handles.push(scope.spawn(move || {
+                let outcome = worker::run(connection, plan, state);
+                if outcome.is_err() {
+                    state.stop.store(true, Ordering::SeqCst);
+                }
+                outcome
+            }));
+        }
+        let mut last_report = Instant::now();
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+            if options.progress && last_report.elapsed() >= Duration::from_secs(1) {
+                progress::print(
+                    table,
+                    state.rows.load(Ordering::SeqCst),
+                    total,
+                    started.elapsed(),
+                );
+                last_report = Instant::now();
+            }
+        }
+        handles
+            .into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(outcome) => outcome.err(),
+                Err(_) => Some(anyhow::anyhow!("a backfill worker of `{table}` panicked")),
+            })
+            .collect()
+    });
+    if let Some(error) = errors.into_iter().next() {
+        return Err(error);
+    }
+    result.rows = state.rows.load(Ordering::SeqCst);
+    result.batches = state.batches.load(Ordering::SeqCst);
+    if options.progress {
+        progress::print(table, result.rows, total, started.elapsed());
+    }
+    if state.out_of_time.load(Ordering::SeqCst) {
+        result.duration = started.elapsed();
+        return Ok((result, true));
+    }
+    let sweep_limit = i64::try_from(options.batch_size).unwrap_or(i64::MAX);
+    let sweep = tenancy::sweep_sql(table);
+    loop {
+        let updated = client
+            .execute(sweep.as_str(), &[&sweep_limit])
+            .with_context(|| format!("the final sweep of `{table}` failed; run `cargo xtask backfill` again to continue"))?;
+        if updated == 0 {
+            break;
+        }
+        result.rows += updated as i64;
+        result.batches += 1;
+    }
+    client
+        .batch_execute(&tenancy::analyze_sql(table))
+        .with_context(|| format!("cannot ANALYZE `{table}`"))?;
+    result.duration = started.elapsed();
+    Ok((result, false))
+}
+
+impl BackfillReport {
+    pub fn total_rows(&self) -> i64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    pub fn changed_nothing(&self) -> bool {
+        self.total_rows() == 0 && self.personal_workspaces == 0
+    }
+
+    fn table(&self, style: Style) -> Table {
+        if self.dry_run {
+            let mut table = Table::new(&["table", "rows to update"]);
+            for t in &self.tables {
+                table.push(vec![t.table.clone(), thousands(t.rows)]);
+            }
+            return table;
+        }
+        let mut table = Table::new(&["table", "rows updated", "batches", "seconds", "rows/s"]);
+        for t in &self.tables {
+            let seconds = t.duration.as_secs_f64();
+            let rate = if seconds > 0.0 {
+                (t.rows as f64 / seconds) as i64
+            } else {
+                0
+            };
+            let (seconds, rate) = if style.redact_durations {
+                ("[duration]".to_string(), "[rate]".to_string())
+            } else {
+                (format!("{seconds:.2}"), thousands(rate))
+            };
+            table.push(vec![
+                t.table.clone(),
+                thousands(t.rows),
+                t.batches.to_string(),
+                seconds,
+                rate,
+            ]);
+        }
+        table
+    }
+}
+
+impl Report for BackfillReport {
+    fn render_with(&self, style: Style) -> String {
+        if self.dry_run {
+            return format!(
+                "Dry run: nothing was changed.\n{}Personal workspaces that would be created: {}\n",
+                self.table(style).render(),
+                self.personal_workspaces
+            );
+        }
+        if self.changed_nothing() {
+            return "Nothing to backfill: every Data Hub workspaceId is already set; nothing was changed.\n".into();
+        }
+        let seconds = self.duration.as_secs_f64();
+        let next = if self.stopped_early {
+            "Stopped at the time limit with NULLs left. Next: `cargo xtask backfill` continues where this run stopped"
+        } else {
+            "Next: `cargo xtask check`"
+        };
+        let rate = if style.redact_durations {
+            "[rate]".to_string()
+        } else {
+            thousands((self.total_rows() as f64 / seconds.max(0.001)) as i64)
+        };
+        format!(
+            "{}Personal workspaces created: {}\nBackfilled {} rows in {} ({rate} rows/s). {next}\n",
+            self.table(style).render(),
+            self.personal_workspaces,
+            thousands(self.total_rows()),
+            style.seconds(self.duration),
+        )
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "dryRun": self.dry_run,
+            "stoppedEarly": self.stopped_early,
+            "personalWorkspaces": self.personal_workspaces,
+            "rows": self.total_rows(),
+            "seconds": self.duration.as_secs_f64(),
+            "tables": self.tables.iter().map(|t| json!({
+                "table": t.table,
+                "rows": t.rows,
+                "batches": t.batches,
+                "seconds": t.duration.as_secs_f64(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A backfill that ran is done, even when the time limit stopped it early (it says so).
+    fn ok(&self) -> bool {
+        true
+    }
+}

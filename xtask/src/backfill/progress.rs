@@ -1,0 +1,21 @@
+//! The backfill's progress line on stderr: rows done of the total, rate and time left.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::report::thousands;
+
+pub fn print(table: &str, done: i64, total: i64, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    let rate = done as f64 / seconds;
+    let remaining = (total - done).max(0) as f64;
+    let eta = if rate > 0.0 { remaining / rate } else { 0.0 };
+    let percent = if total > 0 { done * 100 / total } else { 100 };
+    eprintln!(
+        "  {table}: {} / {} rows ({percent}%), {} rows/s, ETA {eta:.0} s",
+        thousands(done),
+        thousands(total),
+        thousands(rate as i64)
+    );
+    let _ = std::io::stderr().flush();
+}

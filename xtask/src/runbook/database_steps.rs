@@ -1,0 +1,144 @@
+//! The database half of the release, shared by `release` and `recover`: deploy `--to` expand,
+//! backfill, check, deploy the rest (the indexes, then the contract). Each step reads the
+//! database first and is skipped, saying why, when it is already done.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use postgres::Client;
+
+use super::step::{Step, Steps};
+use crate::backfill::{self, BackfillOptions};
+use crate::check;
+use crate::db::DatabaseUrl;
+use crate::migrate::state::State;
+use crate::migrate::{self, DeployOptions, DeployReport};
+use crate::migrations::Migration;
+use crate::tenancy::{self, Column, EXPAND};
+
+/// Where a runbook stopped, and the command to run next.
+pub struct Stop {
+    pub at: String,
+    pub next: String,
+}
+
+impl Stop {
+    fn new(at: &str, next: impl Into<String>) -> Stop {
+        Stop {
+            at: at.into(),
+            next: next.into(),
+        }
+    }
+}
+
+pub fn run(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    migrations: &[Migration],
+    deploy_options: &DeployOptions,
+    backfill_options: &BackfillOptions,
+    steps: &mut Steps,
+) -> Result<Option<Stop>> {
+    // 1. deploy --to expand
+    if migrate::status(client, migrations)?.state_of(EXPAND) == Some(&State::Applied) {
+        steps.skipped("deploy expand", format!("`{EXPAND}` is already applied"));
+    } else {
+        let started = Instant::now();
+        let deploy = DeployOptions {
+            to: Some(EXPAND.to_string()),
+            ..deploy_options.clone()
+        };
+        match migrate::deploy(client, url, migrations, &deploy) {
+            Ok(report) => steps.push(Step::done("deploy expand", started, applied_names(&report))),
+            Err(error) => {
+                steps.push(Step::error("deploy expand", started, &error));
+                return Ok(Some(Stop::new(
+                    "deploy expand",
+                    "run `cargo xtask recover`, which resolves the failure once it can prove what the migration left behind",
+                )));
+            }
+        }
+    }
+
+    // 2. backfill
+    let columns = tenancy::columns(client)?;
+    let contract_applied = columns.iter().all(|(_, c)| *c == Column::NotNull);
+    if contract_applied {
+        steps.skipped(
+            "backfill",
+            "no NULLs: workspaceId is already NOT NULL on all 4 tables",
+        );
+    } else if check::check(client)?.is_backfilled() {
+        steps.skipped("backfill", "no NULLs");
+    } else {
+        let started = Instant::now();
+        match backfill::backfill(client, url, backfill_options) {
+            Ok(report) => steps.push(
+                Step::done(
+                    "backfill",
+                    started,
+                    format!(
+                        "{} personal workspace(s) created",
+                        report.personal_workspaces
+                    ),
+                )
+                .with_rows(report.total_rows()),
+            ),
+            Err(error) => {
+                steps.push(Step::error("backfill", started, &error));
+                let next = format!("fix the cause above, then run `cargo xtask {}` again (the backfill continues where it stopped)", steps.command());
+                return Ok(Some(Stop::new("backfill", next)));
+            }
+        }
+    }
+
+    // 3. check: the gate before the contract
+    if contract_applied {
+        steps.skipped(
+            "check",
+            "workspaceId is NOT NULL on all 4 tables: no NULL can exist",
+        );
+    } else {
+        let started = Instant::now();
+        let report = check::check(client)?;
+        if report.is_backfilled() {
+            steps.push(Step::done("check", started, check::ALL_BACKFILLED).with_rows(0));
+        } else {
+            steps.push(
+                Step::failed("check", started, report.summary()).with_rows(report.total_nulls()),
+            );
+            let next = format!(
+                "run `cargo xtask backfill`, then `cargo xtask {}` again",
+                steps.command()
+            );
+            return Ok(Some(Stop::new("check", next)));
+        }
+    }
+
+    // 4. deploy the rest (indexes, contract)
+    if migrate::status(client, migrations)?.pending().is_empty() {
+        steps.skipped("deploy", "no pending migrations");
+    } else {
+        let started = Instant::now();
+        match migrate::deploy(client, url, migrations, deploy_options) {
+            Ok(report) => steps.push(Step::done("deploy", started, applied_names(&report))),
+            Err(error) => {
+                steps.push(Step::error("deploy", started, &error));
+                return Ok(Some(Stop::new("deploy", "run `cargo xtask recover`")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn applied_names(report: &DeployReport) -> String {
+    match report.applied.len() {
+        0 => "no pending migrations".into(),
+        1 => format!("applied `{}`", report.applied[0].name),
+        n => format!(
+            "applied {n} migrations, `{}` … `{}`",
+            report.applied[0].name,
+            report.applied[n - 1].name
+        ),
+    }
+}

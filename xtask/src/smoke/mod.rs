@@ -1,0 +1,206 @@
+//! `cargo xtask smoke`: the release checklist's 5-minute smoke test, automated. Starts the app
+//! against the database on a free port (or tests a running app at `--url`), signs in as a smoke
+//! user in a smoke workspace of its own, runs each check as one line, and removes what it made.
+
+mod app;
+mod checks;
+mod fixtures;
+pub mod http;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use pico_args::Arguments;
+use postgres::Client;
+use serde_json::json;
+
+use crate::app_build::AppBuild;
+use crate::cli::{self, Globals};
+use crate::db::{Connect, DatabaseUrl};
+use crate::error::Outcome;
+use crate::report::{self, Report, Style};
+use fixtures::Fixtures;
+
+pub const SUMMARY: &str = "the release checklist's smoke test against the app, automated";
+
+pub const HELP: &str = "\
+cargo xtask smoke [--url URL] [--app-bin PATH] [--json]
+Builds and starts the app on a free port against the database (or tests the app at --url,
+which must use the same database), signs in as a smoke user in a smoke workspace of its own,
+and checks /data, /data/google-ads, the chat, connect/disconnect and the app's log. Everything
+it creates is removed afterwards. Exit 0 only when every check passes.
+";
+
+pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if cli::wants_help(&mut args) {
+        print!("{HELP}");
+        return Ok(Outcome::Ready);
+    }
+    let json = args.contains("--json");
+    let url = cli::text(&mut args, "--url")?;
+    let app_bin: Option<PathBuf> = args
+        .opt_value_from_str("--app-bin")
+        .map_err(cli::parse_error)?;
+    cli::finish(args, "smoke")?;
+    if let Some(url) = &url {
+        http::Http::new(url).map_err(|e| crate::error::usage(format!("`--url`: {e}")))?;
+    }
+    let database = globals.url()?;
+    let mut client = database.connect()?;
+    let report = smoke(&mut client, &database, &SmokeOptions { url, app_bin })?;
+    report::emit(&report, json)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SmokeOptions {
+    /// Test an app that is already running here instead of starting one.
+    pub url: Option<String>,
+    /// The app binary to start (default: `DATAHUB_APP_BIN`, else `cargo build -p app`).
+    pub app_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmokeReport {
+    pub checks: Vec<Check>,
+    pub duration: Duration,
+}
+
+impl SmokeReport {
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+}
+
+impl Report for SmokeReport {
+    fn render_with(&self, style: Style) -> String {
+        let mut out = String::new();
+        for check in &self.checks {
+            out.push_str(&format!(
+                "{} {}: {}\n",
+                if check.ok { "✅" } else { "❌" },
+                check.name,
+                check.detail
+            ));
+        }
+        let n_ok = self.checks.iter().filter(|c| c.ok).count();
+        out.push_str(&format!(
+            "smoke: {n_ok} of {} checks passed in {}{}\n",
+            self.checks.len(),
+            style.seconds(self.duration),
+            if self.passed() {
+                ""
+            } else {
+                "; fix what the failing check names, then run `cargo xtask smoke` again"
+            }
+        ));
+        out
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "passed": self.passed(),
+            "seconds": self.duration.as_secs_f64(),
+            "checks": self.checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn ok(&self) -> bool {
+        self.passed()
+    }
+}
+
+#[derive(Default)]
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn record(&mut self, name: &str, result: Result<String>) -> bool {
+        let (ok, detail) = match result {
+            Ok(detail) => (true, detail),
+            Err(error) => (false, format!("{error:#}")),
+        };
+        eprintln!("{} {name}: {detail}", if ok { "✅" } else { "❌" });
+        self.0.push(Check {
+            name: name.to_string(),
+            ok,
+            detail,
+        });
+        ok
+    }
+}
+
+pub fn smoke(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    options: &SmokeOptions,
+) -> Result<SmokeReport> {
+    let started = Instant::now();
+    let mut checks = Checks::default();
+    checks.record("contract applied", checks::contract_applied(client));
+    match Fixtures::create(client) {
+        Ok(fixtures) => {
+            checks.record("smoke user and workspace", Ok(fixtures.describe()));
+            if let Err(error) = against_app(client, url, options, &fixtures, &mut checks) {
+                checks.record("app", Err(error));
+            }
+            if let Err(error) = fixtures.remove(client) {
+                checks.record("clean up", Err(error));
+            }
+        }
+        Err(error) => {
+            checks.record("smoke user and workspace", Err(error));
+        }
+    }
+    Ok(SmokeReport {
+        checks: checks.0,
+        duration: started.elapsed(),
+    })
+}
+
+fn against_app(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    options: &SmokeOptions,
+    fixtures: &Fixtures,
+    checks: &mut Checks,
+) -> Result<()> {
+    let (http, started_app) = match &options.url {
+        Some(base) => (http::Http::new(base)?, None),
+        None => {
+            let bin = match &options.app_bin {
+                Some(bin) => bin.clone(),
+                None => AppBuild::from_env(false).build()?.path,
+            };
+            let app = app::App::start(&bin, url)?;
+            (app.http.clone(), Some(app))
+        }
+    };
+    let cookie = checks::sign_in(&http, fixtures);
+    let signed_in = checks.record(
+        "sign in",
+        cookie
+            .as_ref()
+            .map(|_| format!("`{}` signed in", fixtures.email))
+            .map_err(|e| anyhow::anyhow!("{e:#}")),
+    );
+    if let (true, Ok(cookie)) = (signed_in, cookie) {
+        checks.record("/data", checks::overview(&http, &cookie));
+        checks.record("/data/google-ads", checks::provider_page(&http, &cookie));
+        checks.record("chat", checks::chat(&http, &cookie, client, fixtures));
+        checks.record(
+            "connect and disconnect",
+            checks::connect_and_disconnect(&http, &cookie),
+        );
+    }
+    if let Some(app) = started_app {
+        checks.record("app log", checks::log(&app.stop()));
+    }
+    Ok(())
+}
