@@ -26,7 +26,7 @@ pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
 
 struct Server {
     /// Kept alive for the whole test binary; the watchdog stops it after the process exits.
-    _cluster: Option<TempCluster>,
+    cluster: Option<TempCluster>,
     /// A URL on the server whose database part we replace per database.
     base_url: String,
 }
@@ -43,7 +43,7 @@ fn server() -> &'static Server {
     SERVER.get_or_init(|| {
         let server = match std::env::var(TEST_DATABASE_URL) {
             Ok(url) if !url.trim().is_empty() => Server {
-                _cluster: None,
+                cluster: None,
                 base_url: url,
             },
             _ => {
@@ -53,7 +53,7 @@ fn server() -> &'static Server {
                     });
                 let base_url = cluster.url("postgres");
                 Server {
-                    _cluster: Some(cluster),
+                    cluster: Some(cluster),
                     base_url,
                 }
             }
@@ -86,6 +86,11 @@ fn sweep_leftovers(base_url: &str) {
             ));
         }
     }
+}
+
+/// The self-signed certificate of the harness's own cluster (none for `TEST_DATABASE_URL`).
+pub fn server_certificate() -> Option<PathBuf> {
+    server().cluster.as_ref().and_then(TempCluster::certificate)
 }
 
 /// `url` with its database replaced by `database` (query parameters kept).
@@ -221,8 +226,10 @@ impl Drop for TestDb {
     }
 }
 
+/// The tests' own connections show as `datahub-tests` in `pg_stat_activity`, so a test can
+/// tell them from the `cargo-xtask` connections of the commands it runs.
 fn database_url(url: &str) -> DatabaseUrl {
-    db::parse_url(url).expect("test URLs parse")
+    DatabaseUrl::parse(url, "datahub-tests").expect("test URLs parse")
 }
 
 fn connect(url: &str) -> Client {

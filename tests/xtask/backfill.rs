@@ -197,6 +197,9 @@ fn non_workspace_columns_are_unchanged() {
 }
 
 /// Same seed on two databases: one backfill killed mid-way then re-run, one uninterrupted.
+/// The kill is deterministic: another session holds a row lock on the last row of
+/// `MetricDaily`, the backfill's batch waits for it (seen in `pg_stat_activity`), and only
+/// then is the process killed, so earlier batches are committed and later tables untouched.
 #[test]
 fn a_killed_backfill_resumes_to_the_same_state() {
     let size = SeedSize {
@@ -214,6 +217,13 @@ fn a_killed_backfill_resumes_to_the_same_state() {
     let reference = prepare();
     let mut client = killed.client();
 
+    let mut holder = killed.client();
+    let mut lock = holder.transaction().unwrap();
+    lock.execute(
+        r#"SELECT 1 FROM "MetricDaily" WHERE ctid = (SELECT ctid FROM "MetricDaily" ORDER BY ctid DESC LIMIT 1) FOR UPDATE"#,
+        &[],
+    )
+    .unwrap();
     let mut child = Command::new(xtask_bin())
         .args(["backfill", "--batch-size", "200"])
         .env("DATABASE_URL", killed.url())
@@ -223,30 +233,49 @@ fn a_killed_backfill_resumes_to_the_same_state() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done: i64 = client
+        let waiting: bool = client
             .query_one(
-                r#"SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NOT NULL"#,
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'cargo-xtask'
+                   AND wait_event_type = 'Lock')",
                 &[],
             )
             .unwrap()
             .get(0);
-        if done > 0 || Instant::now() > deadline {
+        if waiting {
             break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            Instant::now() < deadline,
+            "the backfill never reached the locked row"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let remaining: i64 = client
-        .query_one(
-            r#"SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NULL"#,
+    // The killed process's connections go the way a dropped network would take them.
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'cargo-xtask'",
             &[],
         )
-        .unwrap()
-        .get(0);
+        .unwrap();
+    lock.rollback().unwrap();
+    let (metric_done, metric_left, insight_left): (i64, i64, i64) = {
+        let row = client
+            .query_one(
+                r#"SELECT (SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NOT NULL),
+                          (SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NULL),
+                          (SELECT count(*) FROM "Insight" WHERE "workspaceId" IS NULL)"#,
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
     assert!(
-        remaining > 0,
-        "the backfill must have been interrupted part way"
+        metric_done > 0 && metric_left > 0 && insight_left > 0,
+        "interrupted part way: {metric_done} MetricDaily rows done, {metric_left} left, {insight_left} Insight rows left"
     );
 
     let rerun = run_xtask(&["backfill"], Some(killed.url()));
@@ -415,4 +444,37 @@ fn bad_worker_counts_and_time_limits() {
             text(&output.stderr)
         );
     }
+}
+
+/// `backfill --json`: rows, batches and seconds per table, for CI.
+#[test]
+fn backfill_json_reports_rows_per_table() {
+    let db = rule_db();
+    let nulls: i64 = db
+        .client()
+        .query_one(
+            r#"SELECT (SELECT count(*) FROM "Connection") + (SELECT count(*) FROM "MetricDaily")
+                    + (SELECT count(*) FROM "Insight") + (SELECT count(*) FROM "ChatMessage")"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let output = run_xtask(&["backfill", "--json"], Some(db.url()));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["dryRun"], false);
+    assert_eq!(doc["stoppedEarly"], false);
+    assert_eq!(doc["rows"], nulls);
+    let tables: Vec<&str> = doc["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tables,
+        ["Connection", "MetricDaily", "Insight", "ChatMessage"]
+    );
+    assert!(doc["tables"][1]["batches"].as_u64().unwrap() >= 1);
+    assert!(doc["seconds"].is_number());
 }

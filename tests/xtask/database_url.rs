@@ -1,7 +1,8 @@
 //! Prisma-style database URLs: `?schema=`, `sslmode`, and Prisma-only parameters.
 
-use datahub_tests::harness::{run_xtask, text, TestDb};
+use datahub_tests::harness::{run_xtask, server_certificate, text, TestDb};
 use xtask::db::Connect;
+use xtask::tenancy::INIT;
 
 fn with_params(db: &TestDb, params: &str) -> String {
     format!("{}?{params}", db.url())
@@ -111,4 +112,107 @@ fn unknown_sslmode_is_a_usage_error() {
         "{stderr}"
     );
     assert!(!stderr.contains("secret-pw"), "{stderr}");
+}
+
+/// `?schema=Tenant` means the schema `"Tenant"` for xtask and for the app alike: release deploys
+/// there, backfills, and its smoke test (the app started from the same URL) passes.
+#[test]
+fn a_mixed_case_schema_is_used_by_xtask_and_the_app_alike() {
+    let db = TestDb::new();
+    let url = with_params(&db, "schema=Tenant");
+    let init = run_xtask(&["migrate", "deploy", "--to", INIT], Some(&url));
+    assert_eq!(init.status.code(), Some(0), "{}", text(&init.stderr));
+    let seed = run_xtask(&["seed", "--users", "12", "--days", "5"], Some(&url));
+    assert_eq!(seed.status.code(), Some(0), "{}", text(&seed.stderr));
+    let release = run_xtask(&["release"], Some(&url));
+    assert_eq!(
+        release.status.code(),
+        Some(0),
+        "{}{}",
+        text(&release.stdout),
+        text(&release.stderr)
+    );
+    assert!(text(&release.stdout).contains("✅ Released"));
+    let mut client = db.client();
+    let schemas: Vec<String> = client
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE lower(nspname) = 'tenant' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(schemas, ["Tenant"]);
+    let released: i64 = client
+        .query_one(
+            r#"SELECT count(*) FROM "Tenant"."MetricDaily" WHERE "workspaceId" IS NOT NULL"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(released > 0);
+    for command in [&["status"][..], &["verify"], &["check"], &["recover"]] {
+        let output = run_xtask(command, Some(&url));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{command:?}: {}",
+            text(&output.stdout)
+        );
+    }
+}
+
+/// `sslmode=verify-full` checks the server's certificate in xtask and in the app: the test
+/// server's self-signed one is refused by both, and accepted once it is the root
+/// (`sslrootcert`) with `verify-ca`.
+#[test]
+fn verify_full_refuses_a_self_signed_certificate_in_xtask_and_the_app() {
+    let db = TestDb::new();
+    let url = with_params(&db, "sslmode=verify-full");
+    let output = run_xtask(&["migrate", "status"], Some(&url));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+    assert!(
+        !stderr.contains(
+            db.url()
+                .split(':')
+                .nth(2)
+                .unwrap()
+                .split('@')
+                .next()
+                .unwrap()
+        ),
+        "{stderr}"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = app::db::pool(&url).unwrap();
+    let refused = runtime.block_on(pool.get());
+    assert!(
+        refused.is_err(),
+        "the app accepted a certificate nobody vouches for"
+    );
+
+    let certificate = server_certificate().expect("the test cluster has a certificate");
+    let trusted = with_params(
+        &db,
+        &format!("sslmode=verify-ca&sslrootcert={}", certificate.display()),
+    );
+    let output = run_xtask(&["migrate", "status"], Some(&trusted));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let pool = app::db::pool(&trusted).unwrap();
+    let client = runtime.block_on(pool.get()).unwrap();
+    let ssl: bool = runtime
+        .block_on(client.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        ))
+        .unwrap()
+        .get(0);
+    assert!(ssl);
 }

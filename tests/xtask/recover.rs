@@ -241,3 +241,50 @@ fn an_interrupted_concurrent_index_is_dropped_and_built_again() {
     };
     assert!(valid && !unique);
 }
+
+/// `recover --json` and the report a CI job reads: the findings, each step, the outcome.
+#[test]
+fn recover_json_reports_findings_and_steps() {
+    let db = TestDb::migrated_to(INIT);
+    seed_small(&mut db.client());
+    db.deploy_to(EXPAND);
+    let deploy = run_xtask(&["migrate", "deploy"], Some(db.url()));
+    assert_eq!(deploy.status.code(), Some(1));
+
+    let dry = run_xtask(&["recover", "--dry-run", "--json"], Some(db.url()));
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(doc["command"], "recover --dry-run");
+    assert!(doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["result"] == "planned"));
+
+    let output = run_xtask(&["recover", "--json"], Some(db.url()));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["command"], "recover");
+    let findings: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        findings.iter().any(|f| f.starts_with("scenario A")),
+        "{findings:?}"
+    );
+    let steps: Vec<(&str, &str)> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps[0], (format!("resolve {CONTRACT}").as_str(), "done"));
+    assert!(steps.contains(&("backfill", "done")), "{steps:?}");
+    assert_eq!(steps.last(), Some(&("migrate status", "done")));
+    assert!(doc["steps"][1]["rows"].is_null() || doc["steps"][1]["rows"].is_number());
+    assert_released(&mut db.client());
+}

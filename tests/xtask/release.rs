@@ -87,7 +87,7 @@ fn release_from_pre_tenancy_then_again_skips_every_step() {
         doc["conclusion"]
             .as_str()
             .unwrap()
-            .starts_with("✅ Already released"),
+            .starts_with("✅ Released: every database step was already done"),
         "{doc}"
     );
     assert_eq!(data_digest(&mut client), before);

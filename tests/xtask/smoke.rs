@@ -1,8 +1,9 @@
 //! `smoke` against the real app binary: passes on a released database and leaves it as it was;
 //! fails, naming the check, when the contract is missing or a provider page is broken.
 
-use datahub_tests::harness::{run_xtask, text, TestDb};
+use datahub_tests::harness::{app_bin, run_xtask, text, TestDb};
 use xtask::seed::{seed_pre_tenancy, SeedSize};
+use xtask::smoke::http::Http;
 use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 
 use crate::support::data_digest;
@@ -112,5 +113,66 @@ fn fails_naming_a_broken_provider_page() {
     assert!(
         stdout.contains("✅ /data: "),
         "the overview itself still works: {stdout}"
+    );
+}
+
+/// `smoke --url` tests an app someone else started, against the same database.
+#[test]
+fn tests_a_running_app_at_its_url() {
+    let db = released();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut app = std::process::Command::new(app_bin())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", db.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = Http::new(&base).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http.get("/healthz", None).map(|r| r.status).ok() != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = run_xtask(&["smoke", "--url", &base, "--json"], Some(db.url()));
+    app.kill().unwrap();
+    app.wait().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["passed"], true);
+    let names: Vec<&str> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "contract applied",
+            "smoke user and workspace",
+            "sign in",
+            "/data",
+            "/data/google-ads",
+            "chat",
+            "connect and disconnect"
+        ],
+        "no app log check: smoke did not start this app"
+    );
+
+    let bad = run_xtask(&["smoke", "--url", "https://example.com"], Some(db.url()));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("`--url`"),
+        "{}",
+        text(&bad.stderr)
     );
 }

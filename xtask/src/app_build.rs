@@ -20,7 +20,7 @@ pub enum AppBuild {
 }
 
 #[derive(Debug, Clone)]
-pub struct Built {
+pub(crate) struct Built {
     pub path: PathBuf,
     /// Whether cargo produced a new binary (false: it was up to date, or prebuilt).
     pub rebuilt: bool,
@@ -28,14 +28,14 @@ pub struct Built {
 
 impl AppBuild {
     /// `DATAHUB_APP_BIN` when set, else a cargo build in the given profile.
-    pub fn from_env(release: bool) -> AppBuild {
+    pub(crate) fn from_env(release: bool) -> AppBuild {
         match std::env::var_os(APP_BIN_ENV) {
             Some(path) => AppBuild::Prebuilt(PathBuf::from(path)),
             None => AppBuild::Cargo { release },
         }
     }
 
-    pub fn command(&self) -> String {
+    pub(crate) fn command(&self) -> String {
         match self {
             AppBuild::Cargo { release: true } => "cargo build --release -p app".into(),
             AppBuild::Cargo { release: false } => "cargo build -p app".into(),
@@ -43,7 +43,7 @@ impl AppBuild {
         }
     }
 
-    pub fn build(&self) -> Result<Built> {
+    pub(crate) fn build(&self) -> Result<Built> {
         let release = match self {
             AppBuild::Prebuilt(path) => {
                 if !path.is_file() {

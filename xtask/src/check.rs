@@ -14,16 +14,16 @@ use crate::error::Outcome;
 use crate::report::{self, thousands, Report, Style, Table};
 use crate::tenancy::{self, Column, DATAHUB_TABLES, EXPAND};
 
-pub const SUMMARY: &str = "are all workspaceId values backfilled? (exit 0 / 1)";
+pub(crate) const SUMMARY: &str = "are all workspaceId values backfilled? (exit 0 / 1)";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask check [--json]
 Counts NULL workspaceId values in the four Data Hub tables. Exit 0 when there are none, 1 when
 some remain (run `cargo xtask backfill`) or the columns do not exist yet (run the expand
 migration).
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);
@@ -77,7 +77,7 @@ impl CheckReport {
         }
     }
 
-    pub fn total_nulls(&self) -> i64 {
+    pub(crate) fn total_nulls(&self) -> i64 {
         match self {
             CheckReport::MissingColumns { .. } => 0,
             CheckReport::Counts { nulls } => nulls.iter().map(|(_, n)| n).sum(),
@@ -85,7 +85,7 @@ impl CheckReport {
     }
 
     /// One line: the runbook's success line, or the NULL counts, or the missing columns.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             CheckReport::MissingColumns { missing } => format!(
                 "no `workspaceId` column on {}: the expand migration is not applied",

@@ -15,13 +15,13 @@ use crate::migrations::{self, Migration};
 
 /// Options every command accepts, wherever they appear on the command line.
 #[derive(Debug, Clone)]
-pub struct Globals {
+pub(crate) struct Globals {
     pub database_url: Option<String>,
     pub migrations_dir: PathBuf,
 }
 
 impl Globals {
-    pub fn take(args: &mut Arguments) -> Result<Globals> {
+    pub(crate) fn take(args: &mut Arguments) -> Result<Globals> {
         let database_url = args
             .opt_value_from_str::<_, String>("--database-url")
             .map_err(parse_error)?;
@@ -36,22 +36,22 @@ impl Globals {
     }
 
     /// `--database-url`, else `DATABASE_URL`.
-    pub fn url(&self) -> Result<DatabaseUrl> {
+    pub(crate) fn url(&self) -> Result<DatabaseUrl> {
         db::url_from_flag_or_env(self.database_url.as_deref())
     }
 
-    pub fn migrations(&self) -> Result<Vec<Migration>> {
+    pub(crate) fn migrations(&self) -> Result<Vec<Migration>> {
         migrations::read_dir(&self.migrations_dir)
     }
 }
 
 /// Whether `--help` or `-h` was given (checked before anything else is parsed).
-pub fn wants_help(args: &mut Arguments) -> bool {
+pub(crate) fn wants_help(args: &mut Arguments) -> bool {
     args.contains(["-h", "--help"])
 }
 
 /// Fails on anything not consumed, naming it, with the command's help hint.
-pub fn finish(args: Arguments, command: &str) -> Result<()> {
+pub(crate) fn finish(args: Arguments, command: &str) -> Result<()> {
     let rest: Vec<OsString> = args.finish();
     if let Some(first) = rest.first() {
         return Err(usage(format!(
@@ -62,12 +62,12 @@ pub fn finish(args: Arguments, command: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn parse_error(error: pico_args::Error) -> anyhow::Error {
+pub(crate) fn parse_error(error: pico_args::Error) -> anyhow::Error {
     usage(format!("{error}; see `cargo xtask --help`"))
 }
 
 /// A whole-number option within `range`, e.g. `--batch-size 10000`.
-pub fn number(
+pub(crate) fn number(
     args: &mut Arguments,
     flag: &'static str,
     range: RangeInclusive<u64>,
@@ -87,7 +87,7 @@ pub fn number(
 }
 
 /// A string option that must not be empty.
-pub fn text(args: &mut Arguments, flag: &'static str) -> Result<Option<String>> {
+pub(crate) fn text(args: &mut Arguments, flag: &'static str) -> Result<Option<String>> {
     let raw: Option<String> = args.opt_value_from_str(flag).map_err(parse_error)?;
     match raw {
         Some(text) if text.trim().is_empty() => Err(usage(format!(

@@ -18,7 +18,7 @@ use crate::error::environment;
 use crate::process;
 
 /// The hidden command the watchdog runs as: `xtask cluster-watchdog PID START ROOT BIN_DIR [USER]`.
-pub const WATCHDOG_COMMAND: &str = "cluster-watchdog";
+pub(crate) const WATCHDOG_COMMAND: &str = "cluster-watchdog";
 
 pub struct TempCluster {
     root: PathBuf,
@@ -31,7 +31,7 @@ pub struct TempCluster {
 
 impl TempCluster {
     /// Starts a new cluster watched by this very executable (`cargo xtask` itself).
-    pub fn start() -> Result<TempCluster> {
+    pub(crate) fn start() -> Result<TempCluster> {
         let program = std::env::current_exe().context("cannot find the xtask executable")?;
         TempCluster::start_watched_by(&program)
     }
@@ -201,12 +201,17 @@ impl TempCluster {
         process::spawn_detached(xtask_program, &args)
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
+    /// The server's self-signed TLS certificate, when `openssl` could make one.
+    pub fn certificate(&self) -> Option<PathBuf> {
+        Some(self.root.join("data/server.crt")).filter(|path| path.is_file())
+    }
+
     /// The PostgreSQL server binaries this cluster runs (`psql` is there too).
-    pub fn bin_dir(&self) -> &Path {
+    pub(crate) fn bin_dir(&self) -> &Path {
         &self.bin_dir
     }
 
@@ -219,13 +224,13 @@ impl TempCluster {
     }
 
     /// The same URL, parsed.
-    pub fn database_url(&self, database: &str) -> Result<DatabaseUrl> {
+    pub(crate) fn database_url(&self, database: &str) -> Result<DatabaseUrl> {
         db::parse_url(&self.url(database))
     }
 
     /// A superuser URL over the Unix socket, which trusts the local user: no password in it,
     /// so it can be shown to a person.
-    pub fn socket_url(&self, database: &str) -> String {
+    pub(crate) fn socket_url(&self, database: &str) -> String {
         format!(
             "postgresql://postgres@/{database}?host={}&port={}",
             self.root.display(),
@@ -234,7 +239,7 @@ impl TempCluster {
     }
 
     /// Leaves the cluster running after this process ends; returns the command that stops it.
-    pub fn keep(mut self) -> String {
+    pub(crate) fn keep(mut self) -> String {
         let _ = std::fs::write(self.root.join("keep"), b"");
         self.stopped = true;
         let pg_ctl = self.bin_dir.join("pg_ctl");
@@ -251,7 +256,7 @@ impl TempCluster {
         )
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if self.stopped {
             return;
         }
@@ -283,7 +288,7 @@ impl Drop for TempCluster {
 
 /// `xtask cluster-watchdog PID START ROOT BIN_DIR [USER]`: waits until process PID (started at
 /// START) is gone, then stops the cluster in ROOT and removes it, unless ROOT/keep exists.
-pub fn watchdog(args: &[OsString]) -> i32 {
+pub(crate) fn watchdog(args: &[OsString]) -> i32 {
     let [pid, start, root, bin_dir, rest @ ..] = args else {
         return 2;
     };
@@ -333,7 +338,7 @@ fn has_server(dir: &Path) -> bool {
 
 /// The PostgreSQL server binaries: `pg_config --bindir`, then Debian's
 /// `/usr/lib/postgresql/<version>/bin` (newest first), then `PATH`.
-pub fn find_bin_dir(sh: &Shell) -> Result<PathBuf> {
+pub(crate) fn find_bin_dir(sh: &Shell) -> Result<PathBuf> {
     if let Ok(dir) = cmd!(sh, "pg_config --bindir")
         .quiet()
         .ignore_stderr()

@@ -12,7 +12,7 @@ pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 use crate::error::environment;
 
 /// The name xtask's connections show in `pg_stat_activity`, unless the URL sets its own.
-pub const APPLICATION_NAME: &str = "cargo-xtask";
+pub(crate) const APPLICATION_NAME: &str = "cargo-xtask";
 
 /// Reads a database URL the way the app does.
 pub fn parse_url(raw: &str) -> Result<DatabaseUrl> {
@@ -20,7 +20,7 @@ pub fn parse_url(raw: &str) -> Result<DatabaseUrl> {
 }
 
 /// `--database-url`, else `DATABASE_URL`.
-pub fn url_from_flag_or_env(flag: Option<&str>) -> Result<DatabaseUrl> {
+pub(crate) fn url_from_flag_or_env(flag: Option<&str>) -> Result<DatabaseUrl> {
     let raw = match flag {
         Some(url) => url.to_string(),
         None => match std::env::var("DATABASE_URL") {
@@ -72,7 +72,7 @@ impl Connect for DatabaseUrl {
 
 /// The driver's error with its causes, which hold the useful part ("Connection refused",
 /// "password authentication failed for user ...").
-pub fn describe_driver_error(error: &postgres::Error) -> String {
+pub(crate) fn describe_driver_error(error: &postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
@@ -106,7 +106,7 @@ const LOCK_HOLDER_SQL: &str = "
 
 /// Takes the session advisory lock that Prisma takes for migrations, waiting at most `wait`.
 /// While waiting it says once who holds the lock; after `wait` it fails naming the holder.
-pub fn acquire_migration_lock(client: &mut Client, wait: Duration) -> Result<()> {
+pub(crate) fn acquire_migration_lock(client: &mut Client, wait: Duration) -> Result<()> {
     let started = Instant::now();
     let mut announced = false;
     loop {
@@ -132,7 +132,7 @@ pub fn acquire_migration_lock(client: &mut Client, wait: Duration) -> Result<()>
     }
 }
 
-pub fn release_migration_lock(client: &mut Client) -> Result<()> {
+pub(crate) fn release_migration_lock(client: &mut Client) -> Result<()> {
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .context("cannot release the migration advisory lock")?;
@@ -140,7 +140,7 @@ pub fn release_migration_lock(client: &mut Client) -> Result<()> {
 }
 
 /// Runs `work` holding the migration lock, and releases it whatever `work` returned.
-pub fn with_migration_lock<T>(
+pub(crate) fn with_migration_lock<T>(
     client: &mut Client,
     wait: Duration,
     work: impl FnOnce(&mut Client) -> Result<T>,
@@ -171,7 +171,7 @@ fn describe_lock_holder(client: &mut Client) -> Result<String> {
 }
 
 /// Sets `lock_timeout` for the session (`Duration::ZERO`: wait as long as it takes).
-pub fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
+pub(crate) fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
     client
         .execute(
             "SELECT set_config('lock_timeout', $1, false)",
@@ -185,7 +185,7 @@ pub fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
 /// at most `retries` more times, with a backoff of 250 ms doubling each time, so the app's
 /// queries never queue behind a long lock request. Returns the outcome and how many lock
 /// timeouts it took; `what` names the work in the progress lines.
-pub fn retry_on_lock_timeout<T>(
+pub(crate) fn retry_on_lock_timeout<T>(
     what: &str,
     lock_timeout: Duration,
     retries: u32,

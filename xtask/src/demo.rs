@@ -23,9 +23,9 @@ use crate::seed::{self, SeedSize};
 use crate::tenancy::INIT;
 use crate::verify;
 
-pub const SUMMARY: &str = "the incident and its recovery on a throwaway PostgreSQL";
+pub(crate) const SUMMARY: &str = "the incident and its recovery on a throwaway PostgreSQL";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask demo [--users N] [--keep]
 The incident and its recovery on a throwaway PostgreSQL (initdb in a temp dir, a free port).
 Seeds pre-tenancy data (default 2,000 users and 360,000 daily metric rows), deploys both
@@ -41,7 +41,7 @@ struct Timing {
     figures: String,
 }
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);

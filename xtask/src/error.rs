@@ -8,7 +8,7 @@ use std::fmt;
 /// The command could not run as asked: a bad flag or value, or an environment it cannot use.
 /// Anywhere in an error's chain, it makes the exit code 2.
 #[derive(Debug)]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -19,18 +19,18 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// A wrong flag, a missing argument, a bad value.
-pub fn usage(message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
 /// No database URL, no connection, no migrations folder, no PostgreSQL binaries.
-pub fn environment(message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn environment(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
 /// The process exit code for an error: 2 when any cause in its chain is a usage or environment
 /// error (a database URL that cannot be read included), else 1.
-pub fn exit_code(error: &anyhow::Error) -> i32 {
+pub(crate) fn exit_code(error: &anyhow::Error) -> i32 {
     let usage_or_environment = error
         .chain()
         .any(|cause| cause.is::<UsageError>() || cause.is::<datahub_core::pg_url::UrlError>());
@@ -43,7 +43,7 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
 
 /// The error as the user reads it: the message on one line, then each cause beneath it (a
 /// PostgreSQL error, a migration's logs), indented.
-pub fn describe(error: &anyhow::Error) -> String {
+pub(crate) fn describe(error: &anyhow::Error) -> String {
     let mut out = format!("error: {error}\n");
     for cause in error.chain().skip(1) {
         let mut lines = cause
@@ -65,20 +65,20 @@ pub fn describe(error: &anyhow::Error) -> String {
 /// What a command found, when it ran to the end: the state is as required (exit 0) or it is not
 /// (exit 1, after the command has printed every problem and what to do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ready,
     NotReady,
 }
 
 impl Outcome {
-    pub fn exit_code(self) -> i32 {
+    pub(crate) fn exit_code(self) -> i32 {
         match self {
             Outcome::Ready => 0,
             Outcome::NotReady => 1,
         }
     }
 
-    pub fn from_ready(ready: bool) -> Outcome {
+    pub(crate) fn from_ready(ready: bool) -> Outcome {
         if ready {
             Outcome::Ready
         } else {

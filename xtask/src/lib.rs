@@ -10,7 +10,7 @@ mod cli;
 pub mod cluster;
 pub mod db;
 mod demo;
-pub mod error;
+mod error;
 pub mod migrate;
 pub mod migrations;
 mod process;

@@ -24,12 +24,12 @@ pub fn default_dir() -> PathBuf {
 }
 
 /// Lowercase hex SHA-256 of `bytes`, as Prisma records it.
-pub fn checksum(bytes: &[u8]) -> String {
+pub(crate) fn checksum(bytes: &[u8]) -> String {
     datahub_core::password::sha256_hex(bytes)
 }
 
 /// Whether `name` has Prisma's shape: 14 digits, an underscore, then letters, digits, `_` or `-`.
-pub fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     bytes.len() > 15
         && bytes[..14].iter().all(u8::is_ascii_digit)
@@ -141,7 +141,7 @@ impl Migration {
 }
 
 /// The local migration called `name`, or a usage error listing what exists.
-pub fn find<'a>(migrations: &'a [Migration], name: &str) -> Result<&'a Migration> {
+pub(crate) fn find<'a>(migrations: &'a [Migration], name: &str) -> Result<&'a Migration> {
     migrations.iter().find(|m| m.name == name).ok_or_else(|| {
         let known: Vec<&str> = migrations.iter().map(|m| m.name.as_str()).collect();
         usage(format!(

@@ -15,14 +15,14 @@ use anyhow::Result;
 use crate::error::environment;
 
 /// A child whose stdout and stderr are collected line by line; killed when dropped.
-pub struct Running {
+pub(crate) struct Running {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
     /// Starts `program` with `args` and extra environment `env`, stdin closed.
-    pub fn spawn<S: AsRef<OsStr>>(
+    pub(crate) fn spawn<S: AsRef<OsStr>>(
         program: &Path,
         args: &[S],
         env: &[(&str, &str)],
@@ -62,18 +62,18 @@ impl Running {
     }
 
     /// The lines printed so far.
-    pub fn log(&self) -> Vec<String> {
+    pub(crate) fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether the process has exited, and how.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// Stops the process and waits until it is gone and its output is read to the end, so the
     /// log is complete.
-    pub fn stop(mut self) -> Vec<String> {
+    pub(crate) fn stop(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The reader threads end at EOF, which the exit just caused; give them the moment.
@@ -96,7 +96,7 @@ impl Drop for Running {
 
 /// Starts `program watchdog-args…` in a process group of its own (so Ctrl-C reaching this
 /// process does not reach it), not waited for: it outlives this process by design.
-pub fn spawn_detached<S: AsRef<OsStr>>(program: &Path, args: &[S]) -> Result<()> {
+pub(crate) fn spawn_detached<S: AsRef<OsStr>>(program: &Path, args: &[S]) -> Result<()> {
     Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -115,7 +115,7 @@ pub fn spawn_detached<S: AsRef<OsStr>>(program: &Path, args: &[S]) -> Result<()>
 
 /// The start time of process `pid` (clock ticks since boot), so a reused pid is not mistaken
 /// for the process it replaced; `None` once the process is gone.
-pub fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so split after the last
     // `)`; the start time is field 22 of the whole line, the 20th after the parenthesis.

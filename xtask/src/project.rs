@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// The workspace root: the folder holding `Cargo.toml`, `xtask/` and `migrations/`.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest_dir
         .parent()
@@ -12,7 +12,7 @@ pub fn root() -> PathBuf {
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target/` at the root.
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::error::Outcome;
 
-pub use datahub_core::format::thousands;
+pub(crate) use datahub_core::format::thousands;
 
 /// How a report is rendered: for a person, or for a snapshot that must not change from run to
 /// run (durations redacted; everything else is printed as it is).
@@ -23,7 +23,7 @@ impl Style {
     };
 
     /// `1.23 s`, or `[duration]` in a snapshot.
-    pub fn seconds(&self, duration: Duration) -> String {
+    pub(crate) fn seconds(&self, duration: Duration) -> String {
         if self.redact_durations {
             "[duration]".into()
         } else {
@@ -32,7 +32,7 @@ impl Style {
     }
 
     /// `12 ms`, or `[duration]` in a snapshot.
-    pub fn millis(&self, duration: Duration) -> String {
+    pub(crate) fn millis(&self, duration: Duration) -> String {
         if self.redact_durations {
             "[duration]".into()
         } else {
@@ -56,7 +56,7 @@ pub trait Report {
 }
 
 /// Prints the report (text, or one JSON document with `--json`) and turns it into the outcome.
-pub fn emit(report: &dyn Report, json: bool) -> Result<Outcome> {
+pub(crate) fn emit(report: &dyn Report, json: bool) -> Result<Outcome> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
@@ -73,20 +73,20 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(headers: &[&str]) -> Table {
+    pub(crate) fn new(headers: &[&str]) -> Table {
         Table {
             headers: headers.iter().map(|h| h.to_string()).collect(),
             rows: Vec::new(),
         }
     }
 
-    pub fn push(&mut self, row: Vec<String>) {
+    pub(crate) fn push(&mut self, row: Vec<String>) {
         debug_assert_eq!(row.len(), self.headers.len());
         self.rows.push(row);
     }
 
     /// psql's aligned format: ` a | b ` lines, a `---+---` rule, and a row count.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let widths: Vec<usize> = (0..self.headers.len())
             .map(|column| {
                 self.rows
@@ -124,7 +124,7 @@ impl Table {
 }
 
 /// `a`, `b` → "`a`, `b`": names as messages show them.
-pub fn backticked<S: AsRef<str>>(names: &[S]) -> String {
+pub(crate) fn backticked<S: AsRef<str>>(names: &[S]) -> String {
     names
         .iter()
         .map(|name| format!("`{}`", name.as_ref()))

@@ -13,16 +13,16 @@ use crate::error::Outcome;
 use crate::report::thousands;
 use crate::tenancy::INIT;
 
-pub const SUMMARY: &str = "pre-tenancy demo data and the demo login";
+pub(crate) const SUMMARY: &str = "pre-tenancy demo data and the demo login";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask seed [--users N] [--days N]
 Fills an empty database (at least the init migration applied) with users, teams, connections,
 daily metrics, insights and chat messages as the old app wrote them (default 200 users, 60
 days), and the demo login `demo@datahub.test` / `datahub-demo`.
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);
@@ -56,7 +56,7 @@ pub struct SeedSize {
 }
 
 impl SeedSize {
-    pub fn metric_rows(&self) -> i64 {
+    pub(crate) fn metric_rows(&self) -> i64 {
         i64::from(self.users) * i64::from(self.days) * i64::from(self.providers_per_user)
     }
 }
@@ -192,11 +192,11 @@ pub fn seed_pre_tenancy(client: &mut Client, size: SeedSize) -> Result<()> {
 }
 
 /// The login a person uses to look around a seeded database.
-pub const DEMO_EMAIL: &str = "demo@datahub.test";
-pub const DEMO_PASSWORD: &str = "datahub-demo";
+pub(crate) const DEMO_EMAIL: &str = "demo@datahub.test";
+pub(crate) const DEMO_PASSWORD: &str = "datahub-demo";
 
 /// Gives the first seeded user (owner of `Team 1`) the demo login.
-pub fn seed_demo_login(client: &mut Client) -> Result<()> {
+pub(crate) fn seed_demo_login(client: &mut Client) -> Result<()> {
     let hash = datahub_core::password::hash(DEMO_PASSWORD)
         .map_err(|e| anyhow::anyhow!("cannot hash the demo password: {e}"))?;
     client

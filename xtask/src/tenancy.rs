@@ -16,37 +16,38 @@ pub const EXPAND: &str = "20251219170000_add_workspace_to_datahub_models";
 pub const CONTRACT: &str = "20251219171000_datahub_workspace_not_null";
 
 /// The four tables that move from `userId` to `workspaceId`, in the runbook's order.
-pub const DATAHUB_TABLES: [&str; 4] = ["Connection", "MetricDaily", "Insight", "ChatMessage"];
+pub(crate) const DATAHUB_TABLES: [&str; 4] =
+    ["Connection", "MetricDaily", "Insight", "ChatMessage"];
 
 /// The backfill rule as a view: `userId` → home `workspaceId` (expand creates it).
-pub const HOME_VIEW: &str = "datahub_home_workspace";
+pub(crate) const HOME_VIEW: &str = "datahub_home_workspace";
 /// Creates a user's personal workspace once, returns its id (expand creates it).
-pub const ENSURE_PERSONAL_FUNCTION: &str = "datahub_ensure_personal_workspace";
+pub(crate) const ENSURE_PERSONAL_FUNCTION: &str = "datahub_ensure_personal_workspace";
 /// The rule for one user, creating the personal workspace when needed (expand creates it).
-pub const HOME_ID_FUNCTION: &str = "datahub_home_workspace_id";
+pub(crate) const HOME_ID_FUNCTION: &str = "datahub_home_workspace_id";
 /// The trigger function that fills `workspaceId` on rows the old app writes.
-pub const FILL_TRIGGER_FUNCTION: &str = "datahub_fill_workspace_id";
+pub(crate) const FILL_TRIGGER_FUNCTION: &str = "datahub_fill_workspace_id";
 
 /// `"<Table>_workspaceId_not_null"`: the `CHECK … NOT VALID` that announces the NOT NULL.
-pub fn not_null_check(table: &str) -> String {
+pub(crate) fn not_null_check(table: &str) -> String {
     format!("{table}_workspaceId_not_null")
 }
 
 /// The tables as a `text[]` parameter, e.g. for `array_position($1::text[], …)` orderings.
-pub fn tables_param() -> Vec<String> {
+pub(crate) fn tables_param() -> Vec<String> {
     DATAHUB_TABLES.iter().map(|t| t.to_string()).collect()
 }
 
 /// The state of a table's `workspaceId` column: the expand adds it, the contract sets NOT NULL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Column {
+pub(crate) enum Column {
     Missing,
     Nullable,
     NotNull,
 }
 
 impl Column {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Column::Missing => "missing",
             Column::Nullable => "nullable",
@@ -65,7 +66,7 @@ const COLUMNS_SQL: &str = r#"
       AND c.relname::text = ANY($1)"#;
 
 /// Each Data Hub table with its `workspaceId` column state, in `DATAHUB_TABLES` order.
-pub fn columns(client: &mut Client) -> Result<Vec<(String, Column)>> {
+pub(crate) fn columns(client: &mut Client) -> Result<Vec<(String, Column)>> {
     let rows = client
         .query(COLUMNS_SQL, &[&tables_param()])
         .context("cannot look up the `workspaceId` columns")?;
@@ -85,7 +86,7 @@ pub fn columns(client: &mut Client) -> Result<Vec<(String, Column)>> {
 /// `SELECT (count NULLs of table 1), (… of table 2), …`: one round trip, ACCESS SHARE. With
 /// the `workspaceId` indexes and fresh statistics each count is an index scan over the NULL
 /// entries; before the indexes exist (the release's gate runs before them) each is a table scan.
-pub fn null_counts_sql() -> String {
+pub(crate) fn null_counts_sql() -> String {
     let counts = DATAHUB_TABLES
         .iter()
         .map(|table| {
@@ -100,11 +101,11 @@ pub fn null_counts_sql() -> String {
 }
 
 /// Whether the expand migration's view and functions exist (catalog reads).
-pub const HELPERS_EXIST_SQL: &str = r#"
+pub(crate) const HELPERS_EXIST_SQL: &str = r#"
     SELECT to_regclass(quote_ident($1)) IS NOT NULL AND to_regproc(quote_ident($2)) IS NOT NULL"#;
 
 /// How many of the expand migration's view and functions exist (0 to 3), for recover's proof.
-pub const EXPAND_LEFTOVERS_SQL: &str = r#"
+pub(crate) const EXPAND_LEFTOVERS_SQL: &str = r#"
     SELECT (to_regclass(quote_ident($1)) IS NOT NULL)::int
          + (to_regprocedure(quote_ident($2) || '()') IS NOT NULL)::int
          + (to_regprocedure(quote_ident($3) || '(text)') IS NOT NULL)::int"#;
@@ -120,7 +121,7 @@ const NEEDS_PERSONAL_SQL: &str = r#"
         OR EXISTS (SELECT 1 FROM "ChatMessage" t WHERE t."userId" = u."id" AND t."workspaceId" IS NULL))"#;
 
 /// How many personal workspaces a backfill would create (read only).
-pub fn count_personal_sql() -> String {
+pub(crate) fn count_personal_sql() -> String {
     format!(
         r#"SELECT count(*) FROM ({NEEDS_PERSONAL_SQL}) needy
            WHERE NOT EXISTS (SELECT 1 FROM "Workspace" w WHERE w."id" = 'personal_' || needy."id")"#
@@ -131,7 +132,7 @@ pub fn count_personal_sql() -> String {
 /// `Workspace` and `WorkspaceMember` rows only). The EXISTS sees the statement's snapshot, taken
 /// before the function inserts anything; the function inserts with ON CONFLICT DO NOTHING, so a
 /// killed and repeated run creates each only once.
-pub fn create_personal_sql() -> String {
+pub(crate) fn create_personal_sql() -> String {
     format!(
         r#"SELECT count(*) FILTER (WHERE NOT existed) FROM (
                SELECT EXISTS (SELECT 1 FROM "Workspace" w WHERE w."id" = 'personal_' || needy."id") AS existed,
@@ -145,7 +146,7 @@ pub fn create_personal_sql() -> String {
 /// The rule, materialised once per connection and run: `userId` → home `workspaceId`, with a
 /// primary key so each batch joins by hash or index. A temp table: no lock on shared tables
 /// beyond reading the memberships.
-pub fn load_home_mapping_sql() -> String {
+pub(crate) fn load_home_mapping_sql() -> String {
     format!(
         r#"DROP TABLE IF EXISTS pg_temp.datahub_home;
            CREATE TEMP TABLE datahub_home AS SELECT "userId", "workspaceId" FROM {};
@@ -155,10 +156,10 @@ pub fn load_home_mapping_sql() -> String {
     )
 }
 
-pub const DROP_HOME_MAPPING_SQL: &str = "DROP TABLE IF EXISTS pg_temp.datahub_home";
+pub(crate) const DROP_HOME_MAPPING_SQL: &str = "DROP TABLE IF EXISTS pg_temp.datahub_home";
 
 /// The table's size in pages and its rows per page, to size batches (catalog reads).
-pub const TABLE_PAGES_SQL: &str = r#"
+pub(crate) const TABLE_PAGES_SQL: &str = r#"
     SELECT (pg_relation_size(c.oid) / current_setting('block_size')::bigint),
            (CASE WHEN c.relpages > 0 AND c.reltuples > 0 THEN c.reltuples::float8 / c.relpages ELSE 60 END)::float8
     FROM pg_class c WHERE c.oid = $1::text::regclass"#;
@@ -166,7 +167,7 @@ pub const TABLE_PAGES_SQL: &str = r#"
 /// One backfill batch: the NULL rows of pages `$1` to `$2` (exclusive), through a TID range scan
 /// so the heap is read in order. ROW EXCLUSIVE on the table (as any app UPDATE) and row locks
 /// on the rows it fills, held until the batch commits: a batch is one short transaction.
-pub fn backfill_batch_sql(table: &str) -> String {
+pub(crate) fn backfill_batch_sql(table: &str) -> String {
     format!(
         r#"UPDATE {} AS t SET "workspaceId" = h."workspaceId"
            FROM pg_temp.datahub_home h
@@ -178,7 +179,7 @@ pub fn backfill_batch_sql(table: &str) -> String {
 
 /// Rows the mapping did not cover (a user who joined a workspace mid-run, a row inserted before
 /// the trigger existed), filled by the per-row rule function, at most `$1` rows at a time.
-pub fn sweep_sql(table: &str) -> String {
+pub(crate) fn sweep_sql(table: &str) -> String {
     let table = quote_ident(table);
     format!(
         r#"UPDATE {table} SET "workspaceId" = {}("userId")
@@ -189,13 +190,13 @@ pub fn sweep_sql(table: &str) -> String {
 
 /// Fresh statistics after a backfill, so the next `check` uses the index instead of a scan.
 /// SHARE UPDATE EXCLUSIVE: reads and writes go on.
-pub fn analyze_sql(table: &str) -> String {
+pub(crate) fn analyze_sql(table: &str) -> String {
     format!("ANALYZE {}", quote_ident(table))
 }
 
 /// The emergency rollback's DROP NOT NULL: ACCESS EXCLUSIVE, catalog only (no scan), so it is
 /// held for milliseconds; the rollback runs under `lock_timeout` with retries.
-pub fn drop_not_null_sql(table: &str) -> String {
+pub(crate) fn drop_not_null_sql(table: &str) -> String {
     format!(
         r#"ALTER TABLE {} ALTER COLUMN "workspaceId" DROP NOT NULL"#,
         quote_ident(table)
@@ -204,7 +205,7 @@ pub fn drop_not_null_sql(table: &str) -> String {
 
 /// Re-adds the `CHECK … NOT VALID` the contract dropped, so the state is exactly post-expand
 /// and a re-deploy of the contract stays online-safe. ACCESS EXCLUSIVE, no scan (NOT VALID).
-pub fn add_not_null_check_sql(table: &str) -> String {
+pub(crate) fn add_not_null_check_sql(table: &str) -> String {
     format!(
         r#"ALTER TABLE {} ADD CONSTRAINT {} CHECK ("workspaceId" IS NOT NULL) NOT VALID"#,
         quote_ident(table),
@@ -213,11 +214,11 @@ pub fn add_not_null_check_sql(table: &str) -> String {
 }
 
 /// Whether the check constraint `$1` exists on table `$2` (quoted name): catalog read.
-pub const CHECK_EXISTS_SQL: &str =
+pub(crate) const CHECK_EXISTS_SQL: &str =
     "SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)";
 
 /// All rows of the four tables (for a plan before the columns exist): ACCESS SHARE, four scans.
-pub fn row_count_sql() -> String {
+pub(crate) fn row_count_sql() -> String {
     let counts = DATAHUB_TABLES
         .iter()
         .map(|table| format!("(SELECT count(*) FROM {})", quote_ident(table)))

@@ -14,16 +14,16 @@ use crate::error::Outcome;
 use crate::report::{self, Report, Style, Table};
 use crate::tenancy::{self, CONTRACT, DATAHUB_TABLES, EXPAND};
 
-pub const SUMMARY: &str =
+pub(crate) const SUMMARY: &str =
     "the recovery plan's verification queries: columns, foreign keys, indexes";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask verify [--json]
 The recovery plan's three verification queries (workspaceId columns, foreign keys to
 Workspace(id), indexes on workspaceId) with a verdict each. Exit 0 when all three are ok.
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);

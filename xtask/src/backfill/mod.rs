@@ -25,9 +25,9 @@ use crate::report::{self, thousands, Report, Style, Table};
 use crate::tenancy::{self, EXPAND};
 use worker::{TablePlan, WorkerState};
 
-pub const SUMMARY: &str = "fills NULL workspaceId values by the home-workspace rule";
+pub(crate) const SUMMARY: &str = "fills NULL workspaceId values by the home-workspace rule";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask backfill [--batch-size N] [--workers N] [--time-limit SECONDS] [--dry-run] [--json]
 Sets workspaceId to the user's home workspace on every Data Hub row where it is NULL: the
 earliest OWNER membership, else the earliest membership, else a personal workspace created for
@@ -39,7 +39,7 @@ transaction and shrunk when one takes over 0.5 s: safe to interrupt and run agai
 Needs the expand migration; ends with ANALYZE so `cargo xtask check` is fast.
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);

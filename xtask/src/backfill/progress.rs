@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::report::thousands;
 
-pub fn print(table: &str, done: i64, total: i64, elapsed: Duration) {
+pub(crate) fn print(table: &str, done: i64, total: i64, elapsed: Duration) {
     let seconds = elapsed.as_secs_f64().max(0.001);
     let rate = done as f64 / seconds;
     let remaining = (total - done).max(0) as f64;

@@ -12,7 +12,7 @@ use postgres::Client;
 use crate::tenancy;
 
 /// What the workers of one table read: the table, its size and the batch limits.
-pub struct TablePlan<'a> {
+pub(crate) struct TablePlan<'a> {
     pub table: &'a str,
     /// The table's size in pages when the backfill started; rows that move to later pages while
     /// it runs already have a `workspaceId` (the trigger fills every row the app writes).
@@ -25,7 +25,7 @@ pub struct TablePlan<'a> {
 
 /// What the workers of one table share: the next unclaimed page and the running totals.
 #[derive(Default)]
-pub struct WorkerState {
+pub(crate) struct WorkerState {
     pub next_page: AtomicI64,
     pub rows: AtomicI64,
     pub batches: AtomicU64,
@@ -34,7 +34,7 @@ pub struct WorkerState {
     pub out_of_time: AtomicBool,
 }
 
-pub fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) -> Result<()> {
+pub(crate) fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) -> Result<()> {
     let sql = tenancy::backfill_batch_sql(plan.table);
     let statement = client
         .prepare(&sql)

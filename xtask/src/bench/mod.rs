@@ -27,9 +27,9 @@ use crate::seed::{self, SeedSize};
 use crate::tenancy::{DATAHUB_TABLES, EXPAND, INIT};
 use writer::{median, LockWatcher, Writer, WriterPlan};
 
-pub const SUMMARY: &str = "the performance targets, each against its baseline";
+pub(crate) const SUMMARY: &str = "the performance targets, each against its baseline";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask bench [--quick] [--rows N] [--workers N]
 The performance targets on a throwaway PostgreSQL, each against its baseline measured in the
 same run:
@@ -56,7 +56,7 @@ struct Figure {
     met: Option<bool>,
 }
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);
@@ -114,8 +114,13 @@ fn bench(
 ) -> Result<(Vec<Figure>, String)> {
     let mut figures = Vec::new();
     let mut admin = cluster.database_url("postgres")?.connect()?;
-    let version: String = admin.query_one("SHOW server_version", &[])?.get(0);
-    admin.batch_execute("CREATE DATABASE bench_ours")?;
+    let version: String = admin
+        .query_one("SHOW server_version", &[])
+        .context("cannot read the server version")?
+        .get(0);
+    admin
+        .batch_execute("CREATE DATABASE bench_ours")
+        .context("cannot create the bench database")?;
     let ours = cluster.database_url("bench_ours")?;
     let twin = cluster.database_url("bench_baseline")?;
 
@@ -137,12 +142,15 @@ fn bench(
         seed::seed_pre_tenancy(&mut client, size)?;
         client.batch_execute(
             r#"INSERT INTO "User" ("id", "email", "name") VALUES ('bench_writer', 'writer@bench.invalid', 'Bench writer')"#,
-        )?;
+        ).context("cannot create the bench writer's user")?;
         deploy_to(&mut client, &ours, migrations, EXPAND)?;
-        client.batch_execute("VACUUM ANALYZE")?;
-        client.batch_execute("CHECKPOINT")?;
+        client
+            .batch_execute("VACUUM ANALYZE; CHECKPOINT")
+            .context("cannot VACUUM ANALYZE the seeded bench data")?;
     }
-    admin.batch_execute("CREATE DATABASE bench_baseline TEMPLATE bench_ours")?;
+    admin
+        .batch_execute("CREATE DATABASE bench_baseline TEMPLATE bench_ours")
+        .context("cannot copy the bench database")?;
     eprintln!(
         "seeded and copied in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -155,7 +163,8 @@ fn bench(
             .query_one(
                 r#"SELECT "id" FROM "MetricDaily" ORDER BY ctid LIMIT 1"#,
                 &[],
-            )?
+            )
+            .context("cannot find the first MetricDaily row")?
             .get(0))
     };
     let plan = |client: &mut Client, first_day: i32| -> Result<WriterPlan> {
@@ -171,24 +180,28 @@ fn bench(
     let mut base_client = twin.connect()?;
     // The one-statement baseline needs every user to have a home workspace already (ours
     // creates the personal ones inside its timed run).
-    base_client.batch_execute(
-        r#"SELECT "datahub_ensure_personal_workspace"(u."id") FROM "User" u
+    base_client
+        .batch_execute(
+            r#"SELECT "datahub_ensure_personal_workspace"(u."id") FROM "User" u
            WHERE NOT EXISTS (SELECT 1 FROM "WorkspaceMember" m WHERE m."userId" = u."id")"#,
-    )?;
+        )
+        .context("cannot create the baseline's personal workspaces")?;
     eprintln!("baseline: one UPDATE … FROM per table, with the app writing alongside ...");
     let writer = Writer::start(&twin, plan(&mut base_client, 0)?)?;
     let started = Instant::now();
     let mut base_rows = 0u64;
     for table in DATAHUB_TABLES {
-        base_rows += base_client.execute(
-            &format!(
-                r#"UPDATE {} t SET "workspaceId" = h."workspaceId"
+        base_rows += base_client
+            .execute(
+                &format!(
+                    r#"UPDATE {} t SET "workspaceId" = h."workspaceId"
                    FROM "datahub_home_workspace" h
                    WHERE h."userId" = t."userId" AND t."workspaceId" IS NULL"#,
-                quote_ident(table)
-            ),
-            &[],
-        )?;
+                    quote_ident(table)
+                ),
+                &[],
+            )
+            .with_context(|| format!("the baseline UPDATE of `{table}` failed"))?;
     }
     let base_seconds = started.elapsed().as_secs_f64();
     let base_app = writer.finish()?;
@@ -269,14 +282,16 @@ fn bench(
     }
     our_client.batch_execute(
         "SET enable_indexscan = off; SET enable_bitmapscan = off; SET enable_indexonlyscan = off",
-    )?;
+    ).context("cannot switch index scans off")?;
     let mut scan_ms = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
         check::check(&mut our_client)?;
         scan_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    our_client.batch_execute("RESET ALL")?;
+    our_client
+        .batch_execute("RESET ALL")
+        .context("cannot reset the planner settings")?;
     let (check, scan) = (median(&check_ms), median(&scan_ms));
     println!(
         "check after backfill: {check:.1} ms vs {scan:.1} ms for the same counts by table scan (ratio {:.3})",
@@ -327,7 +342,9 @@ fn bench(
         ));
     }
     sql.push_str("COMMIT;");
-    base_client.batch_execute(&sql)?;
+    base_client
+        .batch_execute(&sql)
+        .context("the baseline's plain SET NOT NULL failed")?;
     std::thread::sleep(Duration::from_millis(200));
     let (base_hold, _) = watcher.finish()?;
     let base_wait = prober.finish()?.longest_insert();

@@ -6,34 +6,34 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::db::{Connect, DatabaseUrl};
 use crate::tenancy;
 
 /// Latencies seen by one writer, in milliseconds.
 #[derive(Debug, Default, Clone)]
-pub struct Latencies {
+pub(crate) struct Latencies {
     pub inserts: Vec<f64>,
     /// Updates of a row the step under test had already dealt with (see `Writer::start`).
     pub updates: Vec<f64>,
 }
 
 impl Latencies {
-    pub fn insert_p99(&self) -> f64 {
+    pub(crate) fn insert_p99(&self) -> f64 {
         percentile(&self.inserts, 0.99)
     }
 
-    pub fn longest_insert(&self) -> f64 {
+    pub(crate) fn longest_insert(&self) -> f64 {
         self.inserts.iter().copied().fold(0.0, f64::max)
     }
 
-    pub fn longest_update(&self) -> f64 {
+    pub(crate) fn longest_update(&self) -> f64 {
         self.updates.iter().copied().fold(0.0, f64::max)
     }
 }
 
-pub fn percentile(values: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(values: &[f64], p: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
@@ -43,16 +43,16 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[index]
 }
 
-pub fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     percentile(values, 0.5)
 }
 
-pub struct Writer {
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<Result<Latencies>>,
 }
 
-pub struct WriterPlan {
+pub(crate) struct WriterPlan {
     /// Pause between iterations (0: as fast as it can, the probe).
     pub pause: Duration,
     /// Also update the row with this id each iteration, once `update_after` has passed.
@@ -66,7 +66,7 @@ pub struct WriterPlan {
 impl Writer {
     /// Starts writing now: each iteration inserts one MetricDaily row for the bench user, as the
     /// old app does (no workspaceId), and updates `update_id` as the app would.
-    pub fn start(url: &DatabaseUrl, plan: WriterPlan) -> Result<Writer> {
+    pub(crate) fn start(url: &DatabaseUrl, plan: WriterPlan) -> Result<Writer> {
         let mut client = url.connect()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -76,19 +76,24 @@ impl Writer {
                    VALUES ('bench_' || $1::int, 'bench_writer', 'google-ads', date '1900-01-01' + $1::int, 1, 1, 1, 1)"#,
             )?;
             let update = client
-                .prepare(r#"UPDATE "MetricDaily" SET "clicks" = "clicks" + 1 WHERE "id" = $1"#)?;
+                .prepare(r#"UPDATE "MetricDaily" SET "clicks" = "clicks" + 1 WHERE "id" = $1"#)
+                .context("cannot prepare the writer's update")?;
             let started = Instant::now();
             let mut latencies = Latencies::default();
             let mut day = plan.first_day;
             while !stopping.load(Ordering::SeqCst) {
                 let t = Instant::now();
-                client.execute(&insert, &[&day])?;
+                client
+                    .execute(&insert, &[&day])
+                    .context("the simulated app's insert failed")?;
                 latencies.inserts.push(t.elapsed().as_secs_f64() * 1000.0);
                 day += 1;
                 if let Some(id) = &plan.update_id {
                     if started.elapsed() >= plan.update_after {
                         let t = Instant::now();
-                        client.execute(&update, &[id])?;
+                        client
+                            .execute(&update, &[id])
+                            .context("the simulated app's update failed")?;
                         latencies.updates.push(t.elapsed().as_secs_f64() * 1000.0);
                     }
                 }
@@ -101,7 +106,7 @@ impl Writer {
         Ok(Writer { stop, handle })
     }
 
-    pub fn finish(self) -> Result<Latencies> {
+    pub(crate) fn finish(self) -> Result<Latencies> {
         self.stop.store(true, Ordering::SeqCst);
         self.handle
             .join()
@@ -112,13 +117,13 @@ impl Writer {
 /// Watches `pg_locks` from its own connection, as fast as it can, for granted ACCESS EXCLUSIVE
 /// locks on the Data Hub tables, and reports the longest span one table was seen locked: from
 /// the start of the first poll that saw it to the end of the last one (an upper bound).
-pub struct LockWatcher {
+pub(crate) struct LockWatcher {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<Result<(f64, f64)>>,
 }
 
 impl LockWatcher {
-    pub fn start(url: &DatabaseUrl) -> Result<LockWatcher> {
+    pub(crate) fn start(url: &DatabaseUrl) -> Result<LockWatcher> {
         let mut client = url.connect()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -134,7 +139,9 @@ impl LockWatcher {
             let mut polls = Vec::new();
             while !stopping.load(Ordering::SeqCst) {
                 let before = Instant::now();
-                let rows = client.query(&poll, &[&tables])?;
+                let rows = client
+                    .query(&poll, &[&tables])
+                    .context("the lock watcher's poll of pg_locks failed")?;
                 let after = Instant::now();
                 polls.push((after - before).as_secs_f64() * 1000.0);
                 for row in rows {
@@ -155,7 +162,7 @@ impl LockWatcher {
     }
 
     /// The longest hold in ms, and the median poll time (the measurement's resolution).
-    pub fn finish(self) -> Result<(f64, f64)> {
+    pub(crate) fn finish(self) -> Result<(f64, f64)> {
         self.stop.store(true, Ordering::SeqCst);
         self.handle
             .join()

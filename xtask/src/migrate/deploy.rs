@@ -230,7 +230,7 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
 
 /// An index of the URL's schema that exists but is INVALID: `Some(false)` when valid, `None`
 /// when absent. Catalog reads only.
-pub const INDEX_VALID_SQL: &str = "
+pub(crate) const INDEX_VALID_SQL: &str = "
     SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
     WHERE c.relname = $1
       AND c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema())";
@@ -257,7 +257,7 @@ fn drop_invalid_index(client: &mut Client, index: &str) -> Result<()> {
 }
 
 /// The failed row's `logs`, in Prisma's words: SQLSTATE and message (plus detail and hint).
-pub fn prisma_logs(error: &postgres::Error) -> String {
+pub(crate) fn prisma_logs(error: &postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
             let mut logs = format!(
@@ -282,7 +282,7 @@ pub fn prisma_logs(error: &postgres::Error) -> String {
 }
 
 /// The one line of Prisma's logs worth showing in a message: the error and its SQLSTATE.
-pub fn error_line(logs: &str) -> String {
+pub(crate) fn error_line(logs: &str) -> String {
     let code = logs
         .lines()
         .find_map(|l| l.strip_prefix("Database error code: "))

@@ -57,7 +57,7 @@ VALUES (gen_random_uuid()::text, $1, $2, now(), now(), 0)"#;
 
 /// One row of `_prisma_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     pub checksum: String,
     pub finished_at: Option<String>,
     pub migration_name: String,
@@ -67,17 +67,17 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished_at.is_some() && self.rolled_back_at.is_none()
     }
 
-    pub fn is_failed(&self) -> bool {
+    pub(crate) fn is_failed(&self) -> bool {
         self.finished_at.is_none() && self.rolled_back_at.is_none()
     }
 }
 
 /// Whether the table exists in the search_path. `migrate status` must not create it.
-pub fn table_exists(client: &mut Client) -> Result<bool> {
+pub(crate) fn table_exists(client: &mut Client) -> Result<bool> {
     let row = client
         .query_one(
             "SELECT to_regclass('\"_prisma_migrations\"') IS NOT NULL",
@@ -87,14 +87,14 @@ pub fn table_exists(client: &mut Client) -> Result<bool> {
     Ok(row.get(0))
 }
 
-pub fn create_table(client: &mut Client) -> Result<()> {
+pub(crate) fn create_table(client: &mut Client) -> Result<()> {
     client
         .batch_execute(CREATE_TABLE)
         .context("cannot create the `_prisma_migrations` table")
 }
 
 /// All rows, or none when the table does not exist yet.
-pub fn load(client: &mut Client) -> Result<Vec<Record>> {
+pub(crate) fn load(client: &mut Client) -> Result<Vec<Record>> {
     if !table_exists(client)? {
         return Ok(Vec::new());
     }
@@ -122,7 +122,7 @@ pub fn insert_started(client: &mut Client, name: &str, checksum: &str) -> Result
         .get(0))
 }
 
-pub fn mark_finished(client: &mut Client, id: &str) -> Result<()> {
+pub(crate) fn mark_finished(client: &mut Client, id: &str) -> Result<()> {
     client
         .execute(MARK_FINISHED, &[&id])
         .context("cannot record a finished migration in `_prisma_migrations`")?;
@@ -137,7 +137,7 @@ pub fn mark_failed(client: &mut Client, id: &str, logs: &str) -> Result<()> {
 }
 
 /// `resolve --rolled-back`: sets `rolled_back_at` on the failed rows of `name`.
-pub fn mark_failed_rolled_back(client: &mut Client, name: &str) -> Result<u64> {
+pub(crate) fn mark_failed_rolled_back(client: &mut Client, name: &str) -> Result<u64> {
     client
         .execute(MARK_FAILED_ROLLED_BACK, &[&name])
         .with_context(|| format!("cannot mark migration `{name}` as rolled back"))
@@ -145,14 +145,18 @@ pub fn mark_failed_rolled_back(client: &mut Client, name: &str) -> Result<u64> {
 
 /// `rollback`: sets `rolled_back_at` on the applied rows of `name` (inside the rollback's
 /// transaction, hence any client).
-pub fn mark_applied_rolled_back(
+pub(crate) fn mark_applied_rolled_back(
     client: &mut impl GenericClient,
     name: &str,
 ) -> Result<u64, postgres::Error> {
     client.execute(MARK_APPLIED_ROLLED_BACK, &[&name])
 }
 
-pub fn insert_resolved_applied(client: &mut Client, name: &str, checksum: &str) -> Result<()> {
+pub(crate) fn insert_resolved_applied(
+    client: &mut Client,
+    name: &str,
+    checksum: &str,
+) -> Result<()> {
     client
         .execute(INSERT_RESOLVED_APPLIED, &[&checksum, &name])
         .with_context(|| format!("cannot record migration `{name}` as applied"))?;

@@ -3,7 +3,7 @@
 
 pub mod deploy;
 pub mod history;
-pub mod new;
+pub(crate) mod new;
 pub mod resolve;
 pub mod state;
 pub mod status;
@@ -22,9 +22,9 @@ pub use deploy::{deploy, DeployOptions, DeployReport};
 pub use resolve::{resolve, Resolution};
 pub use status::{status, StatusReport};
 
-pub const SUMMARY: &str = "Prisma-compatible migrations: status, deploy, resolve, new";
+pub(crate) const SUMMARY: &str = "Prisma-compatible migrations: status, deploy, resolve, new";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask migrate status [--json]
 cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS]
 cargo xtask migrate resolve --rolled-back NAME | --applied NAME
@@ -47,7 +47,7 @@ OPTIONS:
 /// At most a day of waiting for another deploy's lock.
 const LOCK_WAIT_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);

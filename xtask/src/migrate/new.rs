@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::error::usage;
 
-pub fn new_migration(migrations_dir: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn new_migration(migrations_dir: &Path, name: &str) -> Result<PathBuf> {
     let valid = !name.is_empty()
         && name
             .bytes()
@@ -33,7 +33,7 @@ pub fn new_migration(migrations_dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// `YYYYMMDDHHMMSS` in UTC for seconds since the Unix epoch.
-pub fn utc_timestamp(seconds: u64) -> String {
+pub(crate) fn utc_timestamp(seconds: u64) -> String {
     let days = (seconds / 86_400) as i64;
     let rem = seconds % 86_400;
     let (year, month, day) = civil_from_days(days);

@@ -22,7 +22,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             State::Applied => "applied",
             State::Pending => "pending",
@@ -33,7 +33,7 @@ impl State {
         }
     }
 
-    pub fn key(&self) -> &'static str {
+    pub(crate) fn key(&self) -> &'static str {
         match self {
             State::Applied => "applied",
             State::Pending => "pending",
@@ -45,7 +45,7 @@ impl State {
     }
 
     /// Whether the next deploy would apply it.
-    pub fn is_pending(&self) -> bool {
+    pub(crate) fn is_pending(&self) -> bool {
         matches!(self, State::Pending | State::RolledBack)
     }
 }
@@ -60,7 +60,7 @@ pub struct Entry {
     pub logs: Option<String>,
 }
 
-pub fn compute(local: &[Migration], records: &[Record]) -> Vec<Entry> {
+pub(crate) fn compute(local: &[Migration], records: &[Record]) -> Vec<Entry> {
     let mut names: Vec<&str> = local.iter().map(|m| m.name.as_str()).collect();
     for record in records {
         if !names.contains(&record.migration_name.as_str()) {

@@ -27,7 +27,7 @@ impl StatusReport {
         self.entries.iter().all(|e| e.state == State::Applied)
     }
 
-    pub fn count(&self, state: &State) -> usize {
+    pub(crate) fn count(&self, state: &State) -> usize {
         self.entries.iter().filter(|e| &e.state == state).count()
     }
 
@@ -45,7 +45,7 @@ impl StatusReport {
             .map(|e| &e.state)
     }
 
-    pub fn table(&self) -> Table {
+    pub(crate) fn table(&self) -> Table {
         let mut table = Table::new(&["migration", "state", "at (UTC)"]);
         for entry in &self.entries {
             table.push(vec![
@@ -58,7 +58,7 @@ impl StatusReport {
     }
 
     /// `2 applied, 1 pending, 1 failed` (only the states that occur).
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.is_up_to_date() {
             return format!(
                 "Database schema is up to date! ({} migrations applied)",

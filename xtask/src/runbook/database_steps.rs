@@ -17,7 +17,7 @@ use crate::migrations::Migration;
 use crate::tenancy::{self, Column, EXPAND};
 
 /// Where a runbook stopped, and the command to run next.
-pub struct Stop {
+pub(crate) struct Stop {
     pub at: String,
     pub next: String,
 }
@@ -31,7 +31,7 @@ impl Stop {
     }
 }
 
-pub fn run(
+pub(crate) fn run(
     client: &mut Client,
     url: &DatabaseUrl,
     migrations: &[Migration],

@@ -10,29 +10,29 @@ use crate::migrations::Migration;
 use crate::tenancy::{self, Column};
 
 #[derive(Debug, Clone)]
-pub struct Inspection {
+pub(crate) struct Inspection {
     pub status: StatusReport,
     /// One per Data Hub table, in `DATAHUB_TABLES` order.
     pub columns: Vec<(String, Column)>,
 }
 
-pub fn inspect(client: &mut Client, migrations: &[Migration]) -> Result<Inspection> {
+pub(crate) fn inspect(client: &mut Client, migrations: &[Migration]) -> Result<Inspection> {
     let status = migrate::status(client, migrations)?;
     let columns = tenancy::columns(client)?;
     Ok(Inspection { status, columns })
 }
 
 impl Inspection {
-    pub fn all_columns(&self, column: Column) -> bool {
+    pub(crate) fn all_columns(&self, column: Column) -> bool {
         self.columns.iter().all(|(_, c)| *c == column)
     }
 
-    pub fn any_column(&self, column: Column) -> bool {
+    pub(crate) fn any_column(&self, column: Column) -> bool {
         self.columns.iter().any(|(_, c)| *c == column)
     }
 
     /// `Connection: nullable, MetricDaily: missing, …`
-    pub fn describe_columns(&self) -> String {
+    pub(crate) fn describe_columns(&self) -> String {
         self.columns
             .iter()
             .map(|(table, column)| format!("{table}: {}", column.label()))

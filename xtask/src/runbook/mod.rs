@@ -4,11 +4,11 @@
 
 mod database_steps;
 mod inspect;
-pub mod recover;
-pub mod release;
-pub mod rollback;
-pub mod status;
-pub mod step;
+pub(crate) mod recover;
+pub(crate) mod release;
+pub(crate) mod rollback;
+pub(crate) mod status;
+pub(crate) mod step;
 
 pub use recover::{recover, RecoverOptions, RecoverReport};
 pub use release::{release, ReleaseOptions};

@@ -29,9 +29,9 @@ use crate::migrations::Migration;
 use crate::report::{self, backticked, thousands, Report, Style};
 use crate::tenancy::{self, Column, CONTRACT, EXPAND};
 
-pub const SUMMARY: &str = "the recovery plan after a failed migration (scenario A/B)";
+pub(crate) const SUMMARY: &str = "the recovery plan after a failed migration (scenario A/B)";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask recover [--dry-run] [--json]
 The recovery plan after a failed migration. Reads the failed rows of _prisma_migrations and
 the workspaceId columns (scenario A: expand applied, contract failed; scenario B: expand
@@ -41,7 +41,7 @@ migrate status up to date.
 --dry-run prints the plan and changes nothing.
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);

@@ -26,10 +26,10 @@ use crate::migrations::Migration;
 use crate::report;
 use crate::smoke::{self, SmokeOptions};
 
-pub const SUMMARY: &str =
+pub(crate) const SUMMARY: &str =
     "the Normal Deployment: deploy expand, backfill, check, deploy, build, smoke";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask release [--batch-size N] [--json]
 The release checklist's Normal Deployment:
   1. deploy --to the expand migration   2. backfill   3. check (must pass)
@@ -39,7 +39,7 @@ at the first failure and names the command to run next. Safe to run again at any
 DATAHUB_APP_BIN=PATH uses a prebuilt app binary instead of step 5.
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);
@@ -172,7 +172,7 @@ pub fn release(
     steps.push(Step::done("smoke", started, detail));
 
     let conclusion = if database_steps_skipped {
-        "✅ Already released: every database step was done before this run (Database schema is up to date, no NULLs), and the app passed the smoke test again."
+        "✅ Released: every database step was already done (Database schema is up to date, no NULLs); the app builds and passed the smoke test."
     } else {
         "✅ Released: Database schema is up to date, no NULLs, the app builds and passed the smoke test."
     };

@@ -26,9 +26,9 @@ use crate::migrations::Migration;
 use crate::report;
 use crate::tenancy::{self, Column, CONTRACT, DATAHUB_TABLES};
 
-pub const SUMMARY: &str = "the Emergency Rollback: workspaceId nullable again";
+pub(crate) const SUMMARY: &str = "the Emergency Rollback: workspaceId nullable again";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask rollback [--yes]
 The release checklist's Emergency Rollback. Makes workspaceId nullable again on the four Data
 Hub tables and marks the contract migration rolled back, in one transaction; `cargo xtask
@@ -36,7 +36,7 @@ migrate deploy` brings NOT NULL back. Without --yes it prints what it would do a
 nothing.
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);

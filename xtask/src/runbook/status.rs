@@ -17,15 +17,15 @@ use crate::migrate::{self, state::State};
 use crate::migrations::Migration;
 use crate::report;
 
-pub const SUMMARY: &str = "the Quick Status Check: migrate status, check, build";
+pub(crate) const SUMMARY: &str = "the Quick Status Check: migrate status, check, build";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask status [--json]
 The release checklist's Quick Status Check: migrate status, check, and whether the app builds
 (cargo build --release -p app, or DATAHUB_APP_BIN). Exit 0 only when all three are fine.
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);

@@ -18,7 +18,7 @@ pub enum StepResult {
 }
 
 impl StepResult {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             StepResult::Done => "done",
             StepResult::Skipped => "skipped",
@@ -27,7 +27,7 @@ impl StepResult {
         }
     }
 
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             StepResult::Done => "done",
             StepResult::Skipped => "skipped",
@@ -49,7 +49,7 @@ pub struct Step {
 }
 
 impl Step {
-    pub fn done(name: &str, started: Instant, detail: impl Into<String>) -> Step {
+    pub(crate) fn done(name: &str, started: Instant, detail: impl Into<String>) -> Step {
         Step {
             name: name.into(),
             result: StepResult::Done,
@@ -59,7 +59,7 @@ impl Step {
         }
     }
 
-    pub fn failed(name: &str, started: Instant, detail: impl Into<String>) -> Step {
+    pub(crate) fn failed(name: &str, started: Instant, detail: impl Into<String>) -> Step {
         Step {
             name: name.into(),
             result: StepResult::Failed,
@@ -70,7 +70,7 @@ impl Step {
     }
 
     /// A step that failed with an error: its message, then its causes on the lines below.
-    pub fn error(name: &str, started: Instant, error: &anyhow::Error) -> Step {
+    pub(crate) fn error(name: &str, started: Instant, error: &anyhow::Error) -> Step {
         let mut detail = error.to_string();
         for cause in error.chain().skip(1) {
             detail.push('\n');
@@ -79,7 +79,7 @@ impl Step {
         Step::failed(name, started, detail)
     }
 
-    pub fn with_rows(mut self, rows: i64) -> Step {
+    pub(crate) fn with_rows(mut self, rows: i64) -> Step {
         self.rows = Some(rows);
         self
     }
@@ -96,14 +96,14 @@ pub struct RunbookReport {
 }
 
 /// Collects steps as they run, echoing each to stderr so a long release shows its progress.
-pub struct Steps {
+pub(crate) struct Steps {
     command: &'static str,
     started: Instant,
     steps: Vec<Step>,
 }
 
 impl Steps {
-    pub fn new(command: &'static str) -> Steps {
+    pub(crate) fn new(command: &'static str) -> Steps {
         Steps {
             command,
             started: Instant::now(),
@@ -111,7 +111,7 @@ impl Steps {
         }
     }
 
-    pub fn push(&mut self, step: Step) {
+    pub(crate) fn push(&mut self, step: Step) {
         let mark = match step.result {
             StepResult::Done => "✅",
             StepResult::Skipped => "⏭️",
@@ -129,7 +129,7 @@ impl Steps {
         self.steps.push(step);
     }
 
-    pub fn skipped(&mut self, name: &str, why: impl Into<String>) {
+    pub(crate) fn skipped(&mut self, name: &str, why: impl Into<String>) {
         self.push(Step {
             name: name.into(),
             result: StepResult::Skipped,
@@ -139,7 +139,7 @@ impl Steps {
         });
     }
 
-    pub fn planned(&mut self, name: &str, what: impl Into<String>) {
+    pub(crate) fn planned(&mut self, name: &str, what: impl Into<String>) {
         self.push(Step {
             name: name.into(),
             result: StepResult::Planned,
@@ -149,19 +149,19 @@ impl Steps {
         });
     }
 
-    pub fn command(&self) -> &'static str {
+    pub(crate) fn command(&self) -> &'static str {
         self.command
     }
 
-    pub fn all(&self, predicate: impl Fn(&Step) -> bool) -> bool {
+    pub(crate) fn all(&self, predicate: impl Fn(&Step) -> bool) -> bool {
         self.steps.iter().all(predicate)
     }
 
-    pub fn has_failed(&self) -> bool {
+    pub(crate) fn has_failed(&self) -> bool {
         self.steps.iter().any(|s| s.result == StepResult::Failed)
     }
 
-    pub fn finish(self, ok: bool, conclusion: impl Into<String>) -> RunbookReport {
+    pub(crate) fn finish(self, ok: bool, conclusion: impl Into<String>) -> RunbookReport {
         RunbookReport {
             command: self.command,
             steps: self.steps,
@@ -172,7 +172,7 @@ impl Steps {
     }
 
     /// Stops the runbook at `at` with the command to run next.
-    pub fn stopped(self, at: &str, next: &str) -> RunbookReport {
+    pub(crate) fn stopped(self, at: &str, next: &str) -> RunbookReport {
         let command = self.command;
         self.finish(
             false,
@@ -182,7 +182,7 @@ impl Steps {
 }
 
 impl RunbookReport {
-    pub fn table(&self, style: Style) -> Table {
+    pub(crate) fn table(&self, style: Style) -> Table {
         let mut table = Table::new(&["step", "result", "rows", "duration", "detail"]);
         for step in &self.steps {
             table.push(vec![

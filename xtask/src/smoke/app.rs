@@ -10,14 +10,14 @@ use super::http::Http;
 use crate::db::DatabaseUrl;
 use crate::process::Running;
 
-pub struct App {
+pub(crate) struct App {
     pub http: Http,
     process: Running,
 }
 
 impl App {
     /// Starts `bin` and waits (at most 30 s) until `/healthz` answers 200.
-    pub fn start(bin: &Path, url: &DatabaseUrl) -> Result<App> {
+    pub(crate) fn start(bin: &Path, url: &DatabaseUrl) -> Result<App> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .context("cannot find a free local port for the app")?
@@ -58,7 +58,7 @@ impl App {
     }
 
     /// Stops the app and returns its whole log.
-    pub fn stop(self) -> Vec<String> {
+    pub(crate) fn stop(self) -> Vec<String> {
         self.process.stop()
     }
 }

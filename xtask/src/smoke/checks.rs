@@ -10,7 +10,7 @@ use crate::tenancy::{self, Column, CONTRACT};
 use datahub_core::providers::PROVIDERS;
 
 /// The contract is applied: `workspaceId` is NOT NULL on every table.
-pub fn contract_applied(client: &mut Client) -> Result<String> {
+pub(crate) fn contract_applied(client: &mut Client) -> Result<String> {
     let missing: Vec<String> = tenancy::columns(client)?
         .into_iter()
         .filter(|(_, column)| *column != Column::NotNull)
@@ -27,7 +27,7 @@ pub fn contract_applied(client: &mut Client) -> Result<String> {
 }
 
 /// Signs in as the run's user; returns the session cookie (`name=value`).
-pub fn sign_in(http: &Http, fixtures: &Fixtures) -> Result<String> {
+pub(crate) fn sign_in(http: &Http, fixtures: &Fixtures) -> Result<String> {
     let page = http.post_form(
         "/login",
         None,
@@ -48,7 +48,7 @@ fn expect_ok(page: &Response, path: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn overview(http: &Http, cookie: &str) -> Result<String> {
+pub(crate) fn overview(http: &Http, cookie: &str) -> Result<String> {
     let page = http.get("/data", Some(cookie))?;
     expect_ok(&page, "/data")?;
     let missing: Vec<&str> = PROVIDERS
@@ -72,7 +72,7 @@ pub fn overview(http: &Http, cookie: &str) -> Result<String> {
     ))
 }
 
-pub fn provider_page(http: &Http, cookie: &str) -> Result<String> {
+pub(crate) fn provider_page(http: &Http, cookie: &str) -> Result<String> {
     let page = http.get("/data/google-ads", Some(cookie))?;
     expect_ok(&page, "/data/google-ads")?;
     let bars = page.body.matches("<rect ").count();
@@ -85,7 +85,12 @@ pub fn provider_page(http: &Http, cookie: &str) -> Result<String> {
     Ok(format!("chart with {bars} daily bars, insights listed"))
 }
 
-pub fn chat(http: &Http, cookie: &str, client: &mut Client, fixtures: &Fixtures) -> Result<String> {
+pub(crate) fn chat(
+    http: &Http,
+    cookie: &str,
+    client: &mut Client,
+    fixtures: &Fixtures,
+) -> Result<String> {
     let page = http.get("/data", Some(cookie))?;
     let csrf = csrf_of(&page.body)?;
     let sent = http.post_form(
@@ -118,7 +123,7 @@ pub fn chat(http: &Http, cookie: &str, client: &mut Client, fixtures: &Fixtures)
     Ok(format!("assistant replied: \"{reply}\""))
 }
 
-pub fn connect_and_disconnect(http: &Http, cookie: &str) -> Result<String> {
+pub(crate) fn connect_and_disconnect(http: &Http, cookie: &str) -> Result<String> {
     let path = "/data/tiktok-ads";
     let status_of = |body: &str| -> &'static str {
         if body.contains("id=\"connection-status\">Connected") {
@@ -154,7 +159,7 @@ pub fn connect_and_disconnect(http: &Http, cookie: &str) -> Result<String> {
 }
 
 /// The app's log: no errors, no constraint violations, nothing about `workspaceId`.
-pub fn log(lines: &[String]) -> Result<String> {
+pub(crate) fn log(lines: &[String]) -> Result<String> {
     let bad: Vec<&String> = lines
         .iter()
         .filter(|l| {

@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use postgres::Client;
 
 /// Clicks of the 14 seeded days (50 + d for d in 0..14): the Google Ads card must show them.
-pub const EXPECTED_CLICKS: i64 = 791;
-pub const INSIGHT_TITLE: &str = "Smoke insight: spend steady";
+pub(crate) const EXPECTED_CLICKS: i64 = 791;
+pub(crate) const INSIGHT_TITLE: &str = "Smoke insight: spend steady";
 
-pub struct Fixtures {
+pub(crate) struct Fixtures {
     pub user_id: String,
     pub email: String,
     pub workspace_id: String,
@@ -30,7 +30,7 @@ const INSERT_INSIGHT: &str = r#"
 
 impl Fixtures {
     /// Creates the run's user (with a random password) and workspace, in one transaction.
-    pub fn create(client: &mut Client) -> Result<Fixtures> {
+    pub(crate) fn create(client: &mut Client) -> Result<Fixtures> {
         let run = &datahub_core::password::random_token()[..16];
         let fixtures = Fixtures {
             user_id: format!("datahub_smoke_{run}"),
@@ -60,7 +60,7 @@ impl Fixtures {
         Ok(fixtures)
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "`{}` in workspace `{}` with 14 days of Google Ads metrics",
             self.email, self.workspace_id
@@ -68,7 +68,7 @@ impl Fixtures {
     }
 
     /// Everything the run made hangs off its user and workspace: deleting both cascades.
-    pub fn remove(&self, client: &mut Client) -> Result<()> {
+    pub(crate) fn remove(&self, client: &mut Client) -> Result<()> {
         client
             .execute(
                 r#"DELETE FROM "Workspace" WHERE "id" = $1"#,

@@ -26,7 +26,7 @@ pub struct Response {
 
 impl Response {
     /// The first header called `name` (lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(key, _)| key == name)
@@ -64,11 +64,6 @@ impl Http {
             authority: authority.to_string(),
             timeout: Duration::from_secs(15),
         })
-    }
-
-    /// The address as given, `http://host:port`.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.authority)
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Http {
@@ -145,7 +140,7 @@ impl Http {
 }
 
 /// `a=1&b=x%20y`: the body of a form post.
-pub fn form_urlencode(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn form_urlencode(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
         .map(|(key, value)| format!("{}={}", percent_encode(key), percent_encode(value)))

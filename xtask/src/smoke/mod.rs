@@ -22,9 +22,9 @@ use crate::error::Outcome;
 use crate::report::{self, Report, Style};
 use fixtures::Fixtures;
 
-pub const SUMMARY: &str = "the release checklist's smoke test against the app, automated";
+pub(crate) const SUMMARY: &str = "the release checklist's smoke test against the app, automated";
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 cargo xtask smoke [--url URL] [--app-bin PATH] [--json]
 Builds and starts the app on a free port against the database (or tests the app at --url,
 which must use the same database), signs in as a smoke user in a smoke workspace of its own,
@@ -32,7 +32,7 @@ and checks /data, /data/google-ads, the chat, connect/disconnect and the app's l
 it creates is removed afterwards. Exit 0 only when every check passes.
 ";
 
-pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);
@@ -53,7 +53,7 @@ pub fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct SmokeOptions {
+pub(crate) struct SmokeOptions {
     /// Test an app that is already running here instead of starting one.
     pub url: Option<String>,
     /// The app binary to start (default: `DATAHUB_APP_BIN`, else `cargo build -p app`).
@@ -61,20 +61,20 @@ pub struct SmokeOptions {
 }
 
 #[derive(Debug, Clone)]
-pub struct Check {
+pub(crate) struct Check {
     pub name: String,
     pub ok: bool,
     pub detail: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct SmokeReport {
+pub(crate) struct SmokeReport {
     pub checks: Vec<Check>,
     pub duration: Duration,
 }
 
 impl SmokeReport {
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
     }
 }
@@ -136,7 +136,7 @@ impl Checks {
     }
 }
 
-pub fn smoke(
+pub(crate) fn smoke(
     client: &mut Client,
     url: &DatabaseUrl,
     options: &SmokeOptions,
