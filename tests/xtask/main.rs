@@ -14,6 +14,7 @@ mod migrate_resolve;
 mod migrate_status;
 mod recover;
 mod release;
+mod replica;
 mod rollback;
 mod smoke;
 mod status;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use postgres::Client;
 
+use super::replica::ReplicaGate;
 use crate::tenancy;
 
 /// What the workers of one table read: the table, its size and the batch limits.
@@ -21,6 +22,8 @@ pub(crate) struct TablePlan<'a> {
     pub max_pages: i64,
     pub batch_time: Duration,
     pub deadline: Option<Instant>,
+    /// Waits before each batch while a standby lags (`--max-replica-lag`).
+    pub replica: Option<&'a ReplicaGate>,
 }
 
 /// What the workers of one table share: the next unclaimed page and the running totals.
@@ -47,6 +50,15 @@ pub(crate) fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) ->
         if let Some(deadline) = plan.deadline {
             if Instant::now() >= deadline && state.batches.load(Ordering::SeqCst) > 0 {
                 state.out_of_time.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+        }
+        if let Some(gate) = plan.replica {
+            if !gate.wait_for_standbys(client, plan.table, plan.deadline, &state.stop)? {
+                // Out of time while a standby lagged (unless another worker failed).
+                if !state.stop.load(Ordering::SeqCst) {
+                    state.out_of_time.store(true, Ordering::SeqCst);
+                }
                 return Ok(());
             }
         }
