@@ -8,7 +8,7 @@
 //! standbys within `--max-replica-lag` (replica.rs).
 
 mod progress;
-mod replica;
+pub(crate) mod replica;
 mod worker;
 
 use std::sync::atomic::Ordering;

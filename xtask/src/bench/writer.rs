@@ -17,6 +17,8 @@ pub(crate) struct Latencies {
     pub inserts: Vec<f64>,
     /// Updates of a row the step under test had already dealt with (see `Writer::start`).
     pub updates: Vec<f64>,
+    /// When the slowest write (insert or update) started, and how long it took in ms.
+    pub slowest: Option<(Instant, f64)>,
 }
 
 impl Latencies {
@@ -30,6 +32,12 @@ impl Latencies {
 
     pub(crate) fn longest_update(&self) -> f64 {
         self.updates.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn record_slowest(&mut self, started: Instant, ms: f64) {
+        if self.slowest.is_none_or(|(_, worst)| ms > worst) {
+            self.slowest = Some((started, ms));
+        }
     }
 }
 
@@ -86,7 +94,9 @@ impl Writer {
                 client
                     .execute(&insert, &[&day])
                     .context("the simulated app's insert failed")?;
-                latencies.inserts.push(t.elapsed().as_secs_f64() * 1000.0);
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                latencies.inserts.push(ms);
+                latencies.record_slowest(t, ms);
                 day += 1;
                 if let Some(id) = &plan.update_id {
                     if started.elapsed() >= plan.update_after {
@@ -94,7 +104,9 @@ impl Writer {
                         client
                             .execute(&update, &[id])
                             .context("the simulated app's update failed")?;
-                        latencies.updates.push(t.elapsed().as_secs_f64() * 1000.0);
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        latencies.updates.push(ms);
+                        latencies.record_slowest(t, ms);
                     }
                 }
                 if !plan.pause.is_zero() {
