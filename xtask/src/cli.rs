@@ -98,7 +98,12 @@ pub(crate) fn number_list(
     };
     let numbers: Option<Vec<u64>> = text
         .split(',')
-        .map(|part| part.trim().parse::<u64>().ok().filter(|n| range.contains(n)))
+        .map(|part| {
+            part.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+        })
         .collect();
     match numbers {
         Some(numbers) if !numbers.is_empty() => Ok(Some(numbers)),

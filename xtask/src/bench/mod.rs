@@ -22,9 +22,9 @@ use postgres::Client;
 use xshell::{cmd, Shell};
 
 use crate::backfill::{self, BackfillOptions};
-use crate::cluster::ClusterOptions;
 use crate::check;
 use crate::cli::{self, Globals};
+use crate::cluster::ClusterOptions;
 use crate::cluster::TempCluster;
 use crate::db::{quote_ident, Connect, DatabaseUrl};
 use crate::error::Outcome;

@@ -96,7 +96,7 @@ pub(crate) fn settle(client: &mut Client) -> Result<()> {
         if behind <= 0 {
             break;
         }
-        if !announced && started.elapsed() > Duration::from_secs(1) {
+        if !announced && started.elapsed() > Duration::from_secs(5) {
             eprintln!("waiting for the standby to replay {behind} bytes of WAL ...");
             announced = true;
         }
