@@ -16,5 +16,6 @@ mod recover;
 mod release;
 mod rollback;
 mod smoke;
+mod snapshots;
 mod status;
 mod support;

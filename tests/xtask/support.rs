@@ -50,8 +50,15 @@ pub fn workspace_columns(client: &mut Client) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `(migration_name, finished?, rolled_back?, steps, logs)` of every `_prisma_migrations` row.
-pub type BookRow = (String, bool, bool, i32, Option<String>);
+/// One `_prisma_migrations` row, as the tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookRow {
+    pub name: String,
+    pub finished: bool,
+    pub rolled_back: bool,
+    pub steps: i32,
+    pub logs: Option<String>,
+}
 
 pub fn bookkeeping(client: &mut Client) -> Vec<BookRow> {
     client
@@ -63,7 +70,13 @@ pub fn bookkeeping(client: &mut Client) -> Vec<BookRow> {
         )
         .expect("read _prisma_migrations")
         .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .map(|row| BookRow {
+            name: row.get(0),
+            finished: row.get(1),
+            rolled_back: row.get(2),
+            steps: row.get(3),
+            logs: row.get(4),
+        })
         .collect()
 }
 
