@@ -124,10 +124,11 @@ pub fn rule_violations(client: &mut Client) -> i64 {
         let n: i64 = client
             .query_one(
                 &format!(
-                    r#"SELECT count(*) FROM "{table}" t WHERE t."workspaceId" IS DISTINCT FROM (
+                    r#"SELECT count(*) FROM {} t WHERE t."workspaceId" IS DISTINCT FROM (
                          SELECT m."workspaceId" FROM "WorkspaceMember" m WHERE m."userId" = t."userId"
                          ORDER BY CASE m."role" WHEN 'OWNER' THEN 0 ELSE 1 END, m."createdAt", m."id"
-                         LIMIT 1)"#
+                         LIMIT 1)"#,
+                    xtask::db::quote_ident(table)
                 ),
                 &[],
             )
