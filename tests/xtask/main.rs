@@ -17,5 +17,6 @@ mod release;
 mod replica;
 mod rollback;
 mod smoke;
+mod snapshots;
 mod status;
 mod support;
