@@ -39,19 +39,21 @@ impl ReleaseRun {
         self.app.longest_insert().max(self.app.longest_update())
     }
 
-    /// The step during which the app's slowest write started (the steps ran back to back).
-    pub(crate) fn slowest_write_step(&self) -> &str {
-        let Some((at, _)) = self.app.slowest else {
-            return "none";
+    /// `an insert during backfill`: the app's slowest write, and the step it started in (the
+    /// steps ran back to back).
+    pub(crate) fn slowest_write(&self) -> String {
+        let Some((at, _, kind)) = self.app.slowest else {
+            return "no write".into();
         };
+        let at = at.saturating_duration_since(self.started).as_secs_f64();
         let mut end = 0.0;
         for (step, seconds) in &self.steps {
             end += seconds;
-            if at.saturating_duration_since(self.started).as_secs_f64() < end {
-                return step;
+            if at < end {
+                return format!("{kind} during {step}");
             }
         }
-        "after the last step"
+        format!("{kind} after the last step")
     }
 
     /// `deploy expand 0.1 s, backfill 70.2 s, …`
