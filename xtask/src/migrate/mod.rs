@@ -171,8 +171,13 @@ fn run_new(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         .and_then(|dir| dir.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let dir = if globals.migrations_dir == crate::migrations::default_dir() {
+        String::new()
+    } else {
+        format!(" --migrations-dir {}", globals.migrations_dir.display())
+    };
     println!(
-        "Write the SQL, then see what it would do to the app's tables:\n  cargo xtask migrate lint {name}\n  cargo xtask migrate plan {name}"
+        "Write the SQL, then see what it would do to the app's tables (on a shadow database, never yours):\n  cargo xtask migrate lint{dir} {name}\n  cargo xtask migrate plan{dir} {name}"
     );
     Ok(Outcome::Ready)
 }

@@ -88,9 +88,35 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Vec<Mig
     let Some(last) = last else {
         return Ok(Vec::new());
     };
-    let base = shadow.create(None)?;
+    // The state just before the first migration to observe is kept on the shadow, so a second
+    // plan with the same beginning (the tests' corpus) starts from a copy of it.
+    let first = request
+        .migrations
+        .iter()
+        .position(|m| request.targets.contains(&m.name))
+        .unwrap_or(0);
+    let checksums: Vec<String> = request.migrations[..first]
+        .iter()
+        .map(|m| m.checksum.clone())
+        .collect();
+    let (base, start) = match shadow.prefix(&checksums) {
+        Some(prefix) => {
+            let prefix = prefix.to_string();
+            (shadow.create(Some(&prefix))?, first)
+        }
+        None => (shadow.create(None)?, 0),
+    };
     let mut plans = Vec::new();
-    for migration in &request.migrations[..=last] {
+    for (index, migration) in request
+        .migrations
+        .iter()
+        .enumerate()
+        .take(last + 1)
+        .skip(start)
+    {
+        if index == first && start == 0 && first > 0 {
+            shadow.keep_prefix(checksums.clone(), &base)?;
+        }
         if request.targets.contains(&migration.name) {
             let copy = shadow.create(Some(&base))?;
             let observed = observe::observe(
@@ -251,7 +277,9 @@ impl PlanReport {
             .map(|l| format!("{} on `{}`", l.mode.name(), l.table))
             .collect();
         let allowed = findings.len();
-        let mut text = if plan
+        let mut text = if plan.statements.is_empty() {
+            format!("✅ `{}`: no statement yet", plan.name)
+        } else if plan
             .statements
             .iter()
             .all(|s| s.locks.iter().all(|l| l.new_table))
@@ -352,11 +380,9 @@ impl PlanReport {
         for (plan, findings) in self.plans.iter().zip(&self.findings) {
             out.push_str(&Self::verdict(plan, findings));
             out.push('\n');
-            out.push_str(
-                Self::notes(plan)
-                    .replace('\n', "\n  ")
-                    .trim_end_matches("  "),
-            );
+            for note in Self::notes(plan).lines() {
+                out.push_str(&format!("  {note}\n"));
+            }
             for finding in findings {
                 out.push_str("  ");
                 out.push_str(&Self::finding_text(plan, finding).replace("\n    ", "\n      "));

@@ -3,11 +3,13 @@
 //! CREATE DATABASE. Either way every database it touches is one it created, named
 //! `datahub_shadow_<pid>_<n>`, and dropped again: the user's database is never written to.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use postgres::error::DbError;
 use postgres::Client;
+use postgres_native_tls::MakeTlsConnector;
 
 use crate::cluster::TempCluster;
 use crate::db::{self, quote_ident};
@@ -23,9 +25,15 @@ pub struct Shadow {
     base_url: String,
     /// Where the shadow runs, for the report: never a password.
     pub described: String,
+    /// Built once: loading the system's CA store costs more than a whole observation.
+    tls: Option<MakeTlsConnector>,
     created: Vec<String>,
-    next: usize,
+    /// Databases holding the state after a run of migrations, by their checksums, so the
+    /// next plan with the same beginning starts from a copy instead of replaying it.
+    prefixes: Vec<(Vec<String>, String)>,
 }
+
+static NEXT_DATABASE: AtomicUsize = AtomicUsize::new(0);
 
 impl Shadow {
     /// A throwaway cluster of its own (initdb, a free port), removed afterwards.
@@ -34,12 +42,14 @@ impl Shadow {
             "cannot start a throwaway PostgreSQL for the shadow databases; or pass `--shadow-url URL` naming a server where the role may CREATE DATABASE",
         )?;
         let base_url = cluster.url("postgres");
+        let tls = tls(&db::parse_url(&base_url)?)?;
         Ok(Shadow {
             _cluster: Some(cluster),
             base_url,
+            tls,
             described: "a throwaway cluster".into(),
             created: Vec::new(),
-            next: 0,
+            prefixes: Vec::new(),
         })
     }
 
@@ -49,9 +59,10 @@ impl Shadow {
         Ok(Shadow {
             _cluster: None,
             base_url: url.to_string(),
+            tls: tls(&parsed)?,
             described: format!("server `{}`", parsed.describe()),
             created: Vec::new(),
-            next: 0,
+            prefixes: Vec::new(),
         })
     }
 
@@ -70,13 +81,17 @@ impl Shadow {
 
     fn admin(&self) -> Result<Client> {
         let url = db::parse_url(&self.base_url)?;
-        connect(&url, None)
+        connect(&url, self.tls.clone(), None)
     }
 
     /// A new database, empty (from `template0`) or a copy of `template`.
     pub(crate) fn create(&mut self, template: Option<&str>) -> Result<String> {
-        let name = format!("datahub_shadow_{}_{}", std::process::id(), self.next);
-        self.next += 1;
+        // Unique per process, however many shadows it has at once (tests run several).
+        let name = format!(
+            "datahub_shadow_{}_{}",
+            std::process::id(),
+            NEXT_DATABASE.fetch_add(1, Ordering::SeqCst)
+        );
         let template = quote_ident(template.unwrap_or("template0"));
         // A copy of a template is a file copy (about 20 ms here); the template must have no
         // connection open, which is why every connection to it is closed before this.
@@ -99,7 +114,22 @@ impl Shadow {
     /// A connection to one of our databases; with `notices`, every notice it receives is kept.
     pub(crate) fn connect(&self, database: &str, notices: Option<Notices>) -> Result<Client> {
         let url = db::parse_url(&self.url_of(database))?;
-        connect(&url, notices)
+        connect(&url, self.tls.clone(), notices)
+    }
+
+    /// A database kept from an earlier plan with exactly these migrations applied.
+    pub(crate) fn prefix(&self, checksums: &[String]) -> Option<&str> {
+        self.prefixes
+            .iter()
+            .find(|(key, _)| key.as_slice() == checksums)
+            .map(|(_, name)| name.as_str())
+    }
+
+    /// Keeps a copy of `database` (which has exactly these migrations applied) for later plans.
+    pub(crate) fn keep_prefix(&mut self, checksums: Vec<String>, database: &str) -> Result<()> {
+        let copy = self.create(Some(database))?;
+        self.prefixes.push((checksums, copy));
+        Ok(())
     }
 
     pub(crate) fn drop_database(&mut self, database: &str) -> Result<()> {
@@ -130,7 +160,15 @@ impl Drop for Shadow {
     }
 }
 
-fn connect(url: &db::DatabaseUrl, notices: Option<Notices>) -> Result<Client> {
+fn tls(url: &db::DatabaseUrl) -> Result<Option<MakeTlsConnector>> {
+    Ok(url.tls_connector()?.map(MakeTlsConnector::new))
+}
+
+fn connect(
+    url: &db::DatabaseUrl,
+    tls: Option<MakeTlsConnector>,
+    notices: Option<Notices>,
+) -> Result<Client> {
     let mut config = postgres::Config::from(url.config().clone());
     if let Some(notices) = notices {
         config.notice_callback(move |notice| {
@@ -142,9 +180,9 @@ fn connect(url: &db::DatabaseUrl, notices: Option<Notices>) -> Result<Client> {
     } else {
         config.notice_callback(|_| {});
     }
-    let connected = match url.tls_connector()? {
+    let connected = match tls {
         None => config.connect(postgres::NoTls),
-        Some(connector) => config.connect(postgres_native_tls::MakeTlsConnector::new(connector)),
+        Some(connector) => config.connect(connector),
     };
     connected.map_err(|error| {
         environment(format!(
