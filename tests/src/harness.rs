@@ -252,6 +252,15 @@ pub fn repo_migrations() -> Vec<Migration> {
     migrations::read_dir(&migrations::default_dir()).expect("the repository's migrations read")
 }
 
+/// The name of the repository's last migration (the state after a release).
+pub fn latest_migration() -> String {
+    repo_migrations()
+        .last()
+        .expect("the repository has migrations")
+        .name
+        .clone()
+}
+
 /// Copies the repository's migrations into a temp folder a test may edit.
 pub fn copy_of_migrations(dir: &Path) {
     let source = migrations::default_dir();

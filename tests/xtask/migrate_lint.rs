@@ -183,6 +183,7 @@ unsafe_cases! {
     u16_concurrent_index_not_alone: "fails" on "" at "CONCURRENTLY";
     u17_add_unique_constraint: "index-build" on "Insight" at "UNIQUE";
     u19_add_column_serial: "table-rewrite" on "Insight" at "SERIAL";
+    u21_session_settings_changed: "table-rewrite" on "MetricDaily" at "BIGINT";
 }
 
 safe_cases! {
@@ -201,6 +202,7 @@ safe_cases! {
     s15_update_one_row;
     s16_add_column_nullable;
     s17_unique_constraint_using_index;
+    s19_leading_lock_timeout;
 }
 
 #[test]

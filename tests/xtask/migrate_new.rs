@@ -1,6 +1,8 @@
 //! `migrate new NAME`: a new, empty migration folder in Prisma's layout, pending until deployed.
 
-use datahub_tests::harness::{copy_of_migrations, run_xtask, server_url, text, TestDb};
+use datahub_tests::harness::{
+    copy_of_migrations, latest_migration, run_xtask, server_url, text, TestDb,
+};
 use xtask::tenancy::CONTRACT;
 
 #[test]
@@ -36,7 +38,7 @@ fn creates_a_timestamped_folder_that_status_lists_as_pending() {
     assert!(script.starts_with("-- add_insight_read_at"), "{script}");
     assert!(text(&output.stdout).contains(name.as_str()));
 
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let status = run_xtask(
         &["migrate", "status", "--migrations-dir", dir],
         Some(db.url()),
