@@ -56,7 +56,10 @@ fn rule_db() -> TestDb {
 fn home_of(client: &mut Client, table: &str, user: &str) -> String {
     client
         .query_one(
-            &format!(r#"SELECT "workspaceId" FROM "{table}" WHERE "userId" = $1"#),
+            &format!(
+                r#"SELECT "workspaceId" FROM {} WHERE "userId" = $1"#,
+                xtask::db::quote_ident(table)
+            ),
             &[&user],
         )
         .unwrap()

@@ -16,7 +16,12 @@ fn assert_usage(args: &[&str], url: Option<&str>, expected: &str) -> String {
 
 #[test]
 fn unknown_commands_and_flags() {
-    assert_usage(&["frobnicate"], None, "unknown command `frobnicate`");
+    assert_usage(
+        &["frobnicate"],
+        None,
+        "unknown command `frobnicate`; see `cargo xtask --help`",
+    );
+    assert_usage(&["verify", "--jsn"], None, "unexpected argument `--jsn`");
     assert_usage(
         &["migrate", "frobnicate"],
         None,

@@ -37,13 +37,13 @@ fn contract_before_backfill_fails_cleanly_and_recovers() {
     );
     assert!(stderr.contains("run `cargo xtask recover`"), "{stderr}");
     let rows = bookkeeping(&mut client);
-    let failed = rows.iter().find(|r| r.0 == CONTRACT).unwrap();
+    let failed = rows.iter().find(|r| r.name == CONTRACT).unwrap();
     assert!(
-        !failed.1 && !failed.2,
+        !failed.finished && !failed.rolled_back,
         "failed row: finished_at and rolled_back_at NULL"
     );
-    assert_eq!(failed.3, 0);
-    let logs = failed.4.as_deref().unwrap();
+    assert_eq!(failed.steps, 0);
+    let logs = failed.logs.as_deref().unwrap();
     assert!(logs.contains("Database error code: P0001"), "{logs}");
     assert!(logs.contains("Cannot enforce NOT NULL"), "{logs}");
 
@@ -126,15 +126,20 @@ fn contract_before_backfill_fails_cleanly_and_recovers() {
     );
     let contract_rows: Vec<_> = bookkeeping(&mut client)
         .into_iter()
-        .filter(|r| r.0 == CONTRACT)
+        .filter(|r| r.name == CONTRACT)
         .collect();
     assert_eq!(
         contract_rows.len(),
         2,
         "the redeploy inserts a new row: {contract_rows:?}"
     );
-    assert!(contract_rows[0].2, "the first row stays rolled back");
-    assert!(contract_rows[1].1 && !contract_rows[1].2 && contract_rows[1].3 == 1);
+    assert!(
+        contract_rows[0].rolled_back,
+        "the first row stays rolled back"
+    );
+    assert!(
+        contract_rows[1].finished && !contract_rows[1].rolled_back && contract_rows[1].steps == 1
+    );
     assert!(workspace_columns(&mut client)
         .iter()
         .all(|(_, nullable)| nullable == "NO"));

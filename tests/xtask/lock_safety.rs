@@ -203,10 +203,10 @@ fn a_lock_timeout_is_retried_then_reported_and_leaves_nothing_held() {
     assert!(message.contains("55P03"), "{message}");
     let failed = bookkeeping(&mut client)
         .into_iter()
-        .find(|r| r.0 == CONTRACT)
+        .find(|r| r.name == CONTRACT)
         .unwrap();
-    assert!(!failed.1 && !failed.2);
-    assert!(failed.4.unwrap().contains("55P03"));
+    assert!(!failed.finished && !failed.rolled_back);
+    assert!(failed.logs.unwrap().contains("55P03"));
     assert_no_locks_left(&db, &mut client);
     reader.batch_execute("COMMIT").unwrap();
 

@@ -17,5 +17,6 @@ mod recover;
 mod release;
 mod rollback;
 mod smoke;
+mod snapshots;
 mod status;
 mod support;

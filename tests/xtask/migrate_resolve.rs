@@ -24,13 +24,19 @@ fn applied_marks_the_failed_row_rolled_back_and_inserts_a_finished_row() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let rows: Vec<_> = bookkeeping(&mut db.client())
         .into_iter()
-        .filter(|r| r.0 == CONTRACT)
+        .filter(|r| r.name == CONTRACT)
         .collect();
     assert_eq!(rows.len(), 2);
-    assert!(!rows[0].1 && rows[0].2, "failed row rolled back: {rows:?}");
-    assert!(rows[1].1 && !rows[1].2, "new row finished: {rows:?}");
-    assert_eq!(rows[1].3, 0, "resolve --applied runs no steps");
-    assert_eq!(rows[1].4, None);
+    assert!(
+        !rows[0].finished && rows[0].rolled_back,
+        "failed row rolled back: {rows:?}"
+    );
+    assert!(
+        rows[1].finished && !rows[1].rolled_back,
+        "new row finished: {rows:?}"
+    );
+    assert_eq!(rows[1].steps, 0, "resolve --applied runs no steps");
+    assert_eq!(rows[1].logs, None);
     let same_instant: bool = db
         .client()
         .query_one(

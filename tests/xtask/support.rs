@@ -50,8 +50,15 @@ pub fn workspace_columns(client: &mut Client) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `(migration_name, finished?, rolled_back?, steps, logs)` of every `_prisma_migrations` row.
-pub type BookRow = (String, bool, bool, i32, Option<String>);
+/// One `_prisma_migrations` row, as the tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookRow {
+    pub name: String,
+    pub finished: bool,
+    pub rolled_back: bool,
+    pub steps: i32,
+    pub logs: Option<String>,
+}
 
 pub fn bookkeeping(client: &mut Client) -> Vec<BookRow> {
     client
@@ -63,7 +70,13 @@ pub fn bookkeeping(client: &mut Client) -> Vec<BookRow> {
         )
         .expect("read _prisma_migrations")
         .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .map(|row| BookRow {
+            name: row.get(0),
+            finished: row.get(1),
+            rolled_back: row.get(2),
+            steps: row.get(3),
+            logs: row.get(4),
+        })
         .collect()
 }
 
@@ -111,10 +124,11 @@ pub fn rule_violations(client: &mut Client) -> i64 {
         let n: i64 = client
             .query_one(
                 &format!(
-                    r#"SELECT count(*) FROM "{table}" t WHERE t."workspaceId" IS DISTINCT FROM (
+                    r#"SELECT count(*) FROM {} t WHERE t."workspaceId" IS DISTINCT FROM (
                          SELECT m."workspaceId" FROM "WorkspaceMember" m WHERE m."userId" = t."userId"
                          ORDER BY CASE m."role" WHEN 'OWNER' THEN 0 ELSE 1 END, m."createdAt", m."id"
-                         LIMIT 1)"#
+                         LIMIT 1)"#,
+                    xtask::db::quote_ident(table)
                 ),
                 &[],
             )
