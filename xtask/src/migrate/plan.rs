@@ -140,9 +140,9 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Vec<Mig
         let mut client = shadow.connect(&base, None)?;
         client.batch_execute(&migration.script).map_err(|error| {
             anyhow::anyhow!(
-                "migration `{}` fails on the shadow, so the ones after it cannot be planned: {}",
-                migration.name,
-                crate::db::describe_driver_error(&error)
+                "migration `{name}` fails on the shadow database (the schema without rows), so the migrations after it cannot be planned: {}; run `cargo xtask migrate lint {name}` to see the statement",
+                crate::db::describe_driver_error(&error),
+                name = migration.name,
             )
         })?;
     }
