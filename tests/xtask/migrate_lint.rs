@@ -17,6 +17,7 @@ use xtask::migrate::plan::{observe_all, PlanReport, PlanRequest};
 use xtask::migrate::shadow::Shadow;
 use xtask::migrations::{self, Migration};
 use xtask::report::{Report, Style};
+use xtask::tenancy::INIT;
 
 use crate::assert_stable_snapshot;
 
@@ -383,6 +384,24 @@ fn lint_exits_1_naming_file_and_line_and_the_help_lists_the_rules() {
     }
     let bad = run_xtask(&["migrate", "plan", "--format", "yaml"], None);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn without_a_shadow_url_the_shadow_is_a_throwaway_cluster() {
+    let out = run_xtask(&["migrate", "plan", INIT], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "plan of the migrations named, observed on a throwaway cluster (PostgreSQL "
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✅ `20251201000000_init`: new tables only"),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).contains("observing `20251201000000_init` ..."));
 }
 
 #[test]

@@ -118,6 +118,7 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Vec<Mig
             shadow.keep_prefix(checksums.clone(), &base)?;
         }
         if request.targets.contains(&migration.name) {
+            eprintln!("observing `{}` ...", migration.name);
             let copy = shadow.create(Some(&base))?;
             let observed = observe::observe(
                 shadow,
