@@ -521,6 +521,10 @@ impl Report for PlanReport {
     }
 }
 
+/// The user's TimeZone and major version: settings, no table is read.
+const SETTINGS_SQL: &str =
+    "SELECT current_setting('TimeZone'), current_setting('server_version_num')::int / 10000";
+
 /// `--format` / `--json`.
 fn format(args: &mut Arguments) -> Result<Format> {
     let json = args.contains("--json");
@@ -578,6 +582,7 @@ pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome
     cli::finish(args, "migrate plan")?;
     let migrations = globals.migrations()?;
     let mut timezone = None;
+    let mut database_major = None;
     let (targets, chosen): (BTreeSet<String>, String) = if !names.is_empty() {
         (
             checked_names(&migrations, &names)?,
@@ -590,12 +595,12 @@ pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome
             Ok(url) => {
                 let mut client = url.connect()?;
                 let status = super::status(&mut client, &migrations)?;
-                timezone = Some(
-                    client
-                        .query_one("SELECT current_setting('TimeZone')", &[])
-                        .context("cannot read the database's TimeZone setting")?
-                        .get::<_, String>(0),
-                );
+                // Settings only: a rewrite can depend on TimeZone, lock levels on the version.
+                let settings = client
+                    .query_one(SETTINGS_SQL, &[])
+                    .context("cannot read the database's TimeZone and server_version_num")?;
+                timezone = Some(settings.get::<_, String>(0));
+                database_major = Some(settings.get::<_, i32>(1));
                 (
                     status
                         .pending()
@@ -621,12 +626,20 @@ pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome
             timezone,
         },
     )?;
-    let header = format!(
+    let mut header = format!(
         "plan of {chosen}, observed on {} (PostgreSQL {}) in {}",
         shadow.described,
         shadow_version(&shadow),
         Style::default().seconds(started.elapsed())
     );
+    let shadow_major = shadow.major_version().ok();
+    if let (Some(database), Some(shadow_major)) = (database_major, shadow_major) {
+        if database != shadow_major {
+            header.push_str(&format!(
+                "\nnote: the database runs PostgreSQL {database}, the shadow {shadow_major}: lock levels and rewrites can differ between major versions; pass `--shadow-url` naming a PostgreSQL {database} server"
+            ));
+        }
+    }
     emit(&PlanReport::new(header, plans, false), format)
 }
 

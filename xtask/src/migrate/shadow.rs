@@ -75,6 +75,18 @@ impl Shadow {
             .get(0))
     }
 
+    /// The shadow server's major version (15 for 15.18).
+    pub(crate) fn major_version(&self) -> Result<i32> {
+        Ok(self
+            .admin()?
+            .query_one(
+                "SELECT current_setting('server_version_num')::int / 10000",
+                &[],
+            )
+            .context("cannot read the shadow server's version")?
+            .get(0))
+    }
+
     fn url_of(&self, database: &str) -> String {
         url_with_database(&self.base_url, database)
     }
