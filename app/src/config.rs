@@ -88,7 +88,9 @@ pub fn public_origin(url: &str) -> Result<String> {
 }
 
 fn parse_hex_key(hex: &str) -> Result<Vec<u8>> {
-    let valid = hex.len() >= 32 && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = hex.len() >= 32
+        && hex.len().is_multiple_of(2)
+        && hex.bytes().all(|b| b.is_ascii_hexdigit());
     if !valid {
         bail!("`DATAHUB_PSEUDONYM_KEY` must be at least 16 bytes in hex; make one with `openssl rand -hex 32`");
     }

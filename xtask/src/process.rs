@@ -61,6 +61,11 @@ impl Running {
         Ok(Running { child, log })
     }
 
+    /// The process id (for `/proc/PID/status`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The lines printed so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
