@@ -2,6 +2,7 @@
 //! the app attacked, flooded and cut off from its database.
 
 mod bad_input;
+mod browser;
 mod cli;
 mod isolation;
 mod outage;
