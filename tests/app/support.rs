@@ -2,19 +2,24 @@
 
 use std::time::Duration;
 
-use datahub_tests::harness::TestDb;
+use datahub_tests::harness::{latest_migration, TestDb};
 use postgres::Client;
 use xtask::smoke::http::{self, Http};
-use xtask::tenancy::CONTRACT;
 
 pub const ALICE: &str = "alice@a.test";
 pub const BOB: &str = "bob@b.test";
 pub const PASSWORD: &str = "correct horse battery";
 
 /// Alice is OWNER of workspace A, Bob of workspace B; each workspace has a connection, metrics,
-/// an insight and chat messages that name it, so any leak shows up in a page.
+/// an insight and chat messages that name it, so any leak shows up in a page. Every migration
+/// of the repository is applied, as after a release.
 pub fn two_workspaces() -> TestDb {
-    let db = TestDb::migrated_to(CONTRACT);
+    two_workspaces_at(&latest_migration())
+}
+
+/// The same, with the repository's migrations applied up to and including `target`.
+pub fn two_workspaces_at(target: &str) -> TestDb {
+    let db = TestDb::migrated_to(target);
     let hash = datahub_core::password::hash(PASSWORD).unwrap();
     let mut client = db.client();
     client

@@ -9,6 +9,7 @@ mod database_url;
 mod demo;
 mod incident;
 mod lock_safety;
+mod migrate_lint;
 mod migrate_new;
 mod migrate_resolve;
 mod migrate_status;

@@ -1,6 +1,8 @@
 //! `migrate new NAME`: a new, empty migration folder in Prisma's layout, pending until deployed.
 
-use datahub_tests::harness::{copy_of_migrations, run_xtask, text, TestDb};
+use datahub_tests::harness::{
+    copy_of_migrations, latest_migration, run_xtask, server_url, text, TestDb,
+};
 use xtask::tenancy::CONTRACT;
 
 #[test]
@@ -36,7 +38,7 @@ fn creates_a_timestamped_folder_that_status_lists_as_pending() {
     assert!(script.starts_with("-- add_insight_read_at"), "{script}");
     assert!(text(&output.stdout).contains(name.as_str()));
 
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let status = run_xtask(
         &["migrate", "status", "--migrations-dir", dir],
         Some(db.url()),
@@ -46,6 +48,30 @@ fn creates_a_timestamped_folder_that_status_lists_as_pending() {
     assert!(
         stdout.contains(&format!(" {name} ")) && stdout.contains("1 pending"),
         "{stdout}"
+    );
+
+    // It says how to lint the new migration, and that command works on it.
+    let created_stdout = text(&output.stdout);
+    let lint = format!("cargo xtask migrate lint --migrations-dir {dir} {name}");
+    assert!(created_stdout.contains(&lint), "{created_stdout}");
+    let shadow = server_url();
+    let linted = run_xtask(
+        &[
+            "migrate",
+            "lint",
+            "--migrations-dir",
+            dir,
+            name,
+            "--shadow-url",
+            &shadow,
+        ],
+        None,
+    );
+    assert_eq!(linted.status.code(), Some(0), "{}", text(&linted.stderr));
+    assert!(
+        text(&linted.stdout).contains(&format!("✅ `{name}`: no statement yet")),
+        "{}",
+        text(&linted.stdout)
     );
 }
 

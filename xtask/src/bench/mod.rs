@@ -275,7 +275,8 @@ fn bench(
 
     // The index migrations (CONCURRENTLY) on ours, then check's latency vs a scan.
     let started = Instant::now();
-    let before_contract = &migrations[migrations.len() - 2].name;
+    let before_contract = crate::tenancy::before_contract(migrations)
+        .context("the migrations folder has no contract migration")?;
     deploy_to(&mut our_client, &ours, migrations, before_contract)?;
     eprintln!(
         "index migrations (CREATE INDEX CONCURRENTLY) in {:.1} s",

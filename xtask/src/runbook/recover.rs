@@ -452,6 +452,29 @@ fn judge(
             "none of its columns, view or functions exist".into(),
         ));
     }
+    if name == tenancy::CONNECTION_KEY {
+        let row = client
+            .query_one(
+                tenancy::CONNECTION_KEYS_SQL,
+                &[&tenancy::CONNECTION_NEW_KEY, &tenancy::CONNECTION_OLD_KEY],
+            )
+            .context("cannot look up the keys of `Connection`")?;
+        let (adopted, old_key): (bool, bool) = (row.get(0), row.get(1));
+        let (new_key, old) = (tenancy::CONNECTION_NEW_KEY, tenancy::CONNECTION_OLD_KEY);
+        return Ok(match (adopted, old_key) {
+            (false, true) => left_nothing(format!(
+                "`{new_key}` is not a constraint and the old key `{old}` still exists"
+            )),
+            (true, false) => unprovable(format!(
+                "its failure is recorded, but `{new_key}` is the key and `{old}` is gone: it was applied; run `cargo xtask migrate resolve --applied {name}`"
+            )),
+            _ => unprovable(format!(
+                "`{new_key}` is {}a constraint and the old key `{old}` {}: neither before nor after the migration; compare `Connection` with `migrations/{name}/migration.sql` and finish or undo it by hand",
+                if adopted { "" } else { "not " },
+                if old_key { "still exists" } else { "is gone" },
+            )),
+        });
+    }
     let migration = migrations.iter().find(|m| m.name == name);
     if let Some(index) = migration.and_then(Migration::concurrent_index) {
         let valid: Option<bool> = client
