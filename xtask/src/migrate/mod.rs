@@ -1,9 +1,12 @@
 //! `cargo xtask migrate`: status, deploy, resolve and new, compatible with Prisma Migrate. Generic
 //! Prisma bookkeeping: nothing here knows the workspace tenancy release.
 
+pub mod baseline;
+pub(crate) mod checksum;
 pub mod deploy;
 pub mod history;
-pub(crate) mod new;
+pub(crate) mod logs;
+pub mod new;
 pub mod resolve;
 pub mod state;
 pub mod status;

@@ -239,6 +239,13 @@ fn describe(found: &Findings) -> Vec<String> {
 /// The steps recover takes from what it found, or why it will not.
 fn plan(found: &Findings) -> Plan {
     let status = &found.inspection.status;
+    if let Some(not_managed) = &status.not_managed {
+        return Plan::Refuse {
+            step: "inspect".into(),
+            why: format!("{}\n{}", not_managed.summary(), status.advice().join("\n")),
+            conclusion: "❌ recover stopped: the database is not managed by Prisma Migrate, so there is nothing of this release to recover; baseline it first (see above).".into(),
+        };
+    }
     if status.is_up_to_date() {
         return Plan::NothingToRecover;
     }
