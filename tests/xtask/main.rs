@@ -12,6 +12,7 @@ mod lock_safety;
 mod migrate_new;
 mod migrate_resolve;
 mod migrate_status;
+mod prisma;
 mod recover;
 mod release;
 mod rollback;
