@@ -195,6 +195,11 @@ fn the_incident_deployed_by_prisma_is_recovered_by_xtask() {
         1,
         &format!("Following migration have failed:\n{CONTRACT}"),
     );
+    assert_prisma(
+        &prisma.migrate(&repo_dir(), db.url(), &["deploy"]),
+        1,
+        "P3009",
+    );
 
     // Where Prisma is wrong: with a later migration pending, its status lists only that one
     // and says nothing of the failure. Ours reports both.
@@ -514,6 +519,17 @@ fn line_endings_and_the_older_checksum_format_are_not_edits() {
         0,
         "Database schema is up to date!",
     );
+
+    // An applied migration missing from the folder: Prisma is silent, we are not.
+    std::fs::remove_dir_all(dir.path().join(CONTRACT)).unwrap();
+    assert_prisma(
+        &prisma.migrate(dir.path(), db.url(), &["status"]),
+        0,
+        "Database schema is up to date!",
+    );
+    let status = xtask_in(dir.path(), &["migrate", "status"], &db);
+    assert_code(&status, 1);
+    assert!(text(&status.stdout).contains("missing locally"));
 }
 
 /// Any folder with a `migration.sql` is a migration, and both tools order them alike: real
@@ -572,6 +588,19 @@ fn folders_are_migrations_in_prisma_order() {
         .collect();
     assert_eq!(applied, ours, "Prisma applied them in another order");
     assert_code(&xtask_in(dir.path(), &["migrate", "status"], &db), 0);
+
+    // Where we refuse and Prisma does not: a folder without `migration.sql` (Prisma lists it as
+    // pending, and its deploy would stop there, P3015) and a link to a folder (Prisma skips it).
+    std::fs::create_dir(dir.path().join("3_no_script")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("2_c"), dir.path().join("4_linked")).unwrap();
+    let status = prisma.migrate(dir.path(), db.url(), &["status"]);
+    assert_eq!(prisma_pending(&status), ["3_no_script"], "{}", status.all());
+    let refused = xtask_in(dir.path(), &["migrate", "status"], &db);
+    assert_code(&refused, 2);
+    std::fs::remove_dir(dir.path().join("3_no_script")).unwrap();
+    let refused = xtask_in(dir.path(), &["migrate", "status"], &db);
+    assert_code(&refused, 2);
+    assert!(text(&refused.stderr).contains("4_linked` is a symbolic link to a folder"));
 
     // Random names over the characters migration folders use, plus case and accents.
     let alphabet: Vec<char> = "_-.0123456789abzABZ éÉ".chars().collect();
