@@ -419,6 +419,17 @@ fn a_schema_with_tables_is_not_taken_over_and_is_baselined_with_0_init() {
         prisma_pending(&prisma.migrate(&repo_dir(), db.url(), &["status"])).len(),
         migrations::read_dir(&repo_dir()).unwrap().len()
     );
+    // The runbook stops there too, changing nothing.
+    for command in ["recover", "release"] {
+        let output = run_xtask(&[command], Some(db.url()));
+        assert_code(&output, 1);
+        assert!(
+            text(&output.stdout).contains("not managed by Prisma Migrate"),
+            "{command}: {}",
+            both(&output)
+        );
+    }
+    assert!(!table_exists(&mut client, "_prisma_migrations"));
 
     // The baseline: the init schema exists already (made by hand), its folder is `0_init`.
     let dir = tempfile::tempdir().unwrap();

@@ -23,6 +23,15 @@ use anyhow::{Context, Result};
 use crate::error::usage;
 use crate::migrations::prisma_order;
 
+/// Every new migration bounds its own lock waits, whichever tool deploys it (Prisma sets no
+/// `lock_timeout`). The one kind of file that must not have it says so.
+const LOCK_TIMEOUT_PREAMBLE: &str = "\
+-- No statement waits more than 500 ms for a table lock: the migration fails (and `cargo xtask
+-- migrate deploy` retries it) instead of queueing the app behind it. Delete this line only in a
+-- file that is a single CREATE INDEX CONCURRENTLY, which cannot share its file.
+SET LOCAL lock_timeout = '500ms';
+";
+
 /// Prisma truncates names to 200 characters.
 const MAX_NAME_CHARS: usize = 200;
 
@@ -47,7 +56,7 @@ pub(crate) fn new_migration(migrations_dir: &Path, name: &str) -> Result<PathBuf
     let script = dir.join("migration.sql");
     std::fs::write(
         &script,
-        format!("-- {slug}\n-- Write the SQL here; it runs as one script, so an error rolls all of it back.\n"),
+        format!("-- {slug}\n-- Write the SQL here; it runs as one script, so an error rolls all of it back.\n\n{LOCK_TIMEOUT_PREAMBLE}"),
     )
     .with_context(|| format!("cannot write `{}`", script.display()))?;
     Ok(script)
