@@ -51,7 +51,7 @@ pub async fn show(
     Path(slug): Path<String>,
 ) -> AppResult<Response> {
     let provider = known(&slug)?;
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     let points: Vec<DailyPoint> = client
         .query(DAILY_SQL, &[&auth.workspace_id, &provider.slug])
         .await?
@@ -102,7 +102,7 @@ pub async fn connect(
 ) -> AppResult<Response> {
     let provider = known(&slug)?;
     auth.check_csrf(&form.csrf)?;
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     let updated = client
         .execute(
             r#"UPDATE "Connection" SET "status" = 'CONNECTED', "connectedAt" = now(), "updatedAt" = now()
@@ -145,7 +145,7 @@ pub async fn disconnect(
 ) -> AppResult<Response> {
     let provider = known(&slug)?;
     auth.check_csrf(&form.csrf)?;
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     client
         .execute(
             r#"UPDATE "Connection" SET "status" = 'DISCONNECTED', "updatedAt" = now()

@@ -164,6 +164,7 @@ pub fn release(
         &SmokeOptions {
             url: None,
             app_bin: Some(app_bin),
+            browser: false,
         },
     )?;
     let n_ok = report.checks.iter().filter(|c| c.ok).count();
