@@ -6,6 +6,11 @@
 -- Deploy the app of this release first: it names no key in its ON CONFLICT, so it works with
 -- and without the old key, whereas the previous app's ON CONFLICT ("userId", "provider") needs it.
 
+-- No statement here waits more than 500 ms for a table lock, whichever tool runs the file: a
+-- migration that cannot get its lock fails (`cargo xtask migrate deploy` retries it) instead of
+-- queueing the app's queries behind its request. SET LOCAL ends with this script.
+SET LOCAL lock_timeout = '500ms';
+
 -- AddUniqueConstraint
 ALTER TABLE "Connection" ADD CONSTRAINT "Connection_workspaceId_userId_provider_key" UNIQUE USING INDEX "Connection_workspaceId_userId_provider_key";
 

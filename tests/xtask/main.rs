@@ -13,6 +13,7 @@ mod migrate_lint;
 mod migrate_new;
 mod migrate_resolve;
 mod migrate_status;
+mod prisma;
 mod recover;
 mod release;
 mod rollback;

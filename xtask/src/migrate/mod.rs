@@ -1,10 +1,13 @@
 //! `cargo xtask migrate`: status, deploy, resolve and new, compatible with Prisma Migrate. Generic
 //! Prisma bookkeeping: nothing here knows the workspace tenancy release.
 
+pub mod baseline;
+pub(crate) mod checksum;
 pub mod deploy;
 pub mod history;
 pub mod lint;
-pub(crate) mod new;
+pub(crate) mod logs;
+pub mod new;
 pub mod observe;
 pub mod plan;
 pub mod resolve;
@@ -43,10 +46,13 @@ status    every migration: applied, pending, failed, rolled back, edited, missin
           exits 0 only when the database is up to date
 deploy    applies pending migrations in order (up to and including --to NAME), each as one
           script under Prisma's advisory lock (waiting at most --lock-wait seconds, default 60,
-          for another deploy); refuses while a migration is failed, edited or missing
+          for another deploy); refuses while a migration is failed, edited or missing, and
+          refuses a schema with tables but no _prisma_migrations (baseline it with
+          resolve --applied)
 resolve   --rolled-back: a failed migration becomes pending again (its script was rolled back)
           --applied: a failed or pending migration is recorded as applied without running it
-new       creates migrations/<UTC timestamp>_<name>/migration.sql
+new       creates migrations/<UTC timestamp>_<name>/migration.sql, the name made as Prisma's
+          `migrate dev --name` makes it ('Add Users-table! v2' -> add_users_table_v2)
 plan      runs each migration (default: the pending ones; --all: every one) on a shadow
           database, a copy of the schema just before it with sample rows, never your database,
           and shows per statement the locks held, rewrites, scans and validations

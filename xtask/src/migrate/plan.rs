@@ -278,7 +278,13 @@ impl PlanReport {
             .map(|l| format!("{} on `{}`", l.mode.name(), l.table))
             .collect();
         let allowed = findings.len();
-        let mut text = if plan.statements.is_empty() {
+        // Session settings alone (a new migration holds its `SET LOCAL lock_timeout` line) are
+        // not yet a change.
+        let settings_only = plan.statements.iter().all(|s| {
+            let first = s.statement.sql.split_whitespace().next().unwrap_or("");
+            first.eq_ignore_ascii_case("SET") || first.eq_ignore_ascii_case("RESET")
+        });
+        let mut text = if settings_only && plan.failure.is_none() {
             format!("✅ `{}`: no statement yet", plan.name)
         } else if plan
             .statements
