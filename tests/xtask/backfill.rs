@@ -234,14 +234,20 @@ fn a_killed_backfill_resumes_to_the_same_state() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let holder_pid: i32 = lock
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // Blocked by the holder's row lock, not by anything else (an autovacuum that the
+        // backfill's ANALYZE of an earlier table waits for, say).
         let waiting: bool = client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
                  WHERE datname = current_database() AND application_name = 'cargo-xtask'
-                   AND wait_event_type = 'Lock')",
-                &[],
+                   AND $1 = ANY (pg_blocking_pids(pid)))",
+                &[&holder_pid],
             )
             .unwrap()
             .get(0);

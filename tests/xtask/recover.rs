@@ -4,11 +4,11 @@
 use std::time::Duration;
 use xtask::report::{Report, Style};
 
-use datahub_tests::harness::{repo_migrations, run_xtask, text, TestDb};
+use datahub_tests::harness::{latest_migration, repo_migrations, run_xtask, text, TestDb};
 use xtask::backfill::BackfillOptions;
 use xtask::migrate::{self, state::State, DeployOptions};
 use xtask::runbook::{recover, RecoverOptions, RecoverReport};
-use xtask::tenancy::{CONTRACT, EXPAND, INIT};
+use xtask::tenancy::{CONNECTION_KEY, CONNECTION_KEY_INDEX, CONTRACT, EXPAND, INIT};
 
 use crate::assert_stable_snapshot;
 use crate::support::{
@@ -134,7 +134,7 @@ fn scenario_b_expand_failed_too() {
 
 #[test]
 fn nothing_to_recover_on_a_released_database() {
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let mut client = db.client();
     let book = bookkeeping_digest(&mut client);
     let out = run_xtask(&["recover"], Some(db.url()));
@@ -284,4 +284,67 @@ fn recover_json_reports_findings_and_steps() {
     assert_eq!(steps.last(), Some(&("migrate status", "done")));
     assert!(doc["steps"][1]["rows"].is_null() || doc["steps"][1]["rows"].is_number());
     assert_released(&mut db.client());
+}
+
+/// The row a failed deploy leaves: started, not finished, the error in `logs`.
+fn record_failed(client: &mut postgres::Client, name: &str) {
+    let checksum = repo_migrations()
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap()
+        .checksum;
+    client
+        .execute(
+            "INSERT INTO _prisma_migrations (id, checksum, migration_name, logs, started_at, applied_steps_count)
+             VALUES (gen_random_uuid()::text, $1, $2, 'Database error code: 55P03', now(), 0)",
+            &[&checksum, &name],
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_failed_connection_key_migration_is_proved_untouched_and_deployed() {
+    // The migrations after the contract: the key migration failed (its script rolled back),
+    // so the new key is not a constraint and the old key is still there.
+    let db = TestDb::migrated_to(CONNECTION_KEY_INDEX);
+    let mut client = db.client();
+    record_failed(&mut client, CONNECTION_KEY);
+    let dry = run(&db, true);
+    let text = dry.render_with(Style::SNAPSHOT);
+    assert!(
+        text.contains(&format!("resolve {CONNECTION_KEY}"))
+            && text.contains("`Connection_workspaceId_userId_provider_key` is not a constraint and the old key `Connection_userId_provider_key` still exists"),
+        "{text}"
+    );
+    let report = run(&db, false);
+    assert!(report.ok(), "{}", report.render());
+    assert_released(&mut client);
+    let keys: Vec<String> = client
+        .query(
+            r#"SELECT conname::text FROM pg_constraint WHERE conrelid = '"Connection"'::regclass AND contype = 'u' ORDER BY 1"#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys, ["Connection_workspaceId_userId_provider_key"]);
+}
+
+#[test]
+fn a_connection_key_migration_recorded_failed_but_applied_is_not_resolved_away() {
+    let db = TestDb::migrated_to(CONNECTION_KEY);
+    let mut client = db.client();
+    record_failed(&mut client, CONNECTION_KEY);
+    let book = bookkeeping_digest(&mut client);
+    let report = run(&db, false);
+    assert!(!report.ok());
+    let text = report.render();
+    assert!(
+        text.contains(&format!(
+            "cargo xtask migrate resolve --applied {CONNECTION_KEY}"
+        )),
+        "{text}"
+    );
+    assert_eq!(bookkeeping_digest(&mut client), book);
 }

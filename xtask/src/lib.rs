@@ -13,7 +13,7 @@ mod demo;
 mod error;
 pub mod migrate;
 pub mod migrations;
-mod process;
+pub mod process;
 mod project;
 pub mod report;
 pub mod runbook;

@@ -27,7 +27,7 @@ use crate::migrate::state::State;
 use crate::migrate::{self, DeployOptions, Resolution};
 use crate::migrations::Migration;
 use crate::report::{self, backticked, thousands, Report, Style};
-use crate::tenancy::{self, Column, CONTRACT, EXPAND};
+use crate::tenancy::{self, Column, CONTRACT, EXPAND, INIT};
 
 pub(crate) const SUMMARY: &str = "the recovery plan after a failed migration (scenario A/B)";
 
@@ -196,17 +196,22 @@ fn inspect_all(client: &mut Client, migrations: &[Migration]) -> Result<Findings
     for name in &failed {
         judgements.push(judge(client, &inspection, migrations, name)?);
     }
-    let backfill_rows = if inspection.all_columns(Column::NotNull) {
-        BackfillRows::NotNeeded
-    } else if inspection.any_column(Column::Missing) {
-        let rows: i64 = client
-            .query_one(&tenancy::row_count_sql(), &[])
-            .context("cannot count the rows of the Data Hub tables")?
-            .get(0);
-        BackfillRows::AllRows(rows)
-    } else {
-        BackfillRows::Nulls(check::check(client)?.total_nulls())
-    };
+    let tables_exist = inspection.status.state_of(INIT) == Some(&State::Applied);
+    let backfill_rows =
+        if inspection.status.not_managed.is_some() || inspection.all_columns(Column::NotNull) {
+            BackfillRows::NotNeeded
+        } else if !tables_exist {
+            // Not even the init migration is applied: no Data Hub table, no row yet.
+            BackfillRows::AllRows(0)
+        } else if inspection.any_column(Column::Missing) {
+            let rows: i64 = client
+                .query_one(&tenancy::row_count_sql(), &[])
+                .context("cannot count the rows of the Data Hub tables")?
+                .get(0);
+            BackfillRows::AllRows(rows)
+        } else {
+            BackfillRows::Nulls(check::check(client)?.total_nulls())
+        };
     Ok(Findings {
         inspection,
         failed,
@@ -239,6 +244,13 @@ fn describe(found: &Findings) -> Vec<String> {
 /// The steps recover takes from what it found, or why it will not.
 fn plan(found: &Findings) -> Plan {
     let status = &found.inspection.status;
+    if let Some(not_managed) = &status.not_managed {
+        return Plan::Refuse {
+            step: "inspect".into(),
+            why: format!("{}\n{}", not_managed.summary(), status.advice().join("\n")),
+            conclusion: "❌ recover stopped: the database is not managed by Prisma Migrate, so there is nothing of this release to recover; baseline it first (see above).".into(),
+        };
+    }
     if status.is_up_to_date() {
         return Plan::NothingToRecover;
     }
@@ -451,6 +463,29 @@ fn judge(
         return Ok(left_nothing(
             "none of its columns, view or functions exist".into(),
         ));
+    }
+    if name == tenancy::CONNECTION_KEY {
+        let row = client
+            .query_one(
+                tenancy::CONNECTION_KEYS_SQL,
+                &[&tenancy::CONNECTION_NEW_KEY, &tenancy::CONNECTION_OLD_KEY],
+            )
+            .context("cannot look up the keys of `Connection`")?;
+        let (adopted, old_key): (bool, bool) = (row.get(0), row.get(1));
+        let (new_key, old) = (tenancy::CONNECTION_NEW_KEY, tenancy::CONNECTION_OLD_KEY);
+        return Ok(match (adopted, old_key) {
+            (false, true) => left_nothing(format!(
+                "`{new_key}` is not a constraint and the old key `{old}` still exists"
+            )),
+            (true, false) => unprovable(format!(
+                "its failure is recorded, but `{new_key}` is the key and `{old}` is gone: it was applied; run `cargo xtask migrate resolve --applied {name}`"
+            )),
+            _ => unprovable(format!(
+                "`{new_key}` is {}a constraint and the old key `{old}` {}: neither before nor after the migration; compare `Connection` with `migrations/{name}/migration.sql` and finish or undo it by hand",
+                if adopted { "" } else { "not " },
+                if old_key { "still exists" } else { "is gone" },
+            )),
+        });
     }
     let migration = migrations.iter().find(|m| m.name == name);
     if let Some(index) = migration.and_then(Migration::concurrent_index) {

@@ -84,6 +84,15 @@ pub fn release(
 
     // Refuse up front what only a person (or `recover`) may decide.
     let state = inspect::inspect(client, migrations)?;
+    if let Some(not_managed) = &state.status.not_managed {
+        steps.push(Step::failed(
+            "preflight",
+            Instant::now(),
+            not_managed.summary(),
+        ));
+        let next = state.status.advice().into_iter().next().unwrap_or_default();
+        return Ok(steps.stopped("preflight", &next));
+    }
     if let Some(entry) = state.status.entries.iter().find(|e| {
         matches!(
             e.state,
@@ -155,6 +164,7 @@ pub fn release(
         &SmokeOptions {
             url: None,
             app_bin: Some(app_bin),
+            browser: false,
         },
     )?;
     let n_ok = report.checks.iter().filter(|c| c.ok).count();
