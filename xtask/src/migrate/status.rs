@@ -13,18 +13,31 @@ use crate::report::{Report, Style, Table};
 #[derive(Debug, Clone)]
 pub struct StatusReport {
     pub entries: Vec<Entry>,
+    /// The index each `CREATE INDEX CONCURRENTLY` migration builds, by migration name.
+    indexes: Vec<(String, String)>,
 }
 
 pub fn status(client: &mut Client, migrations: &[Migration]) -> Result<StatusReport> {
     let records = history::load(client)?;
     Ok(StatusReport {
         entries: state::compute(migrations, &records),
+        indexes: migrations
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.concurrent_index()?)))
+            .collect(),
     })
 }
 
 impl StatusReport {
     pub fn is_up_to_date(&self) -> bool {
         self.entries.iter().all(|e| e.state == State::Applied)
+    }
+
+    fn index_of(&self, name: &str) -> Option<String> {
+        self.indexes
+            .iter()
+            .find(|(migration, _)| migration == name)
+            .map(|(_, index)| index.clone())
     }
 
     pub(crate) fn count(&self, state: &State) -> usize {
@@ -92,10 +105,7 @@ impl StatusReport {
         for entry in &self.entries {
             let name = &entry.name;
             match entry.state {
-                State::Failed => lines.push(format!(
-                    "migration `{name}` failed (started {} UTC); PostgreSQL rolled its script back. Fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)",
-                    entry.at.as_deref().unwrap_or("?")
-                )),
+                State::Failed => lines.push(failed_advice(entry, self.index_of(name))),
                 State::Edited => lines.push(format!(
                     "migration `{name}` was changed after it was applied: restore it (`git checkout -- migrations/{name}/migration.sql`) and put the change in a new migration (`cargo xtask migrate new NAME`)"
                 )),
@@ -112,6 +122,31 @@ impl StatusReport {
             ));
         }
         lines
+    }
+}
+
+/// What to do about a failed row, true to what the row shows. With an error in its logs, the
+/// tool that ran the script saw it fail: PostgreSQL rolled it back (an index build leaves an
+/// INVALID index). Without one, that tool stopped before it could record an outcome (killed,
+/// or its connection lost), and the server may have gone on and committed the script: only
+/// the catalog can tell, which is what `recover` reads.
+fn failed_advice(entry: &Entry, index: Option<String>) -> String {
+    let name = &entry.name;
+    let at = entry.at.as_deref().unwrap_or("?");
+    let recorded = entry
+        .logs
+        .as_deref()
+        .is_some_and(|logs| !logs.trim().is_empty());
+    match (recorded, index) {
+        (false, _) => format!(
+            "migration `{name}` started at {at} UTC and has no recorded outcome: the process that ran it stopped (killed, or its connection lost), and its backend may have gone on and applied the script. Run `cargo xtask recover`: it waits for a backend still running it, proves from the catalog whether it was applied, and resolves it either way (by hand: compare the database with the file, then `cargo xtask migrate resolve --applied {name}` or `--rolled-back {name}`)"
+        ),
+        (true, Some(index)) => format!(
+            "migration `{name}` failed (started {at} UTC) and may have left an INVALID index `{index}`. Run `cargo xtask recover`, which drops it and builds the index again (by hand: `DROP INDEX CONCURRENTLY \"{index}\"`, `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)"
+        ),
+        (true, None) => format!(
+            "migration `{name}` failed (started {at} UTC); PostgreSQL rolled its script back. Fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)"
+        ),
     }
 }
 
