@@ -144,213 +144,20 @@ impl DatabaseUrl {
                 "the database URL has an `@` where only the one before the host may be: percent-encode `@`, `/`, `?` and `:` in the user name and password (`%40`, `%2F`, `%3F`, `%3A`)",
             ));
         }
-
-        let mut config = Config::new();
-        let (userinfo, host_list) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, authority),
-        };
-        if let Some(userinfo) = userinfo {
-            let (user, password) = match userinfo.split_once(':') {
-                Some((user, password)) => (user, Some(password)),
-                None => (userinfo, None),
-            };
-            if !user.is_empty() {
-                config.user(percent_decode(user, "the user name")?);
-            }
-            if let Some(password) = password {
-                config.password(percent_decode_bytes(password, "the password")?);
-            }
-        }
-        let mut ports = Vec::new();
-        let mut hosts = Vec::new();
-        for entry in host_list.split(',').filter(|entry| !entry.is_empty()) {
-            let (host, port) = split_host_port(entry)?;
-            hosts.push(percent_decode(host, "the host")?);
-            if let Some(port) = port {
-                ports.push(parse_port(port)?);
-            }
-        }
+        let mut reader = Reader::default();
+        reader.authority(authority)?;
         if !path.is_empty() {
-            config.dbname(percent_decode(path, "the database name")?);
+            reader
+                .config
+                .dbname(percent_decode(path, "the database name")?);
         }
-
-        let mut schema = None;
-        let mut tls = None;
-        let mut root_certificate = None;
-        let mut strict = false;
-        let mut application_name_given = false;
-        let mut connect_timeout_given = false;
-        let mut connection_limit = None;
-        let mut pool_timeout = None;
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = percent_decode(key, "a parameter name")?;
             let value = percent_decode(value, &format!("`{key}`"))?;
-            match key.as_str() {
-                "schema" => {
-                    if value.is_empty() {
-                        return Err(error("`schema` in the database URL is empty; name a schema or leave the parameter out"));
-                    }
-                    schema = Some(value);
-                }
-                "sslmode" => tls = Some(TlsMode::parse(&value)?),
-                // libpq's name for the certificate to verify the server with; Prisma calls the
-                // same file `sslcert`.
-                "sslrootcert" | "sslcert" => root_certificate = Some(PathBuf::from(value)),
-                "sslaccept" => match value.as_str() {
-                    "strict" => strict = true,
-                    "accept_invalid_certs" => {}
-                    _ => return Err(error("`sslaccept` in the database URL must be `strict` or `accept_invalid_certs`")),
-                },
-                "sslidentity" | "sslpassword" | "sslkey" => {
-                    return Err(error(format!(
-                        "`{key}` in the database URL asks for a client certificate, which is not supported; authenticate with a password"
-                    )))
-                }
-                "host" => hosts.push(value),
-                "port" => ports.push(parse_port(&value)?),
-                "user" => {
-                    config.user(value);
-                }
-                "password" => {
-                    config.password(value);
-                }
-                "dbname" => {
-                    config.dbname(value);
-                }
-                "options" => {
-                    config.options(value);
-                }
-                "application_name" => {
-                    application_name_given = true;
-                    config.application_name(value);
-                }
-                "connect_timeout" => {
-                    connect_timeout_given = true;
-                    let seconds = parse_seconds(&key, &value)?;
-                    // libpq: zero (or a negative number) means wait forever.
-                    if seconds > 0 {
-                        config.connect_timeout(Duration::from_secs(seconds));
-                    }
-                }
-                "tcp_user_timeout" => {
-                    config.tcp_user_timeout(Duration::from_millis(parse_seconds(&key, &value)?));
-                }
-                "keepalives" => {
-                    config.keepalives(value != "0");
-                }
-                "keepalives_idle" => {
-                    config.keepalives_idle(Duration::from_secs(parse_seconds(&key, &value)?));
-                }
-                "keepalives_interval" => {
-                    config.keepalives_interval(Duration::from_secs(parse_seconds(&key, &value)?));
-                }
-                "keepalives_retries" => {
-                    let retries = u32::try_from(parse_seconds(&key, &value)?)
-                        .map_err(|_| error("`keepalives_retries` in the database URL is too large"))?;
-                    config.keepalives_retries(retries);
-                }
-                "target_session_attrs" => {
-                    config.target_session_attrs(match value.as_str() {
-                        "any" => TargetSessionAttrs::Any,
-                        "read-write" => TargetSessionAttrs::ReadWrite,
-                        "read-only" => TargetSessionAttrs::ReadOnly,
-                        _ => return Err(error("`target_session_attrs` in the database URL must be any, read-write or read-only")),
-                    });
-                }
-                "channel_binding" => {
-                    config.channel_binding(match value.as_str() {
-                        "disable" => ChannelBinding::Disable,
-                        "prefer" => ChannelBinding::Prefer,
-                        "require" => ChannelBinding::Require,
-                        _ => return Err(error("`channel_binding` in the database URL must be disable, prefer or require")),
-                    });
-                }
-                "load_balance_hosts" => {
-                    config.load_balance_hosts(match value.as_str() {
-                        "disable" => LoadBalanceHosts::Disable,
-                        "random" => LoadBalanceHosts::Random,
-                        _ => return Err(error("`load_balance_hosts` in the database URL must be disable or random")),
-                    });
-                }
-                "hostaddr" => {
-                    for address in value.split(',') {
-                        config.hostaddr(address.parse().map_err(|_| {
-                            error("`hostaddr` in the database URL must be IP addresses")
-                        })?);
-                    }
-                }
-                "connection_limit" => {
-                    let limit = parse_seconds(&key, &value)?;
-                    connection_limit = Some(usize::try_from(limit.max(1)).unwrap_or(usize::MAX));
-                }
-                "pool_timeout" => {
-                    pool_timeout = Some(Duration::from_secs(parse_seconds(&key, &value)?));
-                }
-                _ if PRISMA_POOL_PARAMETERS.contains(&key.as_str()) => {}
-                _ => {
-                    return Err(error(format!(
-                        "unknown parameter `{key}` in the database URL; PostgreSQL takes {} and Prisma adds schema, sslmode, sslcert, sslaccept, {}",
-                        DRIVER_PARAMETERS.join(", "),
-                        PRISMA_POOL_PARAMETERS.join(", ")
-                    )))
-                }
-            }
+            reader.parameter(&key, value)?;
         }
-
-        if hosts.is_empty() {
-            return Err(error(
-                "the database URL names no host: write `postgresql://USER:PASSWORD@HOST:PORT/DATABASE` (or `?host=/path/to/socket/dir` for a Unix socket)",
-            ));
-        }
-        for host in &hosts {
-            if host.starts_with('/') {
-                config.host_path(host);
-            } else {
-                config.host(host);
-            }
-        }
-        if ports.len() > 1 && ports.len() != hosts.len() {
-            return Err(error(
-                "the database URL gives a different number of ports than hosts",
-            ));
-        }
-        for port in ports {
-            config.port(port);
-        }
-        let unix_socket = config
-            .get_hosts()
-            .iter()
-            .all(|host| matches!(host, Host::Unix(_)));
-        let mut tls = tls.unwrap_or(TlsMode::Prefer);
-        if strict && matches!(tls, TlsMode::Prefer | TlsMode::Require) {
-            // Prisma's `sslaccept=strict`: the certificate is checked, as libpq's verify-full.
-            tls = TlsMode::VerifyFull;
-        }
-        // As libpq: no TLS over a Unix socket, where the connection never leaves the machine.
-        config.ssl_mode(match tls {
-            _ if unix_socket => SslMode::Disable,
-            TlsMode::Disable => SslMode::Disable,
-            TlsMode::Prefer => SslMode::Prefer,
-            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
-        });
-        if !application_name_given {
-            config.application_name(application_name);
-        }
-        if !connect_timeout_given {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        Ok(DatabaseUrl {
-            secret: raw.to_string(),
-            config,
-            schema,
-            tls,
-            root_certificate,
-            unix_socket,
-            connection_limit,
-            pool_timeout,
-        })
+        reader.finish(raw, application_name)
     }
 
     /// The driver's configuration (password included: hand it to the client, never print it).
@@ -440,6 +247,230 @@ impl DatabaseUrl {
             error(format!(
                 "cannot set up TLS for the database connection: {e}"
             ))
+        })
+    }
+}
+
+/// What the URL says, gathered part by part before it becomes a [`DatabaseUrl`].
+#[derive(Default)]
+struct Reader {
+    config: Config,
+    hosts: Vec<String>,
+    ports: Vec<u16>,
+    schema: Option<String>,
+    tls: Option<TlsMode>,
+    root_certificate: Option<PathBuf>,
+    strict: bool,
+    application_name_given: bool,
+    connect_timeout_given: bool,
+    connection_limit: Option<usize>,
+    pool_timeout: Option<Duration>,
+}
+
+impl Reader {
+    /// `user:password@host:port,host:port`.
+    fn authority(&mut self, authority: &str) -> Result<(), UrlError> {
+        let (userinfo, host_list) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, authority),
+        };
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            if !user.is_empty() {
+                self.config.user(percent_decode(user, "the user name")?);
+            }
+            if let Some(password) = password {
+                self.config
+                    .password(percent_decode_bytes(password, "the password")?);
+            }
+        }
+        for entry in host_list.split(',').filter(|entry| !entry.is_empty()) {
+            let (host, port) = split_host_port(entry)?;
+            self.hosts.push(percent_decode(host, "the host")?);
+            if let Some(port) = port {
+                self.ports.push(parse_port(port)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// One `key=value` of the query string, decoded.
+    fn parameter(&mut self, key: &str, value: String) -> Result<(), UrlError> {
+        let config = &mut self.config;
+        match key {
+            "schema" => {
+                if value.is_empty() {
+                    return Err(error("`schema` in the database URL is empty; name a schema or leave the parameter out"));
+                }
+                self.schema = Some(value);
+            }
+            "sslmode" => self.tls = Some(TlsMode::parse(&value)?),
+            // libpq's name for the certificate to verify the server with; Prisma calls the
+            // same file `sslcert`.
+            "sslrootcert" | "sslcert" => self.root_certificate = Some(PathBuf::from(value)),
+            "sslaccept" => match value.as_str() {
+                "strict" => self.strict = true,
+                "accept_invalid_certs" => {}
+                _ => return Err(error("`sslaccept` in the database URL must be `strict` or `accept_invalid_certs`")),
+            },
+            "sslidentity" | "sslpassword" | "sslkey" => {
+                return Err(error(format!(
+                    "`{key}` in the database URL asks for a client certificate, which is not supported; authenticate with a password"
+                )))
+            }
+            "host" => self.hosts.push(value),
+            "port" => self.ports.push(parse_port(&value)?),
+            "user" => {
+                config.user(value);
+            }
+            "password" => {
+                config.password(value);
+            }
+            "dbname" => {
+                config.dbname(value);
+            }
+            "options" => {
+                config.options(value);
+            }
+            "application_name" => {
+                self.application_name_given = true;
+                config.application_name(value);
+            }
+            "connect_timeout" => {
+                self.connect_timeout_given = true;
+                let seconds = parse_seconds(key, &value)?;
+                // libpq: zero (or a negative number) means wait forever.
+                if seconds > 0 {
+                    config.connect_timeout(Duration::from_secs(seconds));
+                }
+            }
+            "tcp_user_timeout" => {
+                config.tcp_user_timeout(Duration::from_millis(parse_seconds(key, &value)?));
+            }
+            "keepalives" => {
+                config.keepalives(value != "0");
+            }
+            "keepalives_idle" => {
+                config.keepalives_idle(Duration::from_secs(parse_seconds(key, &value)?));
+            }
+            "keepalives_interval" => {
+                config.keepalives_interval(Duration::from_secs(parse_seconds(key, &value)?));
+            }
+            "keepalives_retries" => {
+                let retries = u32::try_from(parse_seconds(key, &value)?)
+                    .map_err(|_| error("`keepalives_retries` in the database URL is too large"))?;
+                config.keepalives_retries(retries);
+            }
+            "target_session_attrs" => {
+                config.target_session_attrs(match value.as_str() {
+                    "any" => TargetSessionAttrs::Any,
+                    "read-write" => TargetSessionAttrs::ReadWrite,
+                    "read-only" => TargetSessionAttrs::ReadOnly,
+                    _ => return Err(error("`target_session_attrs` in the database URL must be any, read-write or read-only")),
+                });
+            }
+            "channel_binding" => {
+                config.channel_binding(match value.as_str() {
+                    "disable" => ChannelBinding::Disable,
+                    "prefer" => ChannelBinding::Prefer,
+                    "require" => ChannelBinding::Require,
+                    _ => return Err(error("`channel_binding` in the database URL must be disable, prefer or require")),
+                });
+            }
+            "load_balance_hosts" => {
+                config.load_balance_hosts(match value.as_str() {
+                    "disable" => LoadBalanceHosts::Disable,
+                    "random" => LoadBalanceHosts::Random,
+                    _ => return Err(error("`load_balance_hosts` in the database URL must be disable or random")),
+                });
+            }
+            "hostaddr" => {
+                for address in value.split(',') {
+                    config.hostaddr(address.parse().map_err(|_| {
+                        error("`hostaddr` in the database URL must be IP addresses")
+                    })?);
+                }
+            }
+            "connection_limit" => {
+                let limit = parse_seconds(key, &value)?;
+                self.connection_limit = Some(usize::try_from(limit.max(1)).unwrap_or(usize::MAX));
+            }
+            "pool_timeout" => {
+                self.pool_timeout = Some(Duration::from_secs(parse_seconds(key, &value)?));
+            }
+            _ if PRISMA_POOL_PARAMETERS.contains(&key) => {}
+            _ => {
+                return Err(error(format!(
+                    "unknown parameter `{key}` in the database URL; PostgreSQL takes {} and Prisma adds schema, sslmode, sslcert, sslaccept, {}",
+                    DRIVER_PARAMETERS.join(", "),
+                    PRISMA_POOL_PARAMETERS.join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, raw: &str, application_name: &str) -> Result<DatabaseUrl, UrlError> {
+        let Reader {
+            mut config,
+            hosts,
+            ports,
+            ..
+        } = self;
+        if hosts.is_empty() {
+            return Err(error(
+                "the database URL names no host: write `postgresql://USER:PASSWORD@HOST:PORT/DATABASE` (or `?host=/path/to/socket/dir` for a Unix socket)",
+            ));
+        }
+        for host in &hosts {
+            if host.starts_with('/') {
+                config.host_path(host);
+            } else {
+                config.host(host);
+            }
+        }
+        if ports.len() > 1 && ports.len() != hosts.len() {
+            return Err(error(
+                "the database URL gives a different number of ports than hosts",
+            ));
+        }
+        for port in ports {
+            config.port(port);
+        }
+        let unix_socket = config
+            .get_hosts()
+            .iter()
+            .all(|host| matches!(host, Host::Unix(_)));
+        let mut tls = self.tls.unwrap_or(TlsMode::Prefer);
+        if self.strict && matches!(tls, TlsMode::Prefer | TlsMode::Require) {
+            // Prisma's `sslaccept=strict`: the certificate is checked, as libpq's verify-full.
+            tls = TlsMode::VerifyFull;
+        }
+        // As libpq: no TLS over a Unix socket, where the connection never leaves the machine.
+        config.ssl_mode(match tls {
+            _ if unix_socket => SslMode::Disable,
+            TlsMode::Disable => SslMode::Disable,
+            TlsMode::Prefer => SslMode::Prefer,
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
+        });
+        if !self.application_name_given {
+            config.application_name(application_name);
+        }
+        if !self.connect_timeout_given {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        Ok(DatabaseUrl {
+            secret: raw.to_string(),
+            config,
+            schema: self.schema,
+            tls,
+            root_certificate: self.root_certificate,
+            unix_socket,
+            connection_limit: self.connection_limit,
+            pool_timeout: self.pool_timeout,
         })
     }
 }
