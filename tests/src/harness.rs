@@ -364,7 +364,8 @@ pub struct OwnCluster {
 }
 
 impl OwnCluster {
-    pub fn start() -> OwnCluster {
+    /// A plain cluster, like the shared one.
+    pub fn plain() -> OwnCluster {
         let cluster = TempCluster::start_watched_by(&binaries().xtask)
             .unwrap_or_else(|error| panic!("cannot start a throwaway PostgreSQL: {error:#}"));
         OwnCluster { cluster }

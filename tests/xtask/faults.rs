@@ -93,12 +93,14 @@ matrix! {
     deploy_sigkill_in_contract: Deploy, At::InContract, Sigkill;
     deploy_sigterm_in_contract: Deploy, At::InContract, Sigterm;
     deploy_sigint_in_contract: Deploy, At::InContract, Sigint;
+    deploy_sigint_in_index_build: Deploy, At::InIndexBuild, Sigint;
     deploy_terminated_in_contract: Deploy, At::InContract, TerminateBackends;
     deploy_restart_in_contract: Deploy, At::InContract, RestartServer;
     backfill_sigkill_in_held_rows: Backfill, At::InHeldRows, Sigkill;
     backfill_sigterm_in_held_rows: Backfill, At::InHeldRows, Sigterm;
     backfill_terminated_in_held_rows: Backfill, At::InHeldRows, TerminateBackends;
     backfill_restart_in_held_rows: Backfill, At::InHeldRows, RestartServer;
+    backfill_sigint_in_held_rows: Backfill, At::InHeldRows, Sigint;
     release_sigkill_after_deploy_expand: Release, At::AfterStep("deploy expand"), Sigkill;
     release_sigkill_after_backfill: Release, At::AfterStep("backfill"), Sigkill;
     release_sigterm_after_check: Release, At::AfterStep("check"), Sigterm;
@@ -107,16 +109,19 @@ matrix! {
     release_sigkill_in_contract: Release, At::InContract, Sigkill;
     release_sigterm_in_contract: Release, At::InContract, Sigterm;
     release_terminated_in_contract: Release, At::InContract, TerminateBackends;
+    release_restart_in_index_build: Release, At::InIndexBuild, RestartServer;
     release_sigkill_in_smoke: Release, At::InSmoke, Sigkill;
     release_sigterm_in_smoke: Release, At::InSmoke, Sigterm;
     recover_sigkill_after_resolve: Recover, At::AfterStep("resolve"), Sigkill;
     recover_sigkill_in_held_rows: Recover, At::InHeldRows, Sigkill;
     recover_sigkill_in_contract: Recover, At::InContract, Sigkill;
     recover_sigterm_in_contract: Recover, At::InContract, Sigterm;
+    recover_terminated_in_contract: Recover, At::InContract, TerminateBackends;
     recover_restart_in_contract: Recover, At::InContract, RestartServer;
     rollback_sigkill_in_drop_not_null: Rollback, At::InRollback, Sigkill;
     rollback_sigterm_in_drop_not_null: Rollback, At::InRollback, Sigterm;
     rollback_terminated_in_drop_not_null: Rollback, At::InRollback, TerminateBackends;
+    rollback_restart_in_drop_not_null: Rollback, At::InRollback, RestartServer;
 }
 
 /// The database a case starts from, on the shared server or on a cluster of its own.
@@ -129,7 +134,7 @@ struct Database {
 impl Database {
     fn new(own_cluster: bool) -> Database {
         if own_cluster {
-            let own = OwnCluster::start();
+            let own = OwnCluster::plain();
             Database {
                 url: own.database_migrated_to(INIT),
                 _test_db: None,
@@ -177,7 +182,8 @@ fn quiet() -> BackfillOptions {
 /// The migration just before the contract: the last index.
 fn last_index() -> String {
     let migrations = repo_migrations();
-    migrations[migrations.len() - 2].name.clone()
+    let contract = migrations.iter().position(|m| m.name == CONTRACT).unwrap();
+    migrations[contract - 1].name.clone()
 }
 
 /// Builds the state the case starts from: seeded pre-tenancy data, then as far as the command

@@ -126,45 +126,62 @@ fn normal_form(sql: &str) -> String {
         .collect()
 }
 
-/// Runs the migration's script (one `CREATE INDEX CONCURRENTLY`) under the watcher.
-pub(crate) fn build(
-    client: &mut Client,
-    url: &DatabaseUrl,
-    migration: &Migration,
-    index: &str,
-    budget: Duration,
-) -> Result<Build> {
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .context("cannot read the backend pid of the index build")?
-        .get(0);
-    let mut watcher_client = url
-        .connect()
-        .context("cannot open the connection that watches the index build")?;
-    let token = client.cancel_token();
-    let done = AtomicBool::new(false);
-    let gave_up: Mutex<Option<String>> = Mutex::new(None);
-    let outcome = std::thread::scope(|scope| {
-        let watcher = scope.spawn(|| {
-            watch(
-                &mut watcher_client,
-                pid,
-                index,
-                budget,
-                &done,
-                &gave_up,
-                &token,
-            )
+/// What watches an index build: the build's backend pid and a second connection. Opened before
+/// the attempt is recorded, so that failing to open it leaves nothing behind.
+pub(crate) struct Watcher {
+    pid: i32,
+    client: Client,
+}
+
+impl Watcher {
+    pub(crate) fn open(client: &mut Client, url: &DatabaseUrl) -> Result<Watcher> {
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .context("cannot read the backend pid of the index build")?
+            .get(0);
+        let watcher = url
+            .connect()
+            .context("cannot open the connection that watches the index build")?;
+        Ok(Watcher {
+            pid,
+            client: watcher,
+        })
+    }
+
+    /// Runs the migration's script (one `CREATE INDEX CONCURRENTLY`) under the watcher.
+    pub(crate) fn build(
+        mut self,
+        client: &mut Client,
+        migration: &Migration,
+        index: &str,
+        budget: Duration,
+    ) -> Build {
+        let token = client.cancel_token();
+        let done = AtomicBool::new(false);
+        let gave_up: Mutex<Option<String>> = Mutex::new(None);
+        let pid = self.pid;
+        let outcome = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                watch(
+                    &mut self.client,
+                    pid,
+                    index,
+                    budget,
+                    &done,
+                    &gave_up,
+                    &token,
+                )
+            });
+            let outcome =
+                interrupt::cancellable(client, |client| client.batch_execute(&migration.script));
+            done.store(true, Ordering::SeqCst);
+            // The watcher's own errors (a lost second connection) only end the watching.
+            let _ = watcher.join();
+            outcome
         });
-        let outcome =
-            interrupt::cancellable(client, |client| client.batch_execute(&migration.script));
-        done.store(true, Ordering::SeqCst);
-        // The watcher's own errors (a lost second connection) only end the watching.
-        let _ = watcher.join();
-        outcome
-    });
-    let gave_up = gave_up.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(Build { outcome, gave_up })
+        let gave_up = gave_up.into_inner().unwrap_or_else(|e| e.into_inner());
+        Build { outcome, gave_up }
+    }
 }
 
 /// The watcher: prints phase changes and waits, and cancels the build when its waits add up to

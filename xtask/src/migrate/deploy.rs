@@ -218,26 +218,45 @@ fn apply(
     eprintln!("applying `{name}` ...");
     let started = Instant::now();
     let index = migration.concurrent_index();
-    if let Some(index) = &index {
-        concurrent::drop_invalid_index(client, index, options.lock_timeout, options.lock_budget)?;
-    }
+    // Everything that can fail before the script runs is done before the attempt is recorded,
+    // so that such a failure leaves no row behind.
+    let watcher = match &index {
+        Some(index) => {
+            concurrent::drop_invalid_index(
+                client,
+                index,
+                options.lock_timeout,
+                options.lock_budget,
+            )?;
+            Some(concurrent::Watcher::open(client, url)?)
+        }
+        None => {
+            db::set_lock_timeout(client, options.lock_timeout)?;
+            None
+        }
+    };
     let id = history::insert_started(client, name, &migration.checksum)?;
-    let run = match &index {
+    let run = match (&index, watcher) {
         // CREATE INDEX CONCURRENTLY takes SHARE UPDATE EXCLUSIVE, which never blocks the app's
         // reads or writes; its waits for other transactions are watched and bounded instead.
-        Some(index) => {
-            let build = concurrent::build(client, url, migration, index, options.lock_budget)?;
+        (Some(index), Some(watcher)) => {
+            let build = watcher.build(client, migration, index, options.lock_budget);
             Run {
                 outcome: build.outcome,
                 lock_timeouts: 0,
                 gave_up: build.gave_up,
             }
         }
-        None => run_script(client, migration, options)?,
+        _ => run_script(client, migration, options),
     };
     match run.outcome {
         Ok(()) => {
-            record(client, |client| history::mark_finished(client, &id))?;
+            record(client, |client| history::mark_finished(client, &id)).map_err(|error| {
+                error.context(failure(
+                    Left::Unknown,
+                    format!("`{name}` was applied, but its success could not be recorded in `_prisma_migrations`, which shows it as failed: run `cargo xtask recover`, which proves from the catalog that it was applied"),
+                ))
+            })?;
             Ok(Applied {
                 name: name.clone(),
                 duration: started.elapsed(),
@@ -276,8 +295,7 @@ struct Tried {
 /// Runs a (transactional) migration script under `lock_timeout`, retrying lock timeouts with
 /// backoff within the lock budget. The script is one simple-query message, as Prisma sends it,
 /// so PostgreSQL runs it as one transaction and rolls it back whole on any error.
-fn run_script(client: &mut Client, migration: &Migration, options: &DeployOptions) -> Result<Run> {
-    db::set_lock_timeout(client, options.lock_timeout)?;
+fn run_script(client: &mut Client, migration: &Migration, options: &DeployOptions) -> Run {
     let tries = db::retry_on_lock_timeout(
         &format!("`{}`", migration.name),
         options.lock_timeout,
@@ -295,9 +313,8 @@ fn run_script(client: &mut Client, migration: &Migration, options: &DeployOption
         },
     );
     if !client.is_closed() {
-        client
-            .batch_execute("RESET lock_timeout")
-            .context("cannot reset `lock_timeout`")?;
+        // Failing to reset only leaves this session's lock_timeout short; the outcome decides.
+        let _ = client.batch_execute("RESET lock_timeout");
     }
     let gave_up = (tries.gave_up && crate::interrupt::requested().is_none()).then(|| {
         format!(
@@ -307,11 +324,11 @@ fn run_script(client: &mut Client, migration: &Migration, options: &DeployOption
             options.lock_budget.as_secs()
         )
     });
-    Ok(Run {
+    Run {
         outcome: tries.outcome,
         lock_timeouts: tries.lock_timeouts,
         gave_up,
-    })
+    }
 }
 
 /// Records what a failed attempt really left, and returns the error that says so.
@@ -352,7 +369,7 @@ fn settle_failure(
     let Some(why) = stopped else {
         if let Err(record_error) = record(client, |client| history::mark_failed(client, id, &logs))
         {
-            return record_error;
+            return unrecorded(record_error, name);
         }
         let lock_note = match tried.lock_timeouts {
             0 => String::new(),
@@ -386,7 +403,7 @@ fn settle_failure(
     if let Err(record_error) = record(client, |client| {
         history::mark_rolled_back(client, id, &logs)
     }) {
-        return record_error;
+        return unrecorded(record_error, name);
     }
     let next = match signal {
         Some(_) => "run the command again to continue".to_string(),
@@ -404,6 +421,14 @@ fn settle_failure(
             .context(failure(Left::RolledBack, message)),
         None => anyhow!(logs).context(failure(Left::RolledBack, message)),
     }
+}
+
+/// The outcome of an attempt could not be written: the row still says "failed".
+fn unrecorded(error: anyhow::Error, name: &str) -> anyhow::Error {
+    error.context(failure(
+        Left::Unknown,
+        format!("the outcome of `{name}` could not be recorded in `_prisma_migrations`, which shows it as failed: run `cargo xtask recover`, which proves from the catalog what the script left"),
+    ))
 }
 
 /// Writes the outcome of an attempt. A cancel request meant for the script can still arrive

@@ -120,10 +120,12 @@ pub fn release(
         }
         Err(error) => {
             steps.push(Step::error("build", started, &error));
-            return Ok(steps.stopped(
-                "build",
-                "fix the build, then run `cargo xtask release` again",
-            ));
+            // Ctrl-C reaches cargo too: a build cut short by it is not a broken build.
+            let next = match crate::interrupt::requested() {
+                Some(_) => "the database steps are done; run `cargo xtask release` again to build and smoke",
+                None => "fix the build, then run `cargo xtask release` again",
+            };
+            return Ok(steps.stopped("build", next));
         }
     };
 
