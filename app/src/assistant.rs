@@ -1,7 +1,8 @@
 //! The Master Chat assistant: answers from the workspace's own metrics, for the provider the
 //! question names or for all of them. Every query is scoped by `workspaceId`.
 
-use deadpool_postgres::Client;
+use crate::db::DbClient;
+use crate::error::AppResult;
 
 use crate::providers::{self, Provider, PROVIDERS};
 
@@ -28,7 +29,7 @@ struct Totals {
     until: String,
 }
 
-pub async fn reply(client: &Client, workspace_id: &str, question: &str) -> anyhow::Result<String> {
+pub async fn reply(client: &mut DbClient, workspace_id: &str, question: &str) -> AppResult<String> {
     let rows = client.query(TOTALS_SQL, &[&workspace_id]).await?;
     let totals: Vec<Totals> = rows
         .iter()

@@ -3,42 +3,66 @@
 
 pub mod assistant;
 pub mod chart;
+pub mod config;
 pub mod db;
 pub mod error;
+pub mod hashing;
 pub mod pages;
 pub mod providers;
+pub mod security;
+pub mod server;
 pub mod session;
+pub mod throttle;
 pub mod views;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
-/// What every handler gets: the database pool and the templates.
+pub use config::Config;
+pub use db::Db;
+pub use server::Limits;
+
+/// What every handler gets: the database, the templates, the configuration, the bounded
+/// password hasher and the sign-in throttle.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: deadpool_postgres::Pool,
+    pub db: Arc<Db>,
     pub views: Arc<views::Views>,
+    pub config: Arc<Config>,
+    pub hasher: hashing::Hasher,
+    pub throttle: Arc<Mutex<throttle::Throttle>>,
 }
 
 impl AppState {
-    pub fn new(pool: deadpool_postgres::Pool) -> AppState {
+    pub fn new(db: Arc<Db>, config: Config) -> AppState {
         AppState {
-            pool,
+            db,
             views: Arc::new(views::Views::new()),
+            config: Arc::new(config),
+            hasher: hashing::Hasher::for_this_machine(),
+            throttle: Arc::default(),
         }
     }
 }
 
-/// Form posts are small; anything larger is refused before a handler sees it.
-const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Form posts are small, but a chat message of 2,000 characters of up to 4 UTF-8 bytes each,
+/// every byte sent as `%XX`, is 24,000 bytes; 32 KiB holds it with the other fields.
+pub const MAX_BODY_BYTES: usize = 32 * 1024;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, limits: &Limits) -> Router {
     Router::new()
         .route("/", get(pages::root))
         .route("/healthz", get(pages::health))
+        .route("/assets/app.css", get(pages::stylesheet))
+        .route("/favicon.ico", get(pages::favicon))
         .route("/login", get(pages::login::form).post(pages::login::submit))
         .route("/logout", post(pages::login::logout))
         .route("/data", get(pages::overview::show))
@@ -50,17 +74,69 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/chat", post(pages::chat::send))
         .route("/workspace", post(pages::workspace::switch))
+        .method_not_allowed_fallback(pages::method_not_allowed)
         .fallback(pages::not_found)
+        // Innermost first: the body limit, the whole-request deadline (which also ends slowly
+        // sent bodies), the cross-site check, the error page for every bare refusal, and the
+        // security headers on everything.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            security::same_origin_only,
+        ))
+        .layer(from_fn(error::error_pages))
+        .layer(from_fn_with_state(state.clone(), security::headers))
         .with_state(state)
 }
 
-/// Serves until Ctrl-C or SIGTERM.
+/// Serves with the default limits until Ctrl-C or SIGTERM.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+    serve_with(listener, state, &Limits::default(), shutdown_signal()).await
+}
+
+/// Serves until `shutdown` resolves, with the housekeeping that runs beside the requests:
+/// burst summaries of failed sign-ins and forgotten throttle counters every minute, expired
+/// sessions deleted every five.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let sweeper = tokio::spawn(sweep_throttle(Arc::clone(&state.throttle)));
+    let cleaner = tokio::spawn(session::delete_expired_every(
+        Arc::clone(&state.db),
+        Duration::from_secs(5 * 60),
+    ));
+    let served = server::serve(listener, router(state, limits), limits, shutdown).await;
+    sweeper.abort();
+    cleaner.abort();
+    Ok(served?)
+}
+
+async fn sweep_throttle(throttle: Arc<Mutex<throttle::Throttle>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let ended = throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sweep(Instant::now());
+        for burst in ended {
+            tracing::warn!(
+                kind = burst.kind,
+                key = %burst.key,
+                failures = burst.failures,
+                lasted_s = burst.lasted.as_secs(),
+                last_peer = %burst.last_peer,
+                "sign-in failure burst ended"
+            );
+        }
+    }
 }
 
 async fn shutdown_signal() {

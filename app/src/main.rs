@@ -8,14 +8,19 @@ const HELP: &str = "\
 app: the Data Hub web app
 
 USAGE:
-    app [--listen ADDR]
+    app [--listen ADDR] [--public-url URL]
 
-    --listen ADDR   where to listen (default: LISTEN_ADDR or 127.0.0.1:3000)
-    DATABASE_URL    the database (Prisma-style URLs work, including ?schema= and sslmode)
+    --listen ADDR       where to listen (default: LISTEN_ADDR or 127.0.0.1:3000)
+    --public-url URL    the address browsers use (default: DATAHUB_PUBLIC_URL); with https://
+                        the session cookie is Secure and HSTS is sent
+    DATABASE_URL        the database (Prisma-style URLs work, including ?schema= and sslmode)
+    DATAHUB_PSEUDONYM_KEY    hex key naming accounts in the log (`openssl rand -hex 32`)
+    DATAHUB_TRUSTED_PROXIES  proxies whose X-Forwarded-For names the client (comma-separated)
 ";
 
 struct Options {
     listen: String,
+    public_url: Option<String>,
     database_url: String,
 }
 
@@ -31,6 +36,9 @@ fn options() -> Result<Option<Options>> {
         .map_err(|e| anyhow::anyhow!("{e}; see `app --help`"))?
         .or_else(|| std::env::var("LISTEN_ADDR").ok())
         .unwrap_or_else(|| "127.0.0.1:3000".into());
+    let public_url = args
+        .opt_value_from_str::<_, String>("--public-url")
+        .map_err(|e| anyhow::anyhow!("{e}; see `app --help`"))?;
     if let Some(extra) = args.finish().first() {
         anyhow::bail!(
             "unexpected argument `{}`; see `app --help`",
@@ -42,6 +50,7 @@ fn options() -> Result<Option<Options>> {
     )?;
     Ok(Some(Options {
         listen,
+        public_url,
         database_url,
     }))
 }
@@ -68,10 +77,11 @@ async fn serve() -> Result<()> {
     let Some(options) = options()? else {
         return Ok(());
     };
-    let pool = app::db::pool(&options.database_url)?;
+    let config = app::Config::from_env(options.public_url)?;
+    let db = app::Db::new(&options.database_url)?;
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
         .with_context(|| format!("cannot listen on `{}`", options.listen))?;
     tracing::info!(address = %listener.local_addr()?, "Data Hub listening");
-    app::serve(listener, app::AppState::new(pool)).await
+    app::serve(listener, app::AppState::new(db, config)).await
 }

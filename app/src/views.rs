@@ -1,9 +1,18 @@
-//! Templates (minijinja, HTML auto-escaped) compiled into the binary.
+//! Templates (minijinja, HTML auto-escaped) and the stylesheet, compiled into the binary.
 
 use axum::http::StatusCode;
 use axum::response::Html;
 use minijinja::{context, Environment};
 use serde::Serialize;
+
+/// The one stylesheet, served at `/assets/app.css?v=<version>`.
+pub const APP_CSS: &str = include_str!("../static/app.css");
+
+/// The stylesheet's version in its URL: its content's digest, so a cached copy is never stale.
+pub fn css_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| datahub_core::password::sha256_hex(APP_CSS.as_bytes())[..12].to_string())
+}
 
 pub struct Views {
     env: Environment<'static>,
@@ -18,6 +27,7 @@ impl Default for Views {
 impl Views {
     pub fn new() -> Views {
         let mut env = Environment::new();
+        env.add_global("css_version", css_version());
         for (name, source) in [
             ("base.html", include_str!("../templates/base.html")),
             ("login.html", include_str!("../templates/login.html")),

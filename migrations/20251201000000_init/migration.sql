@@ -1,5 +1,11 @@
 -- Data Hub before workspace tenancy: every Data Hub row belongs to a user.
 
+-- No statement here waits more than 500 ms for a table lock, whichever tool runs the file: a
+-- migration that cannot get its lock fails (`cargo xtask migrate deploy` retries it) instead of
+-- queueing the app's queries behind its request. SET LOCAL ends with this script, so the next
+-- migration of the same deploy (a CONCURRENTLY index build, say) does not inherit it.
+SET LOCAL lock_timeout = '500ms';
+
 -- CreateEnum
 CREATE TYPE "WorkspaceRole" AS ENUM ('OWNER', 'ADMIN', 'MEMBER');
 

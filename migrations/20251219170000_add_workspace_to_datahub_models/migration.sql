@@ -4,6 +4,12 @@
 -- NOT NULL checks are added NOT VALID (no table scan), and the contract migration validates them.
 -- The indexes on "workspaceId" follow in migrations of their own, built CONCURRENTLY.
 
+-- No statement here waits more than 500 ms for a table lock, whichever tool runs the file: a
+-- migration that cannot get its lock fails (`cargo xtask migrate deploy` retries it) instead of
+-- queueing the app's queries behind its request. SET LOCAL ends with this script, so the next
+-- migration of the same deploy (a CONCURRENTLY index build, say) does not inherit it.
+SET LOCAL lock_timeout = '500ms';
+
 -- AlterTable
 ALTER TABLE "Connection" ADD COLUMN "workspaceId" TEXT;
 

@@ -2,6 +2,12 @@
 -- The guard fails the whole migration, with the NULL count per table, while any NULL is left:
 -- run `cargo xtask backfill` (and `cargo xtask check`) first.
 
+-- No statement here waits more than 500 ms for a table lock, whichever tool runs the file: a
+-- migration that cannot get its lock fails (`cargo xtask migrate deploy` retries it) instead of
+-- queueing the app's queries behind its request. SET LOCAL ends with this script, so the next
+-- migration of the same deploy (a CONCURRENTLY index build, say) does not inherit it.
+SET LOCAL lock_timeout = '500ms';
+
 DO $$
 DECLARE
     connection_nulls BIGINT;

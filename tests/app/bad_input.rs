@@ -106,7 +106,7 @@ fn empty_oversized_and_forged_chat_messages_write_nothing() {
         assert!(response.body.contains("<h1>"), "a page, not a bare error");
     }
     assert_eq!(alice.post_raw("/chat", "%%%not-a-form").status, 400);
-    assert_eq!(alice.announce_body("/chat", 20_000), 413);
+    assert_eq!(alice.announce_body("/chat", 40_000), 413);
     assert_eq!(
         workspace_digest(&mut client, "ws_a"),
         before,

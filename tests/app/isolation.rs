@@ -1,7 +1,11 @@
 //! A session of workspace A tries every route and form with workspace B's ids: nothing of B is
 //! shown, nothing of B changes.
 
-use crate::support::{start, two_workspaces, workspace_digest, Browser, ALICE, BOB};
+use xtask::tenancy::CONTRACT;
+
+use crate::support::{
+    start, two_workspaces, two_workspaces_at, workspace_digest, Browser, ALICE, BOB,
+};
 
 const B_MARKERS: [&str; 6] = [
     "BRAVO-ACCOUNT",
@@ -244,4 +248,84 @@ fn another_sessions_csrf_token_is_refused() {
     }
     assert_eq!(workspace_digest(&mut client, "ws_a"), before_a);
     assert_eq!(alice.get("/data").status, 200, "alice is still signed in");
+}
+
+#[test]
+fn a_user_connects_a_provider_in_each_of_their_workspaces() {
+    let db = two_workspaces();
+    let mut client = db.client();
+    client
+        .execute(
+            r#"INSERT INTO "WorkspaceMember" ("id", "workspaceId", "userId", "role") VALUES ('m_a_b', 'ws_b', 'alice', 'MEMBER')"#,
+            &[],
+        )
+        .unwrap();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    let csrf = alice.csrf();
+    let connect = alice.post("/data/linkedin-ads/connect", &[("csrf", &csrf)]);
+    assert_eq!(connect.status, 303, "{}", connect.body);
+    let switch = alice.post("/workspace", &[("csrf", &csrf), ("workspace_id", "ws_b")]);
+    assert_eq!(switch.status, 303, "{}", switch.body);
+    let connect = alice.post("/data/linkedin-ads/connect", &[("csrf", &csrf)]);
+    assert_eq!(connect.status, 303, "{}", connect.body);
+    assert!(alice
+        .get("/data/linkedin-ads")
+        .body
+        .contains("id=\"connection-status\">Connected"));
+    let workspaces: Vec<String> = client
+        .query(
+            r#"SELECT "workspaceId" FROM "Connection" WHERE "userId" = 'alice' AND "provider" = 'linkedin-ads' ORDER BY 1"#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(workspaces, ["ws_a", "ws_b"]);
+    // Connecting again in the same workspace changes nothing.
+    let again = alice.post("/data/linkedin-ads/connect", &[("csrf", &csrf)]);
+    assert_eq!(again.status, 303, "{}", again.body);
+    let n: i64 = client
+        .query_one(
+            r#"SELECT count(*) FROM "Connection" WHERE "userId" = 'alice'"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3, "google-ads in A, linkedin-ads in A and B");
+}
+
+#[test]
+fn before_the_key_migration_a_second_workspace_is_a_clear_409() {
+    // The app of this release is deployed before the migration that drops the pre-tenancy key:
+    // until then the old key refuses a second workspace, and the app says so (no 500).
+    let db = two_workspaces_at(CONTRACT);
+    let mut client = db.client();
+    client
+        .execute(
+            r#"INSERT INTO "WorkspaceMember" ("id", "workspaceId", "userId", "role") VALUES ('m_a_b', 'ws_b', 'alice', 'MEMBER')"#,
+            &[],
+        )
+        .unwrap();
+    let app = start(&db);
+    let alice = Browser::signed_in(&app, ALICE);
+    let csrf = alice.csrf();
+    let connect = alice.post("/data/tiktok-ads/connect", &[("csrf", &csrf)]);
+    assert_eq!(connect.status, 303, "{}", connect.body);
+    let switch = alice.post("/workspace", &[("csrf", &csrf), ("workspace_id", "ws_b")]);
+    assert_eq!(switch.status, 303, "{}", switch.body);
+    let refused = alice.post("/data/tiktok-ads/connect", &[("csrf", &csrf)]);
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused
+        .body
+        .contains("already connected in another of your workspaces"));
+    let n: i64 = client
+        .query_one(
+            r#"SELECT count(*) FROM "Connection" WHERE "userId" = 'alice'"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "google-ads and tiktok-ads in A only");
 }

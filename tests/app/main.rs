@@ -1,6 +1,13 @@
-//! The Data Hub app against real PostgreSQL: tenancy isolation route by route, and bad input.
+//! The Data Hub app against real PostgreSQL: tenancy isolation route by route, bad input, and
+//! the app attacked, flooded and cut off from its database.
 
 mod bad_input;
+mod browser;
 mod cli;
 mod isolation;
+mod outage;
+mod refusals;
+mod sessions;
+mod sign_in;
+mod slow_clients;
 mod support;

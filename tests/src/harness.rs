@@ -2,12 +2,13 @@
 //! migrated once per test binary and migration target, and dropped afterwards.
 //!
 //! With `TEST_DATABASE_URL` set, databases are created on that server (the role needs
-//! CREATEDB) and only ones this harness names `datahub_test_*` / `datahub_tpl_*` are ever
-//! dropped: its own, and those a crashed run left behind (their creator process is gone). It
-//! never reads `DATABASE_URL`, which people point at real servers. Without it, each test binary
-//! starts a throwaway cluster (initdb in a temp dir, a free port, as `postgres` when running
-//! as root) that a watchdog removes when the binary exits. Tests never skip for lack of a
-//! server. The `xtask` and `app` binaries the tests spawn are built once, here.
+//! CREATEDB) and only ones this harness names `datahub_test_*` / `datahub_tpl_*` (and the
+//! `datahub_shadow_*` ones of `migrate plan`) are ever dropped: its own, and those a crashed
+//! run left behind (their creator process is gone). It never reads `DATABASE_URL`, which
+//! people point at real servers. Without it, each test binary starts a throwaway cluster
+//! (initdb in a temp dir, a free port, as `postgres` when running as root) that a watchdog
+//! removes when the binary exits. Tests never skip for lack of a server. The `xtask` and
+//! `app` binaries the tests spawn are built once, here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -69,7 +70,8 @@ fn sweep_leftovers(base_url: &str) {
     let names: Vec<String> = admin
         .query(
             "SELECT datname::text FROM pg_database
-             WHERE datname LIKE 'datahub\\_test\\_%' OR datname LIKE 'datahub\\_tpl\\_%'",
+             WHERE datname LIKE 'datahub\\_test\\_%' OR datname LIKE 'datahub\\_tpl\\_%'
+                OR datname LIKE 'datahub\\_shadow\\_%'",
             &[],
         )
         .expect("list leftover test databases")
@@ -86,6 +88,13 @@ fn sweep_leftovers(base_url: &str) {
             ));
         }
     }
+}
+
+/// A superuser URL on the test server (its `postgres` database), for commands that create
+/// databases of their own there (`migrate plan --shadow-url`). It holds a password: hand it
+/// to processes only.
+pub fn server_url() -> String {
+    server().base_url.clone()
 }
 
 /// The self-signed certificate of the harness's own cluster (none for `TEST_DATABASE_URL`).
@@ -241,6 +250,15 @@ fn connect(url: &str) -> Client {
 /// The repository's migrations folder, read fresh.
 pub fn repo_migrations() -> Vec<Migration> {
     migrations::read_dir(&migrations::default_dir()).expect("the repository's migrations read")
+}
+
+/// The name of the repository's last migration (the state after a release).
+pub fn latest_migration() -> String {
+    repo_migrations()
+        .last()
+        .expect("the repository has migrations")
+        .name
+        .clone()
 }
 
 /// Copies the repository's migrations into a temp folder a test may edit.

@@ -1,3 +1,5 @@
-//! Shared test support for the Data Hub workspace: a real PostgreSQL for every test.
+//! Shared test support for the Data Hub workspace: a real PostgreSQL for every test, and real
+//! Prisma beside it.
 
 pub mod harness;
+pub mod prisma;

@@ -85,37 +85,36 @@ fn wrong_password() {
     assert!(!stderr.contains("wrong-password-123"), "{stderr}");
 }
 
+/// Any folder is a migration whatever its name (as in Prisma), but one without its
+/// `migration.sql` stops every command before anything is written (Prisma would deploy the
+/// migrations before it, then stop with P3015).
 #[test]
-fn badly_named_migration_directory() {
+fn folder_without_its_migration_sql() {
     let db = TestDb::new();
     let temp = tempfile::tempdir().unwrap();
     copy_of_migrations(temp.path());
     std::fs::create_dir(temp.path().join("add_things")).unwrap();
     let dir = temp.path().to_str().unwrap();
-    assert_usage(
-        &["migrate", "deploy", "--migrations-dir", dir],
-        Some(db.url()),
-        "is not a migration directory name",
-    );
+    for command in ["deploy", "status"] {
+        assert_usage(
+            &["migrate", command, "--migrations-dir", dir],
+            Some(db.url()),
+            "add_things` holds no readable `migration.sql`",
+        );
+    }
     let exists: bool = db
         .client()
         .query_one("SELECT to_regclass('_prisma_migrations') IS NOT NULL", &[])
         .unwrap()
         .get(0);
     assert!(!exists, "nothing is written when the folder is bad");
-}
 
-#[test]
-fn migration_without_its_sql_file() {
-    let db = TestDb::new();
-    let temp = tempfile::tempdir().unwrap();
-    copy_of_migrations(temp.path());
+    std::fs::remove_dir(temp.path().join("add_things")).unwrap();
     std::fs::remove_file(temp.path().join(EXPAND).join("migration.sql")).unwrap();
-    let dir = temp.path().to_str().unwrap();
     assert_usage(
         &["migrate", "status", "--migrations-dir", dir],
         Some(db.url()),
-        "has no readable `migration.sql`",
+        "holds no readable `migration.sql`",
     );
 }
 

@@ -163,6 +163,61 @@ fn a_mixed_case_schema_is_used_by_xtask_and_the_app_alike() {
     }
 }
 
+/// `?schema=a%20b` (a name PostgreSQL only accepts quoted) works end to end: the incident in
+/// that schema (the concurrent index builds included), recover, check, verify, status, and a
+/// release whose smoke test starts the app from the same URL. Nothing lands in `public`.
+#[test]
+fn a_schema_name_with_a_space_works_end_to_end() {
+    let db = TestDb::new();
+    let url = with_params(&db, "schema=a%20b");
+    let run = |args: &[&str], code: i32| {
+        let output = run_xtask(args, Some(&url));
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        output
+    };
+    run(&["migrate", "deploy", "--to", INIT], 0);
+    run(&["seed", "--users", "12", "--days", "5"], 0);
+    let incident = run(&["migrate", "deploy"], 1);
+    assert!(text(&incident.stderr).contains("Cannot enforce NOT NULL"));
+    run(&["recover"], 0);
+    for command in [
+        &["check"][..],
+        &["verify"],
+        &["status"],
+        &["migrate", "status"],
+    ] {
+        run(command, 0);
+    }
+    let release = run(&["release"], 0);
+    assert!(text(&release.stdout).contains("✅ Released"));
+
+    let mut client = db.client();
+    let valid_indexes: i64 = client
+        .query_one(
+            r#"SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'a b' AND c.relname LIKE '%workspaceId%idx' AND i.indisvalid"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(valid_indexes, 8, "every concurrent index built in `a b`");
+    let in_public: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(in_public, 0);
+}
+
 /// `sslmode=verify-full` checks the server's certificate in xtask and in the app: the test
 /// server's self-signed one is refused by both, and accepted once it is the root
 /// (`sslrootcert`) with `verify-ca`.

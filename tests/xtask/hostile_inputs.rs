@@ -186,7 +186,7 @@ fn rows() -> Vec<Row> {
         &["migrate", "resolve", "--applied", INIT],
         Db::Init,
         1,
-        "cannot be marked as applied: it is `applied`",
+        "cannot be marked as applied: it is already recorded as applied (Prisma: P3008",
     ));
     rows.push(row(
         &[
@@ -335,7 +335,7 @@ fn rows() -> Vec<Row> {
         &["migrate", "resolve", "--rolled-back", EXPAND],
         Db::Init,
         1,
-        "only applies to a failed migration",
+        "has no row of it, so it was never applied (Prisma: P3011)",
     ));
     rows
 }

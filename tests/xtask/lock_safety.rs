@@ -27,7 +27,7 @@ fn ready_for_contract() -> TestDb {
     let mut client = db.client();
     seed_small(&mut client);
     let migrations = repo_migrations();
-    let before_contract = &migrations[migrations.len() - 2].name;
+    let before_contract = xtask::tenancy::before_contract(&migrations).unwrap();
     db.deploy_to(EXPAND);
     backfill(&mut client, &db.database_url(), &quiet()).unwrap();
     db.deploy_to(before_contract);

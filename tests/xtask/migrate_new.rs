@@ -1,6 +1,8 @@
 //! `migrate new NAME`: a new, empty migration folder in Prisma's layout, pending until deployed.
 
-use datahub_tests::harness::{copy_of_migrations, run_xtask, text, TestDb};
+use datahub_tests::harness::{
+    copy_of_migrations, latest_migration, run_xtask, server_url, text, TestDb,
+};
 use xtask::tenancy::CONTRACT;
 
 #[test]
@@ -36,7 +38,7 @@ fn creates_a_timestamped_folder_that_status_lists_as_pending() {
     assert!(script.starts_with("-- add_insight_read_at"), "{script}");
     assert!(text(&output.stdout).contains(name.as_str()));
 
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let status = run_xtask(
         &["migrate", "status", "--migrations-dir", dir],
         Some(db.url()),
@@ -47,6 +49,30 @@ fn creates_a_timestamped_folder_that_status_lists_as_pending() {
         stdout.contains(&format!(" {name} ")) && stdout.contains("1 pending"),
         "{stdout}"
     );
+
+    // It says how to lint the new migration, and that command works on it.
+    let created_stdout = text(&output.stdout);
+    let lint = format!("cargo xtask migrate lint --migrations-dir {dir} {name}");
+    assert!(created_stdout.contains(&lint), "{created_stdout}");
+    let shadow = server_url();
+    let linted = run_xtask(
+        &[
+            "migrate",
+            "lint",
+            "--migrations-dir",
+            dir,
+            name,
+            "--shadow-url",
+            &shadow,
+        ],
+        None,
+    );
+    assert_eq!(linted.status.code(), Some(0), "{}", text(&linted.stderr));
+    assert!(
+        text(&linted.stdout).contains(&format!("✅ `{name}`: no statement yet")),
+        "{}",
+        text(&linted.stdout)
+    );
 }
 
 #[test]
@@ -55,7 +81,8 @@ fn bad_names_and_missing_names_are_usage_errors() {
     let dir = temp.path().to_str().unwrap();
     for args in [
         &["migrate", "new", "--migrations-dir", dir][..],
-        &["migrate", "new", "Bad Name", "--migrations-dir", dir],
+        &["migrate", "new", "___", "--migrations-dir", dir],
+        &["migrate", "new", "Привет", "--migrations-dir", dir],
         &["migrate", "new", "a", "b", "--migrations-dir", dir],
     ] {
         let output = run_xtask(args, None);
@@ -63,4 +90,42 @@ fn bad_names_and_missing_names_are_usage_errors() {
         assert!(text(&output.stderr).starts_with("error: "), "{args:?}");
     }
     assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
+}
+
+/// `migrate new` names the folder as `prisma migrate dev --name` would, and stamps it after the
+/// newest migration even when that one is from the future (a clock behind).
+#[test]
+fn names_are_prisma_names_stamped_after_the_newest() {
+    let temp = tempfile::tempdir().unwrap();
+    copy_of_migrations(temp.path());
+    std::fs::create_dir(temp.path().join("20991231235959_from_the_future")).unwrap();
+    std::fs::write(
+        temp.path()
+            .join("20991231235959_from_the_future/migration.sql"),
+        "SELECT 1;\n",
+    )
+    .unwrap();
+    let dir = temp.path().to_str().unwrap();
+    let output = run_xtask(
+        &[
+            "migrate",
+            "new",
+            "Add Users-table! v2",
+            "--migrations-dir",
+            dir,
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(temp
+        .path()
+        .join("21000101000000_add_users_table_v2/migration.sql")
+        .exists());
+
+    // A folder that sorts after any timestamp makes it refuse, naming that folder.
+    std::fs::create_dir(temp.path().join("zz_manual")).unwrap();
+    std::fs::write(temp.path().join("zz_manual/migration.sql"), "SELECT 1;\n").unwrap();
+    let output = run_xtask(&["migrate", "new", "later", "--migrations-dir", dir], None);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("would sort before the existing folder `zz_manual`"));
 }

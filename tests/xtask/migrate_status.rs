@@ -1,6 +1,8 @@
 //! `migrate status`: every state, its snapshot and its exit code.
 
-use datahub_tests::harness::{copy_of_migrations, repo_migrations, run_xtask, TestDb};
+use datahub_tests::harness::{
+    copy_of_migrations, latest_migration, repo_migrations, run_xtask, TestDb,
+};
 use xtask::migrate;
 use xtask::migrations;
 use xtask::report::Report;
@@ -51,7 +53,7 @@ fn partly_applied_is_pending() {
 
 #[test]
 fn up_to_date_exits_zero() {
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let dir = migrations::default_dir();
     assert_stable_snapshot!("status_up_to_date", status_text(&db, &dir));
     assert_eq!(status_exit(&db, &dir), 0);
@@ -108,7 +110,7 @@ fn edited_after_apply_is_reported_and_deploy_refuses() {
 
 #[test]
 fn missing_locally_is_reported_and_deploy_refuses() {
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let temp = tempfile::tempdir().unwrap();
     copy_of_migrations(temp.path());
     std::fs::remove_dir_all(temp.path().join(CONTRACT)).unwrap();

@@ -3,11 +3,11 @@
 
 use xtask::report::{Report, Style};
 
-use datahub_tests::harness::{repo_migrations, run_xtask, text, TestDb};
+use datahub_tests::harness::{latest_migration, repo_migrations, run_xtask, text, TestDb};
 use xtask::backfill::BackfillOptions;
 use xtask::migrate::{self, state::State, DeployOptions};
 use xtask::runbook::{recover, RecoverOptions, RecoverReport};
-use xtask::tenancy::{CONTRACT, EXPAND, INIT};
+use xtask::tenancy::{CONNECTION_KEY, CONNECTION_KEY_INDEX, CONTRACT, EXPAND, INIT};
 
 use crate::assert_stable_snapshot;
 use crate::support::{
@@ -137,7 +137,7 @@ fn scenario_b_expand_failed_too() {
 
 #[test]
 fn nothing_to_recover_on_a_released_database() {
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let mut client = db.client();
     let book = bookkeeping_digest(&mut client);
     let out = run_xtask(&["recover"], Some(db.url()));
@@ -432,4 +432,73 @@ fn recover_waits_for_the_migration_lock_and_says_nothing_was_changed() {
         "{stderr}"
     );
     assert_eq!(bookkeeping_digest(&mut db.client()), book);
+}
+
+/// The row a failed deploy leaves: started, not finished, the error in `logs`.
+fn record_failed(client: &mut postgres::Client, name: &str) {
+    let checksum = repo_migrations()
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap()
+        .checksum;
+    client
+        .execute(
+            "INSERT INTO _prisma_migrations (id, checksum, migration_name, logs, started_at, applied_steps_count)
+             VALUES (gen_random_uuid()::text, $1, $2, 'Database error code: 55P03', now(), 0)",
+            &[&checksum, &name],
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_failed_connection_key_migration_is_proved_untouched_and_deployed() {
+    // The migrations after the contract: the key migration failed (its script rolled back),
+    // so the new key is not a constraint and the old key is still there.
+    let db = TestDb::migrated_to(CONNECTION_KEY_INDEX);
+    let mut client = db.client();
+    record_failed(&mut client, CONNECTION_KEY);
+    let dry = run(&db, true);
+    let text = dry.render_with(Style::SNAPSHOT);
+    assert!(
+        text.contains(&format!("resolve {CONNECTION_KEY}"))
+            && text.contains("`Connection_workspaceId_userId_provider_key` is not a constraint and the old key `Connection_userId_provider_key` still exists"),
+        "{text}"
+    );
+    let report = run(&db, false);
+    assert!(report.ok(), "{}", report.render());
+    assert_released(&mut client);
+    let keys: Vec<String> = client
+        .query(
+            r#"SELECT conname::text FROM pg_constraint WHERE conrelid = '"Connection"'::regclass AND contype = 'u' ORDER BY 1"#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys, ["Connection_workspaceId_userId_provider_key"]);
+}
+
+/// The key migration's only row says failed while the catalog shows its effect complete (the
+/// new key adopted, the old one gone), as a deploy killed after its script committed leaves
+/// it: the proof is the catalog, so it is resolved as applied.
+#[test]
+fn a_connection_key_migration_recorded_failed_but_applied_is_resolved_as_applied() {
+    let db = TestDb::migrated_to(CONNECTION_KEY);
+    let mut client = db.client();
+    client
+        .execute(
+            "DELETE FROM _prisma_migrations WHERE migration_name = $1",
+            &[&CONNECTION_KEY],
+        )
+        .unwrap();
+    record_failed(&mut client, CONNECTION_KEY);
+    let report = run(&db, false);
+    let text = report.render();
+    assert!(report.ok(), "{text}");
+    assert!(
+        text.contains("marked applied: `Connection_workspaceId_userId_provider_key` is the key of `Connection` and the old key `Connection_userId_provider_key` is gone"),
+        "{text}"
+    );
+    assert_released(&mut client);
 }

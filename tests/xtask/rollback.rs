@@ -3,7 +3,7 @@
 
 use datahub_tests::harness::{repo_migrations, run_xtask, text, TestDb};
 use xtask::migrate::{self, state::State};
-use xtask::tenancy::{CONTRACT, INIT};
+use xtask::tenancy::{CONNECTION_KEY, CONTRACT, INIT};
 
 use crate::support::{
     assert_released, bookkeeping_digest, data_digest, seed_small, workspace_columns,
@@ -59,6 +59,10 @@ fn rollback_with_yes_then_deploy_restores_not_null() {
     );
     let status = migrate::status(&mut client, &repo_migrations()).unwrap();
     assert_eq!(status.state_of(CONTRACT), Some(&State::RolledBack));
+    // The migrations after the contract stay applied; only the contract is pending again.
+    let pending: Vec<&str> = status.pending().iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(pending, [CONTRACT]);
+    assert_eq!(status.state_of(CONNECTION_KEY), Some(&State::Applied));
     assert_eq!(data_digest(&mut client), data);
 
     let again = run_xtask(&["rollback", "--yes"], Some(db.url()));

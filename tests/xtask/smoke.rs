@@ -176,3 +176,48 @@ fn tests_a_running_app_at_its_url() {
         text(&bad.stderr)
     );
 }
+
+/// `smoke --browser` walks the checklist in headless Chromium too (Debian's `chromium` and
+/// `chromium-driver`, which `.ci/run` installs), and still leaves nothing behind.
+#[test]
+fn walks_the_checklist_in_a_browser_with_browser() {
+    let db = released();
+    let output = run_xtask(&["smoke", "--browser", "--json"], Some(db.url()));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let browser: Vec<&str> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .filter(|name| name.starts_with("browser"))
+        .collect();
+    assert_eq!(
+        browser,
+        [
+            "browser: login page",
+            "browser: sign in and /data",
+            "browser: provider page",
+            "browser: chat",
+            "browser: connect",
+            "browser: disconnect",
+            "browser: switch workspace"
+        ]
+    );
+    let leftovers: i64 = db
+        .client()
+        .query_one(
+            r#"SELECT (SELECT count(*) FROM "User" WHERE "id" LIKE 'datahub_smoke%')
+                    + (SELECT count(*) FROM "Workspace" WHERE "id" LIKE 'datahub_smoke%')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0);
+}

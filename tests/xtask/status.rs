@@ -1,9 +1,9 @@
 //! `status`: the Quick Status Check, one summary and one exit code.
 
-use datahub_tests::harness::{app_bin, repo_migrations, run_xtask, text, TestDb};
+use datahub_tests::harness::{app_bin, latest_migration, repo_migrations, run_xtask, text, TestDb};
 use xtask::report::{Report, Style};
 use xtask::runbook::status;
-use xtask::tenancy::{CONTRACT, EXPAND, INIT};
+use xtask::tenancy::{EXPAND, INIT};
 use xtask::AppBuild;
 
 use crate::assert_stable_snapshot;
@@ -11,7 +11,7 @@ use crate::support::seed_small;
 
 #[test]
 fn status_of_a_released_database_is_ready() {
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let report = status(
         &mut db.client(),
         &repo_migrations(),
@@ -47,7 +47,7 @@ fn status_after_expand_is_not_ready_and_names_the_next_command() {
 
 #[test]
 fn status_reports_a_missing_app_binary() {
-    let db = TestDb::migrated_to(CONTRACT);
+    let db = TestDb::migrated_to(&latest_migration());
     let report = status(
         &mut db.client(),
         &repo_migrations(),

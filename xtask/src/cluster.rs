@@ -291,6 +291,37 @@ impl TempCluster {
         )
     }
 
+    /// Stops the server (a fast shutdown), keeping the cluster: `start_server` brings it back.
+    pub(crate) fn stop_server(&self) -> Result<()> {
+        let sh = Shell::new()?;
+        let data = self.root.join("data");
+        let args = [
+            "-D".into(),
+            data.into(),
+            "-m".into(),
+            "fast".into(),
+            "-w".into(),
+            "stop".into(),
+        ];
+        self.server_tool(&sh, "pg_ctl", &args)
+    }
+
+    /// Starts the server of a cluster stopped by `stop_server`.
+    pub(crate) fn start_server(&self) -> Result<()> {
+        let sh = Shell::new()?;
+        let data = self.root.join("data");
+        let log = self.root.join("server.log");
+        let args = [
+            "-D".into(),
+            data.into(),
+            "-l".into(),
+            log.into(),
+            "-w".into(),
+            "start".into(),
+        ];
+        self.server_tool(&sh, "pg_ctl", &args)
+    }
+
     pub(crate) fn stop(&mut self) {
         if self.stopped {
             return;

@@ -14,7 +14,7 @@ mod error;
 mod interrupt;
 pub mod migrate;
 pub mod migrations;
-mod process;
+pub mod process;
 mod project;
 pub mod report;
 pub mod runbook;

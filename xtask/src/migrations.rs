@@ -1,7 +1,17 @@
 //! The migrations folder in Prisma's layout: `migration_lock.toml` plus one directory per
-//! migration, `<14-digit timestamp>_<name>/migration.sql`. Pure: reads files, never a database,
-//! and knows nothing of any particular release.
+//! migration holding its `migration.sql`. Pure: reads files, never a database, and knows nothing
+//! of any particular release.
+//!
+//! Which directories are migrations, and their order, are Prisma's rules, so that both tools see
+//! the same list: every directory directly inside the folder is a migration whatever its name
+//! (`0_init`, Prisma's documented baseline folder, included), plain files next to them are
+//! ignored, and the list is sorted the way Prisma's CLI sorts it (`localeCompare`, ICU
+//! collation: `_` before digits before letters, case and accents compared only after the
+//! letters themselves). Where Prisma would stop half way, we refuse up front: a directory
+//! without `migration.sql` (Prisma deploys the migrations before it, then fails with P3015) and
+//! a symbolic link to a directory (Prisma silently skips it) are errors naming the fix.
 
+use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -14,7 +24,7 @@ pub struct Migration {
     pub name: String,
     pub path: PathBuf,
     pub script: String,
-    /// Lowercase hex SHA-256 of the raw bytes of `migration.sql`, as Prisma computes it.
+    /// Lowercase hex SHA-256 of the raw bytes of `migration.sql`, as Prisma records it.
     pub checksum: String,
 }
 
@@ -28,18 +38,10 @@ pub(crate) fn checksum(bytes: &[u8]) -> String {
     datahub_core::password::sha256_hex(bytes)
 }
 
-/// Whether `name` has Prisma's shape: 14 digits, an underscore, then letters, digits, `_` or `-`.
-pub(crate) fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    bytes.len() > 15
-        && bytes[..14].iter().all(u8::is_ascii_digit)
-        && bytes[14] == b'_'
-        && bytes[15..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
-}
+/// `_prisma_migrations.migration_name` is `VARCHAR(255)`.
+const MAX_NAME_CHARS: usize = 255;
 
-/// Reads every migration in `dir`, sorted by name (the timestamp prefix orders them).
+/// Reads every migration in `dir`, in Prisma's order.
 pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
     let entries = std::fs::read_dir(dir).map_err(|error| {
         environment(format!(
@@ -53,22 +55,36 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
         let entry = entry
             .map_err(|error| environment(format!("cannot list `{}`: {error}", dir.display())))?;
         let path = entry.path();
-        if !path.is_dir() {
+        // `file_type` does not follow symbolic links, as Prisma's `readdir` does not.
+        let file_type = entry
+            .file_type()
+            .map_err(|error| environment(format!("cannot read `{}`: {error}", path.display())))?;
+        if file_type.is_symlink() && path.is_dir() {
+            return Err(environment(format!(
+                "`{}` is a symbolic link to a folder: Prisma Migrate skips links, so it would never apply it while `cargo xtask` did; replace the link with the folder itself",
+                path.display()
+            )));
+        }
+        if !file_type.is_dir() {
             // Prisma ignores files next to the migration directories (the lock file, READMEs).
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !is_valid_name(&name) {
-            return Err(environment(format!(
-                "`{}` is not a migration directory name: expected `<14-digit UTC timestamp>_<name>` like `20251201000000_init`; rename or remove it (new ones come from `cargo xtask migrate new NAME`)",
+        let name = entry.file_name().into_string().map_err(|_| {
+            environment(format!(
+                "the folder name `{}` is not valid UTF-8; rename it",
                 path.display()
+            ))
+        })?;
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(environment(format!(
+                "the migration name `{name}` is longer than {MAX_NAME_CHARS} characters, the size of `_prisma_migrations.migration_name`; rename the folder"
             )));
         }
         let script_path = path.join("migration.sql");
         let bytes = std::fs::read(&script_path).map_err(|error| {
             environment(format!(
-                "migration `{name}` has no readable `migration.sql` (`{}`: {error}); restore the file or remove the directory",
-                script_path.display()
+                "the folder `{}` holds no readable `migration.sql` ({error}), so it is a migration without a script (Prisma would apply the migrations before it, then stop with P3015); restore the file or remove the folder",
+                path.display()
             ))
         })?;
         let checksum = checksum(&bytes);
@@ -85,8 +101,138 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
             checksum,
         });
     }
-    migrations.sort_by(|a, b| a.name.cmp(&b.name));
+    migrations.sort_by(|a, b| prisma_order(&a.name, &b.name));
     Ok(migrations)
+}
+
+/// Prisma's order of migration names. Prisma 6's CLI sorts the folder with JavaScript's
+/// `a.localeCompare(b)`: ICU's root collation, compared level by level over the whole name.
+/// First the letters, digits and punctuation themselves (punctuation before digits before
+/// letters, `_` first of all, case and accents ignored), then the accents, then the case
+/// (lowercase first); the bytes break a remaining tie. This is exact for ASCII names and for
+/// the accented letters of Latin-1; other characters sort after the letters, by code point.
+/// So `0_init` < `1_b` < `10_a` < `20251201000000_init`, where byte order puts `10_a` first.
+pub fn prisma_order(a: &str, b: &str) -> Ordering {
+    let (a_key, b_key) = (CollationKey::of(a), CollationKey::of(b));
+    a_key
+        .primary
+        .cmp(&b_key.primary)
+        .then_with(|| a_key.secondary.cmp(&b_key.secondary))
+        .then_with(|| a_key.tertiary.cmp(&b_key.tertiary))
+        .then_with(|| a.cmp(b))
+}
+
+/// Space and punctuation in ICU's root order; all of them sort before the digits.
+const PUNCTUATION_ORDER: &str = " _-,;:!?.'\"()[]{}@*/\\&#%`^+÷×<=>|~$";
+/// Secondary weights: none for a plain character, then the accents in ICU's order.
+const PLAIN: u8 = 0;
+/// Tertiary weights: lowercase before uppercase; ß and æ after both.
+const LOWER: u8 = 0;
+const UPPER: u8 = 1;
+const LIGATURE: u8 = 2;
+
+#[derive(Default)]
+struct CollationKey {
+    primary: Vec<u32>,
+    secondary: Vec<u8>,
+    tertiary: Vec<u8>,
+}
+
+impl CollationKey {
+    fn of(name: &str) -> CollationKey {
+        let mut key = CollationKey::default();
+        for c in name.chars() {
+            match latin1_letter(c) {
+                Some((base, accent, case)) => {
+                    for b in base.chars() {
+                        key.push(letter_weight(b), PLAIN, case);
+                    }
+                    if accent != PLAIN {
+                        key.secondary.push(accent);
+                    }
+                }
+                None if c.is_ascii_alphabetic() => {
+                    let case = if c.is_ascii_uppercase() { UPPER } else { LOWER };
+                    key.push(letter_weight(c.to_ascii_lowercase()), PLAIN, case);
+                }
+                None if c.is_ascii_digit() => {
+                    key.push(1_000 + u32::from(c) - u32::from('0'), PLAIN, LOWER);
+                }
+                None => match PUNCTUATION_ORDER.chars().position(|p| p == c) {
+                    Some(rank) => key.push(100 + rank as u32, PLAIN, LOWER),
+                    None => key.push(100_000 + u32::from(c), PLAIN, LOWER),
+                },
+            }
+        }
+        key
+    }
+
+    fn push(&mut self, primary: u32, secondary: u8, tertiary: u8) {
+        self.primary.push(primary);
+        self.secondary.push(secondary);
+        self.tertiary.push(tertiary);
+    }
+}
+
+/// `a` to `z`, after the digits; `þ` after `z`, as in ICU.
+fn letter_weight(letter: char) -> u32 {
+    match letter {
+        'þ' => 2_100,
+        letter => 2_000 + u32::from(letter) - u32::from('a'),
+    }
+}
+
+/// An accented letter of Latin-1 as ICU sees it: its base letter(s), its accent (a secondary
+/// weight, in ICU's order: acute, grave, circumflex, ring, diaeresis, tilde, stroke, cedilla,
+/// eth) and its case.
+fn latin1_letter(c: char) -> Option<(&'static str, u8, u8)> {
+    const ACUTE: u8 = 1;
+    const GRAVE: u8 = 2;
+    const CIRCUMFLEX: u8 = 3;
+    const RING: u8 = 4;
+    const DIAERESIS: u8 = 5;
+    const TILDE: u8 = 6;
+    const STROKE: u8 = 7;
+    const CEDILLA: u8 = 8;
+    const ETH: u8 = 9;
+    let lower = c.to_lowercase().next().unwrap_or(c);
+    let case = if lower == c { LOWER } else { UPPER };
+    let (base, accent) = match lower {
+        'á' => ("a", ACUTE),
+        'à' => ("a", GRAVE),
+        'â' => ("a", CIRCUMFLEX),
+        'å' => ("a", RING),
+        'ä' => ("a", DIAERESIS),
+        'ã' => ("a", TILDE),
+        'ç' => ("c", CEDILLA),
+        'é' => ("e", ACUTE),
+        'è' => ("e", GRAVE),
+        'ê' => ("e", CIRCUMFLEX),
+        'ë' => ("e", DIAERESIS),
+        'í' => ("i", ACUTE),
+        'ì' => ("i", GRAVE),
+        'î' => ("i", CIRCUMFLEX),
+        'ï' => ("i", DIAERESIS),
+        'ð' => ("d", ETH),
+        'ñ' => ("n", TILDE),
+        'ó' => ("o", ACUTE),
+        'ò' => ("o", GRAVE),
+        'ô' => ("o", CIRCUMFLEX),
+        'ö' => ("o", DIAERESIS),
+        'õ' => ("o", TILDE),
+        'ø' => ("o", STROKE),
+        'ú' => ("u", ACUTE),
+        'ù' => ("u", GRAVE),
+        'û' => ("u", CIRCUMFLEX),
+        'ü' => ("u", DIAERESIS),
+        'ý' => ("y", ACUTE),
+        'ÿ' => ("y", DIAERESIS),
+        'þ' => ("þ", PLAIN),
+        'æ' => return Some(("ae", PLAIN, LIGATURE + case)),
+        'ß' => return Some(("ss", PLAIN, LIGATURE + 1)),
+        _ => return None,
+    };
+    Some((base, accent, case))
 }
 
 fn check_lock_file(dir: &Path) -> Result<()> {
@@ -218,15 +364,85 @@ mod tests {
         }
     }
 
+    /// Each file that takes table locks bounds its own waits, so a deploy by Prisma (which sets
+    /// no `lock_timeout`) never queues the app either; a `CREATE INDEX CONCURRENTLY` file cannot
+    /// hold a second statement and takes no lock that blocks the app.
     #[test]
-    fn names_follow_prisma_layout() {
-        assert!(is_valid_name(
-            "20251219170000_add_workspace_to_datahub_models"
-        ));
-        assert!(is_valid_name("20251219170000_a-b"));
-        assert!(!is_valid_name("2025_init"));
-        assert!(!is_valid_name("20251219170000_"));
-        assert!(!is_valid_name("20251219170000-init"));
-        assert!(!is_valid_name("20251219170000_bad name"));
+    fn every_migration_bounds_its_lock_waits() {
+        for migration in read_dir(&default_dir()).unwrap() {
+            let first_statement = migration
+                .script
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("--"));
+            assert!(
+                migration.concurrent_index().is_some()
+                    || first_statement == Some("SET LOCAL lock_timeout = '500ms';"),
+                "{} starts with {first_statement:?}",
+                migration.name
+            );
+        }
+    }
+
+    #[test]
+    fn names_sort_as_prisma_sorts_them() {
+        // The order real Prisma 6.19.3 applied these folders in (`_` before digits before
+        // letters; case only after the letters); byte order differs in almost every pair.
+        let prisma = [
+            "0_init",
+            "1_b",
+            "10_a",
+            "2_c",
+            "2025_y",
+            "20251201000000_x",
+            "20251201000000_X2",
+            "20251201000000-dash",
+            "a_lower",
+            "A_upper",
+            "B_upper",
+            "é_accent",
+        ];
+        let mut names = prisma.to_vec();
+        names.reverse();
+        names.sort_by(|a, b| prisma_order(a, b));
+        assert_eq!(names, prisma);
+        let mut accents = [
+            "ob", "ø", "õ", "ö", "ô", "ò", "ó", "o", "ß", "ss", "SS", "st",
+        ];
+        accents.sort_by(|a, b| prisma_order(a, b));
+        assert_eq!(
+            accents,
+            ["o", "ó", "ò", "ô", "ö", "õ", "ø", "ob", "ss", "SS", "ß", "st"]
+        );
+    }
+
+    #[test]
+    fn any_folder_with_a_script_is_a_migration() {
+        let dir = std::env::temp_dir().join(format!("xtask-migrations-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for name in ["20251201000000_init", "0_init", ".hidden", "a b"] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+            std::fs::write(dir.join(name).join("migration.sql"), "SELECT 1;\n").unwrap();
+        }
+        std::fs::write(dir.join("README.md"), "notes\n").unwrap();
+        let names: Vec<String> = read_dir(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, [".hidden", "0_init", "20251201000000_init", "a b"]);
+
+        std::fs::create_dir_all(dir.join("20251219000000_no_script")).unwrap();
+        let error = read_dir(&dir).unwrap_err().to_string();
+        assert!(
+            error.contains("holds no readable `migration.sql`"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(dir.join("20251219000000_no_script")).unwrap();
+
+        std::os::unix::fs::symlink(dir.join("0_init"), dir.join("1_linked")).unwrap();
+        let error = read_dir(&dir).unwrap_err().to_string();
+        assert!(error.contains("is a symbolic link to a folder"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

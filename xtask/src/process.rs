@@ -15,14 +15,14 @@ use anyhow::Result;
 use crate::error::environment;
 
 /// A child whose stdout and stderr are collected line by line; killed when dropped.
-pub(crate) struct Running {
+pub struct Running {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
     /// Starts `program` with `args` and extra environment `env`, stdin closed.
-    pub(crate) fn spawn<S: AsRef<OsStr>>(
+    pub fn spawn<S: AsRef<OsStr>>(
         program: &Path,
         args: &[S],
         env: &[(&str, &str)],
@@ -70,19 +70,24 @@ impl Running {
         Ok(Running { child, log })
     }
 
+    /// The process id (for `/proc/PID/status`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The lines printed so far.
-    pub(crate) fn log(&self) -> Vec<String> {
+    pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether the process has exited, and how.
-    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// Stops the process and waits until it is gone and its output is read to the end, so the
     /// log is complete.
-    pub(crate) fn stop(mut self) -> Vec<String> {
+    pub fn stop(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The reader threads end at EOF, which the exit just caused; give them the moment.

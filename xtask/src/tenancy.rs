@@ -15,6 +15,28 @@ pub const EXPAND: &str = "20251219170000_add_workspace_to_datahub_models";
 /// Contract: the guard, VALIDATE, SET NOT NULL.
 pub const CONTRACT: &str = "20251219171000_datahub_workspace_not_null";
 
+/// The migration just before the contract: the last of the expand's `workspaceId` indexes.
+pub fn before_contract(migrations: &[crate::migrations::Migration]) -> Option<&str> {
+    let contract = migrations.iter().position(|m| m.name == CONTRACT)?;
+    contract.checked_sub(1).map(|i| migrations[i].name.as_str())
+}
+
+/// After the contract, `Connection`'s key moves from (`userId`, `provider`) to (`workspaceId`,
+/// `userId`, `provider`), so a user can connect a provider in each workspace: first the unique
+/// index, built CONCURRENTLY in a migration of its own ...
+pub const CONNECTION_KEY_INDEX: &str = "20260112090000_connection_workspace_user_provider_index";
+/// ... then the index adopted as the key and the pre-tenancy key dropped (brief locks).
+pub const CONNECTION_KEY: &str = "20260112090100_connection_workspace_user_provider_key";
+/// Prisma's names for the two keys.
+pub(crate) const CONNECTION_NEW_KEY: &str = "Connection_workspaceId_userId_provider_key";
+pub(crate) const CONNECTION_OLD_KEY: &str = "Connection_userId_provider_key";
+
+/// Whether the new key is a constraint of `Connection`, and whether the old key's index still
+/// exists (catalog reads), for recover's proof about `CONNECTION_KEY`.
+pub(crate) const CONNECTION_KEYS_SQL: &str = r#"
+    SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass('"Connection"')),
+           to_regclass(quote_ident($2)) IS NOT NULL"#;
+
 /// The four tables that move from `userId` to `workspaceId`, in the runbook's order.
 pub(crate) const DATAHUB_TABLES: [&str; 4] =
     ["Connection", "MetricDaily", "Insight", "ChatMessage"];

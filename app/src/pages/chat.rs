@@ -10,7 +10,15 @@ use crate::error::{AppError, AppResult};
 use crate::session::Auth;
 use crate::AppState;
 
+/// Counted in characters (not bytes); `MAX_BODY_BYTES` holds this many once urlencoded.
 pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// The question and the answer as one statement (so both or neither), the answer a
+/// millisecond later so the order is kept.
+const INSERT_EXCHANGE_SQL: &str = r#"
+    INSERT INTO "ChatMessage" ("id", "userId", "workspaceId", "role", "content", "createdAt")
+    VALUES (gen_random_uuid()::text, $1, $2, 'user', $3, now()),
+           (gen_random_uuid()::text, $1, $2, 'assistant', $4, now() + interval '1 millisecond')"#;
 
 #[derive(Debug, Deserialize)]
 pub struct ChatForm {
@@ -35,24 +43,13 @@ pub async fn send(
             "Messages are limited to {MAX_MESSAGE_CHARS} characters."
         )));
     }
-    let mut client = state.pool.get().await?;
-    let reply = assistant::reply(&client, &auth.workspace_id, message).await?;
-    let transaction = client.transaction().await?;
-    for (role, content, offset_ms) in [("user", message, 0), ("assistant", reply.as_str(), 1)] {
-        transaction
-            .execute(
-                r#"INSERT INTO "ChatMessage" ("id", "userId", "workspaceId", "role", "content", "createdAt")
-                   VALUES (gen_random_uuid()::text, $1, $2, $3::text::"ChatRole", $4, now() + make_interval(secs => $5::float8 / 1000))"#,
-                &[
-                    &auth.user_id,
-                    &auth.workspace_id,
-                    &role,
-                    &content,
-                    &f64::from(offset_ms),
-                ],
-            )
-            .await?;
-    }
-    transaction.commit().await?;
+    let mut client = state.db.client().await?;
+    let reply = assistant::reply(&mut client, &auth.workspace_id, message).await?;
+    client
+        .execute(
+            INSERT_EXCHANGE_SQL,
+            &[&auth.user_id, &auth.workspace_id, &message, &reply],
+        )
+        .await?;
     Ok(Redirect::to("/data#chat").into_response())
 }

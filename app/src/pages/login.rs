@@ -1,19 +1,27 @@
-//! Login and logout.
+//! Login and logout. A sign-in attempt goes through, in order: the form; the throttle (per
+//! account and per client address: 429 with `Retry-After`, no database work, no hash); a
+//! hashing permit (none free: 429 at once); the user's row, read on a connection that goes
+//! back to the pool before the hash; the hash, off the async runtime; then the session.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::cookie::CookieJar;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use datahub_core::password::{self, Verdict, DUMMY_HASH};
 use minijinja::context;
 use serde::Deserialize;
 
 use super::{CsrfOnly, ValidForm};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::session::{self, Auth};
+use crate::throttle::{self, DEVICE_DAYS};
 use crate::AppState;
 
-/// A real Argon2id hash of nothing anyone knows: unknown emails cost as much as wrong passwords.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Ww3bQf2pGqu2m/0Z0dIqEdydItpwDaJvXnJbn0pEzRw";
+/// The cookie that tells the throttle this browser signed in to an account before.
+pub const DEVICE_COOKIE: &str = "datahub_device";
 
 pub async fn form(State(state): State<AppState>) -> AppResult<Response> {
     Ok(state
@@ -28,8 +36,13 @@ pub struct LoginForm {
     password: String,
 }
 
+const USER_SQL: &str = r#"SELECT "id", "passwordHash" FROM "User" WHERE lower("email") = $1"#;
+const REHASH_SQL: &str = r#"UPDATE "User" SET "passwordHash" = $2 WHERE "id" = $1"#;
+
 pub async fn submit(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     jar: CookieJar,
     ValidForm(login): ValidForm<LoginForm>,
 ) -> AppResult<Response> {
@@ -41,13 +54,53 @@ pub async fn submit(
     {
         return refuse(&state, &email, "Enter your email and password.");
     }
-    let client = state.pool.get().await?;
-    let user = client
-        .query_opt(
-            r#"SELECT "id", "passwordHash" FROM "User" WHERE lower("email") = $1"#,
-            &[&email],
+    let forwarded_for = headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok());
+    let client = throttle::client_key(throttle::client_ip(
+        peer.ip(),
+        forwarded_for,
+        &state.config.trusted_proxies,
+    ));
+    let account = throttle::account_pseudonym(&state.config.pseudonym_key, &email);
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let trusted_device = jar.get(DEVICE_COOKIE).is_some_and(|cookie| {
+        throttle::device_cookie_valid(
+            &state.config.pseudonym_key,
+            cookie.value(),
+            &account,
+            now_unix,
         )
-        .await?;
+    });
+
+    let throttled = state
+        .throttle
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(&account, &client, trusted_device, Instant::now());
+    if let Err(refusal) = throttled {
+        return Err(AppError::TooManyRequests {
+            message: format!(
+                "Too many failed sign-ins. Try again in {} seconds.",
+                crate::error::retry_after_secs(refusal.retry_after)
+            ),
+            retry_after: refusal.retry_after,
+        });
+    }
+    let Some(permit) = state.hasher.try_reserve() else {
+        return Err(AppError::TooManyRequests {
+            message: "Data Hub is busy signing people in. Try again in a second.".into(),
+            retry_after: Duration::from_secs(1),
+        });
+    };
+    // The connection goes back to the pool before the hash: a flood of sign-ins holds no
+    // connection a signed-in user's page needs.
+    let user = {
+        let mut db = state.db.client().await?;
+        db.query_opt(USER_SQL, &[&email]).await?
+    };
     let (user_id, stored) = match &user {
         Some(row) => (
             Some(row.get::<_, String>(0)),
@@ -56,18 +109,60 @@ pub async fn submit(
         ),
         None => (None, DUMMY_HASH.to_string()),
     };
-    let password = login.password.clone();
-    let matches =
-        tokio::task::spawn_blocking(move || datahub_core::password::verify(&password, &stored))
-            .await?;
-    match (user_id, matches) {
-        (Some(user_id), true) => {
-            let cookie = session::create(&state, &user_id).await?;
-            tracing::info!(user = %user_id, "signed in");
-            Ok((jar.add(cookie), Redirect::to("/data")).into_response())
+    let password = login.password;
+    let wants_rehash = user_id.is_some() && password::needs_rehash(&stored);
+    let (verdict, rehashed) = state
+        .hasher
+        .run(permit, move |memory| {
+            let verdict = password::verify_in(memory, &password, &stored);
+            let rehashed = (verdict == Verdict::Match && wants_rehash)
+                .then(|| password::hash_in(memory, &password).ok())
+                .flatten();
+            (verdict, rehashed)
+        })
+        .await?;
+    match (user_id, verdict) {
+        (Some(user_id), Verdict::Match) => {
+            state
+                .throttle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .success(&account);
+            if let Some(rehashed) = rehashed {
+                let mut db = state.db.client().await?;
+                db.execute(REHASH_SQL, &[&user_id, &rehashed]).await?;
+            }
+            let previous = jar
+                .get(datahub_core::SESSION_COOKIE)
+                .map(|c| c.value().to_string());
+            let cookie = session::create(&state, &user_id, previous.as_deref()).await?;
+            tracing::info!(user = %user_id, %client, "signed in");
+            let device = Cookie::build((
+                DEVICE_COOKIE,
+                throttle::device_cookie(
+                    &state.config.pseudonym_key,
+                    &account,
+                    now_unix + DEVICE_DAYS * 86_400,
+                ),
+            ))
+            .path("/login")
+            .http_only(true)
+            .secure(state.config.https())
+            .same_site(SameSite::Strict)
+            .max_age(cookie::time::Duration::days(DEVICE_DAYS as i64))
+            .build();
+            Ok((jar.add(cookie).add(device), Redirect::to("/data")).into_response())
         }
         _ => {
-            tracing::info!("sign-in refused: wrong email or password");
+            let starts_burst = state
+                .throttle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .failure(&account, &client, Instant::now());
+            if starts_burst {
+                // One line per burst; the minute sweep logs a summary when it ends.
+                tracing::warn!(%account, %client, "sign-in failures started");
+            }
             refuse(&state, &email, "Wrong email or password.")
         }
     }
@@ -87,7 +182,7 @@ pub async fn logout(
     ValidForm(form): ValidForm<CsrfOnly>,
 ) -> AppResult<Response> {
     auth.check_csrf(&form.csrf)?;
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     client
         .execute(
             r#"DELETE FROM "Session" WHERE "id" = $1"#,

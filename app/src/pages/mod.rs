@@ -7,8 +7,9 @@ pub mod overview;
 pub mod provider;
 pub mod workspace;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::de::DeserializeOwned;
 
@@ -19,39 +20,102 @@ pub async fn root() -> Redirect {
     Redirect::to("/data")
 }
 
-/// 200 when the database answers, else 503.
+/// 200 when the database answers, else the 503 page (with `Retry-After`) within the
+/// database deadline; while the database is known to be away, at once.
 pub async fn health(State(state): State<AppState>) -> Response {
-    let ok = match state.pool.get().await {
-        Ok(client) => client.query_one("SELECT 1", &[]).await.is_ok(),
-        Err(_) => false,
+    let answer = match state.db.client().await {
+        Ok(mut client) => client.query_one("SELECT 1", &[]).await.map(drop),
+        Err(error) => Err(error),
     };
-    if ok {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        tracing::warn!("health check: the database does not answer");
-        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    match answer {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(error) => error.into_response(),
     }
+}
+
+/// The stylesheet: its URL carries its digest, so it may be cached for a year.
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        crate::views::APP_CSS,
+    )
+        .into_response()
+}
+
+/// Browsers ask for it on every page; "no content" keeps a 404 out of their consoles.
+pub async fn favicon() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 pub async fn not_found() -> AppError {
     AppError::NotFound("There is no such page.".into())
 }
 
-/// A urlencoded form whose problems (missing fields, bad encoding, too large) are a 400 page.
+pub async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// A urlencoded form, read strictly: the body's media type must say so (else 415), a body
+/// over the limit is a 413 whether announced or streamed, and every name and value must
+/// percent-decode to UTF-8 without NUL (else 400). `serde_urlencoded` alone would turn
+/// `%FF` into U+FFFD without a word, and a NUL would reach PostgreSQL, which cannot store it.
 pub struct ValidForm<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidForm<T> {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
-        match axum::Form::<T>::from_request(request, state).await {
-            Ok(axum::Form(value)) => Ok(ValidForm(value)),
-            Err(rejection) => Err(AppError::BadRequest(format!(
-                "The form could not be read ({}).",
-                rejection.body_text()
-            ))),
+        let is_form = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| {
+                media
+                    .trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(AppError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge
+                } else {
+                    AppError::BadRequest("The form could not be read.".into())
+                }
+            })?;
+        check_form_bytes(&bytes)?;
+        serde_urlencoded::from_bytes(&bytes)
+            .map(ValidForm)
+            .map_err(|error| AppError::BadRequest(format!("The form could not be read ({error}).")))
+    }
+}
+
+/// Every name and value, `+` as a space and percent-decoded, is UTF-8 and has no NUL.
+pub fn check_form_bytes(body: &[u8]) -> Result<(), AppError> {
+    for pair in body.split(|b| *b == b'&').filter(|pair| !pair.is_empty()) {
+        for part in pair.splitn(2, |b| *b == b'=') {
+            let spaced: Vec<u8> = part
+                .iter()
+                .map(|b| if *b == b'+' { b' ' } else { *b })
+                .collect();
+            let decoded: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+            let text = std::str::from_utf8(&decoded)
+                .map_err(|_| AppError::BadRequest("The form is not valid UTF-8 text.".into()))?;
+            if text.contains('\0') {
+                return Err(AppError::BadRequest(
+                    "The form contains a NUL character, which Data Hub cannot store.".into(),
+                ));
+            }
         }
     }
+    Ok(())
 }
 
 /// The form field every post carries.

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use minijinja::context;
 use serde::Serialize;
 
+use crate::db::DbClient;
 use crate::error::AppResult;
 use crate::providers::PROVIDERS;
 use crate::session::Auth;
@@ -65,7 +66,7 @@ pub struct Membership {
 }
 
 pub async fn show(State(state): State<AppState>, auth: Auth) -> AppResult<Response> {
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     let metrics = client
         .query(CARD_METRICS_SQL, &[&auth.workspace_id])
         .await?;
@@ -102,7 +103,7 @@ pub async fn show(State(state): State<AppState>, auth: Auth) -> AppResult<Respon
             at: r.get(2),
         })
         .collect();
-    let memberships = memberships(&client, &auth.user_id).await?;
+    let memberships = memberships(&mut client, &auth.user_id).await?;
     Ok(state
         .views
         .render(
@@ -116,10 +117,7 @@ pub async fn show(State(state): State<AppState>, auth: Auth) -> AppResult<Respon
         .into_response())
 }
 
-pub async fn memberships(
-    client: &deadpool_postgres::Client,
-    user_id: &str,
-) -> anyhow::Result<Vec<Membership>> {
+pub async fn memberships(client: &mut DbClient, user_id: &str) -> AppResult<Vec<Membership>> {
     Ok(client
         .query(MEMBERSHIPS_SQL, &[&user_id])
         .await?

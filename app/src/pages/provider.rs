@@ -51,7 +51,7 @@ pub async fn show(
     Path(slug): Path<String>,
 ) -> AppResult<Response> {
     let provider = known(&slug)?;
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     let points: Vec<DailyPoint> = client
         .query(DAILY_SQL, &[&auth.workspace_id, &provider.slug])
         .await?
@@ -102,7 +102,7 @@ pub async fn connect(
 ) -> AppResult<Response> {
     let provider = known(&slug)?;
     auth.check_csrf(&form.csrf)?;
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     let updated = client
         .execute(
             r#"UPDATE "Connection" SET "status" = 'CONNECTED', "connectedAt" = now(), "updatedAt" = now()
@@ -111,13 +111,15 @@ pub async fn connect(
         )
         .await?;
     if updated == 0 {
-        // The pre-tenancy unique key is (userId, provider): a user has one connection per
-        // provider, so a second one in another workspace is refused rather than moved.
+        // The key is ("workspaceId", "userId", "provider"): a user connects a provider once per
+        // workspace. ON CONFLICT names no key, so this also runs on a database that still has
+        // the pre-tenancy key ("userId", "provider"); there that key refuses a second workspace,
+        // told apart below from a concurrent connect of this same workspace, which is done.
         let inserted = client
             .execute(
                 r#"INSERT INTO "Connection" ("id", "userId", "workspaceId", "provider", "status", "accountName", "connectedAt", "updatedAt")
                    VALUES (gen_random_uuid()::text, $1, $2, $3, 'CONNECTED', $4, now(), now())
-                   ON CONFLICT ("userId", "provider") DO NOTHING"#,
+                   ON CONFLICT DO NOTHING"#,
                 &[
                     &auth.user_id,
                     &auth.workspace_id,
@@ -126,9 +128,17 @@ pub async fn connect(
                 ],
             )
             .await?;
-        if inserted == 0 {
+        let connected_here = inserted > 0
+            || client
+                .query_opt(
+                    r#"SELECT 1 FROM "Connection" WHERE "workspaceId" = $1 AND "provider" = $2"#,
+                    &[&auth.workspace_id, &provider.slug],
+                )
+                .await?
+                .is_some();
+        if !connected_here {
             return Err(AppError::Conflict(format!(
-                "You already connected {} in another workspace. Disconnect it there first.",
+                "{} is already connected in another of your workspaces, and this server's database allows one connection per user until its latest migrations are applied. Ask your administrator to apply them.",
                 provider.name
             )));
         }
@@ -145,7 +155,7 @@ pub async fn disconnect(
 ) -> AppResult<Response> {
     let provider = known(&slug)?;
     auth.check_csrf(&form.csrf)?;
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     client
         .execute(
             r#"UPDATE "Connection" SET "status" = 'DISCONNECTED', "updatedAt" = now()

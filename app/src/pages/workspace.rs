@@ -21,7 +21,7 @@ pub async fn switch(
     ValidForm(form): ValidForm<SwitchForm>,
 ) -> AppResult<Response> {
     auth.check_csrf(&form.csrf)?;
-    let client = state.pool.get().await?;
+    let mut client = state.db.client().await?;
     // The membership check and the switch are one statement: no window between them.
     let switched = client
         .execute(

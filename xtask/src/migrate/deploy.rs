@@ -10,9 +10,8 @@ use anyhow::{anyhow, Context, Result};
 use postgres::Client;
 use serde_json::json;
 
-use super::concurrent;
-use super::history;
 use super::state::{self, State};
+use super::{baseline, concurrent, history, logs};
 use crate::db::{self, quote_ident, DatabaseUrl};
 use crate::migrations::{self, Migration};
 use crate::report::{Report, Style};
@@ -150,6 +149,8 @@ fn deploy_locked(
     migrations: &[Migration],
     options: &DeployOptions,
 ) -> Result<DeployReport> {
+    // Prisma's P3005: a schema with tables but no bookkeeping is never taken over.
+    baseline::refuse_takeover(client, migrations)?;
     if url.has_explicit_schema() {
         client
             .batch_execute(&format!(
@@ -186,16 +187,11 @@ fn refuse_unless_clean(entries: &[state::Entry]) -> Result<()> {
     for entry in entries {
         let name = &entry.name;
         match entry.state {
-            State::Failed => {
-                return Err(anyhow!(entry
-                    .logs
-                    .clone()
-                    .unwrap_or_else(|| "(no logs recorded)".into()))
-                .context(format!(
-                    "migration `{name}` failed at {} UTC and is not resolved, so nothing was deployed: run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}` once the cause is fixed, then `cargo xtask migrate deploy`)",
-                    entry.at.as_deref().unwrap_or("?"),
-                )))
-            }
+            State::Failed => anyhow::bail!(
+                "migration `{name}` failed at {} UTC ({}) and is not resolved, so nothing was deployed: run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}` once the cause is fixed, then `cargo xtask migrate deploy`)",
+                entry.at.as_deref().unwrap_or("?"),
+                entry.logs.as_deref().map(logs::database_error).unwrap_or_else(|| "no error recorded".into()),
+            ),
             State::Edited => anyhow::bail!(
                 "migration `{name}` was edited after it was applied (its checksum differs from `_prisma_migrations`), so nothing was deployed: restore the applied file (`git checkout -- migrations/{name}/migration.sql`) and put changes in a new migration (`cargo xtask migrate new NAME`)"
             ),
@@ -356,7 +352,7 @@ fn settle_failure(
             "lost the connection to PostgreSQL while `{name}` was running: its outcome is unknown, and `_prisma_migrations` shows it as failed (started, never finished); once the server answers, run `cargo xtask recover`, which waits for the script if its backend still runs and resolves the migration by what the database shows"
         )));
     }
-    let logs = prisma_logs(&error);
+    let logs = logs::prisma_logs(name, &error);
     let signal = crate::interrupt::stopped_by(&error);
     let stopped = match (signal, tried.gave_up) {
         (Some(signal), _) => Some(format!(
@@ -381,7 +377,7 @@ fn settle_failure(
         };
         let message = format!(
             "migration `{name}` failed{lock_note}: {}; {left}, and the failure is recorded in `_prisma_migrations`: run `cargo xtask recover`",
-            error_line(&logs)
+            logs::database_error(&logs)
         );
         return anyhow!(logs).context(failure(Left::Failed, message));
     };
@@ -417,7 +413,7 @@ fn settle_failure(
     );
     match signal {
         Some(signal) => anyhow::Error::new(crate::interrupt::Interrupted(signal))
-            .context(error_line(&logs))
+            .context(logs::database_error(&logs))
             .context(failure(Left::RolledBack, message)),
         None => anyhow!(logs).context(failure(Left::RolledBack, message)),
     }
@@ -451,46 +447,4 @@ fn is_stray_cancel(error: &anyhow::Error) -> bool {
             .downcast_ref::<postgres::Error>()
             .is_some_and(|e| e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED))
     })
-}
-
-/// The failed row's `logs`, in Prisma's words: SQLSTATE and message (plus detail and hint).
-pub(crate) fn prisma_logs(error: &postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => {
-            let mut logs = format!(
-                "Database error code: {}\n\nDatabase error:\n{}: {}",
-                db.code().code(),
-                db.severity(),
-                db.message()
-            );
-            if let Some(detail) = db.detail() {
-                logs.push_str(&format!("\nDETAIL: {detail}"));
-            }
-            if let Some(hint) = db.hint() {
-                logs.push_str(&format!("\nHINT: {hint}"));
-            }
-            if let Some(location) = db.where_() {
-                logs.push_str(&format!("\nCONTEXT: {location}"));
-            }
-            logs
-        }
-        None => format!("Database error:\n{}", db::describe_driver_error(error)),
-    }
-}
-
-/// The one line of Prisma's logs worth showing in a message: the error and its SQLSTATE.
-pub(crate) fn error_line(logs: &str) -> String {
-    let code = logs
-        .lines()
-        .find_map(|l| l.strip_prefix("Database error code: "))
-        .unwrap_or("");
-    let message = logs
-        .lines()
-        .find(|l| l.starts_with("ERROR: ") || l.starts_with("FATAL: "))
-        .unwrap_or_else(|| logs.lines().last().unwrap_or(""));
-    if code.is_empty() {
-        message.to_string()
-    } else {
-        format!("{message} (SQLSTATE {code})")
-    }
 }

@@ -56,10 +56,11 @@ const MARK_APPLIED_ROLLED_BACK: &str = r#"
 UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
 WHERE "migration_name" = $1 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL"#;
 
-/// `resolve --applied`: a new row that says the migration is applied, with no steps run.
+/// `resolve --applied`: a new row that says the migration is applied, with no steps run and
+/// `logs` the empty string, exactly as Prisma writes it.
 const INSERT_RESOLVED_APPLIED: &str = r#"
-INSERT INTO "_prisma_migrations" ("id", "checksum", "migration_name", "started_at", "finished_at", "applied_steps_count")
-VALUES (gen_random_uuid()::text, $1, $2, now(), now(), 0)"#;
+INSERT INTO "_prisma_migrations" ("id", "checksum", "migration_name", "started_at", "finished_at", "logs", "applied_steps_count")
+VALUES (gen_random_uuid()::text, $1, $2, now(), now(), '', 0)"#;
 
 /// One row of `_prisma_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,10 +2,13 @@
 //!
 //! Where Prisma is wrong we are right: after `resolve --rolled-back` a migration is pending
 //! again (Prisma calls the database up to date), and an applied migration that was edited or
-//! is missing from the folder is reported (Prisma says nothing).
+//! is missing from the folder is reported (Prisma says nothing). "Edited" is judged as Prisma
+//! judges it (`checksum::matches`: line endings and the older checksum format are not edits),
+//! against the row that applied it. Names are listed in Prisma's order.
 
+use super::checksum;
 use super::history::Record;
-use crate::migrations::Migration;
+use crate::migrations::{prisma_order, Migration};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -67,7 +70,7 @@ pub(crate) fn compute(local: &[Migration], records: &[Record]) -> Vec<Entry> {
             names.push(&record.migration_name);
         }
     }
-    names.sort_unstable();
+    names.sort_by(|a, b| prisma_order(a, b));
     names
         .into_iter()
         .filter_map(|name| {
@@ -98,7 +101,7 @@ fn entry(name: &str, migration: Option<&Migration>, rows: &[&Record]) -> Option<
     if let Some(finished) = rows.iter().rev().find(|r| r.is_finished()) {
         let state = match migration {
             None => State::MissingLocally,
-            Some(m) if m.checksum != finished.checksum => State::Edited,
+            Some(m) if !checksum::matches(&m.script, &finished.checksum) => State::Edited,
             Some(_) => State::Applied,
         };
         return Some(make(state, finished.finished_at.as_ref(), None));
@@ -117,18 +120,20 @@ mod tests {
 
     use super::*;
 
-    fn local(name: &str, checksum: &str) -> Migration {
+    /// A local migration whose script is `script`.
+    fn local(name: &str, script: &str) -> Migration {
         Migration {
             name: name.into(),
             path: PathBuf::new(),
-            script: String::new(),
-            checksum: checksum.into(),
+            script: script.into(),
+            checksum: crate::migrations::checksum(script.as_bytes()),
         }
     }
 
-    fn row(name: &str, checksum: &str, finished: bool, rolled_back: bool, at: &str) -> Record {
+    /// A row that recorded the script `script`.
+    fn row(name: &str, script: &str, finished: bool, rolled_back: bool, at: &str) -> Record {
         Record {
-            checksum: checksum.into(),
+            checksum: crate::migrations::checksum(script.as_bytes()),
             finished_at: finished.then(|| at.to_string()),
             migration_name: name.into(),
             logs: (!finished && !rolled_back).then(|| "ERROR: boom".to_string()),

@@ -1,12 +1,15 @@
 //! `migrate status`: every migration with its state, a summary line, and what to do next.
-//! Read-only: it never creates `_prisma_migrations`.
+//! Read-only: it never creates `_prisma_migrations`. A database with tables but no
+//! `_prisma_migrations` is "not managed by Prisma Migrate" (deploy refuses it, as Prisma does),
+//! and so is one with neither migrations nor the table.
 
 use anyhow::Result;
 use postgres::Client;
 use serde_json::json;
 
-use super::history;
+use super::baseline::{self, NotManaged};
 use super::state::{self, Entry, State};
+use super::{history, logs};
 use crate::migrations::Migration;
 use crate::report::{Report, Style, Table};
 
@@ -15,22 +18,32 @@ pub struct StatusReport {
     pub entries: Vec<Entry>,
     /// The index each `CREATE INDEX CONCURRENTLY` migration builds, by migration name.
     indexes: Vec<(String, String)>,
+    /// Why the database is not managed by Prisma Migrate, when it is not.
+    pub not_managed: Option<NotManaged>,
+    /// The advice for a database that is not managed (it names the first migration).
+    not_managed_advice: Option<String>,
 }
 
 pub fn status(client: &mut Client, migrations: &[Migration]) -> Result<StatusReport> {
     let records = history::load(client)?;
+    let not_managed = match records.is_empty() {
+        true => baseline::not_managed(client, migrations)?,
+        false => None,
+    };
     Ok(StatusReport {
         entries: state::compute(migrations, &records),
         indexes: migrations
             .iter()
             .filter_map(|m| Some((m.name.clone(), m.concurrent_index()?)))
             .collect(),
+        not_managed_advice: not_managed.as_ref().map(|n| n.advice(migrations)),
+        not_managed,
     })
 }
 
 impl StatusReport {
     pub fn is_up_to_date(&self) -> bool {
-        self.entries.iter().all(|e| e.state == State::Applied)
+        self.not_managed.is_none() && self.entries.iter().all(|e| e.state == State::Applied)
     }
 
     fn index_of(&self, name: &str) -> Option<String> {
@@ -72,6 +85,9 @@ impl StatusReport {
 
     /// `2 applied, 1 pending, 1 failed` (only the states that occur).
     pub(crate) fn summary(&self) -> String {
+        if let Some(not_managed) = &self.not_managed {
+            return not_managed.summary();
+        }
         if self.is_up_to_date() {
             return format!(
                 "Database schema is up to date! ({} migrations applied)",
@@ -101,6 +117,9 @@ impl StatusReport {
 
     /// One line per problem, each with the command that fixes it.
     pub fn advice(&self) -> Vec<String> {
+        if let Some(advice) = &self.not_managed_advice {
+            return vec![advice.clone()];
+        }
         let mut lines = Vec::new();
         for entry in &self.entries {
             let name = &entry.name;
@@ -133,19 +152,20 @@ impl StatusReport {
 fn failed_advice(entry: &Entry, index: Option<String>) -> String {
     let name = &entry.name;
     let at = entry.at.as_deref().unwrap_or("?");
-    let recorded = entry
+    let error = entry
         .logs
         .as_deref()
-        .is_some_and(|logs| !logs.trim().is_empty());
-    match (recorded, index) {
-        (false, _) => format!(
+        .filter(|logs| !logs.trim().is_empty())
+        .map(logs::database_error);
+    match (error, index) {
+        (None, _) => format!(
             "migration `{name}` started at {at} UTC and has no recorded outcome: the process that ran it stopped (killed, or its connection lost), and its backend may have gone on and applied the script. Run `cargo xtask recover`: it waits for a backend still running it, proves from the catalog whether it was applied, and resolves it either way (by hand: compare the database with the file, then `cargo xtask migrate resolve --applied {name}` or `--rolled-back {name}`)"
         ),
-        (true, Some(index)) => format!(
-            "migration `{name}` failed (started {at} UTC) and may have left an INVALID index `{index}`. Run `cargo xtask recover`, which drops it and builds the index again (by hand: `DROP INDEX CONCURRENTLY \"{index}\"`, `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)"
+        (Some(error), Some(index)) => format!(
+            "migration `{name}` failed (started {at} UTC): {error} — it may have left an INVALID index `{index}`. Run `cargo xtask recover`, which drops it and builds the index again (by hand: `DROP INDEX CONCURRENTLY \"{index}\"`, `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)"
         ),
-        (true, None) => format!(
-            "migration `{name}` failed (started {at} UTC); PostgreSQL rolled its script back. Fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)"
+        (Some(error), None) => format!(
+            "migration `{name}` failed (started {at} UTC): {error} — PostgreSQL rolled its script back. Fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)"
         ),
     }
 }
@@ -166,12 +186,14 @@ impl Report for StatusReport {
     fn to_json(&self) -> serde_json::Value {
         json!({
             "upToDate": self.is_up_to_date(),
+            "managed": self.not_managed.is_none(),
             "summary": self.summary(),
             "migrations": self.entries.iter().map(|e| json!({
                 "name": e.name,
                 "state": e.state.key(),
                 "at": e.at,
                 "logs": e.logs,
+                "error": e.logs.as_deref().map(logs::database_error),
             })).collect::<Vec<_>>(),
             "advice": self.advice(),
         })

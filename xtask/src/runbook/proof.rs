@@ -21,7 +21,7 @@ use postgres::Client;
 
 use super::inspect::Inspection;
 use crate::migrate::concurrent::{self, IndexState};
-use crate::migrate::deploy::error_line;
+use crate::migrate::logs::database_error;
 use crate::migrations::Migration;
 use crate::tenancy::{self, Column, CONTRACT, DATAHUB_TABLES, EXPAND};
 
@@ -58,6 +58,9 @@ pub(crate) fn judge(
     if name == EXPAND {
         return expand(client, inspection);
     }
+    if name == tenancy::CONNECTION_KEY {
+        return connection_key(client, name);
+    }
     let unprovable = |why: String| Judgement::Unprovable {
         name: name.to_string(),
         why,
@@ -87,25 +90,37 @@ pub(crate) fn judge(
                 name: name.to_string(),
                 proof: format!(
                     "its recorded failure is `{}`, after which PostgreSQL rolls the whole script (one transaction) back; a new try is the fix",
-                    error_line(&logs)
+                    database_error(&logs)
                 ),
                 drop_index: None,
             }
         }
         Some(logs) => unprovable(format!(
             "it failed with `{}`; PostgreSQL rolled its script back, but running it again would fail the same way: fix the cause, then `cargo xtask migrate resolve --rolled-back {name}` and `cargo xtask recover` (or `cargo xtask migrate deploy`)",
-            error_line(&logs)
+            database_error(&logs)
         )),
     })
 }
 
+/// Messages of the same failures, for logs written without a SQLSTATE (Prisma's JS engine).
+const TRANSIENT_MESSAGES: [&str; 4] = [
+    "canceling statement due to lock timeout",
+    "canceling statement due to statement timeout",
+    "deadlock detected",
+    "could not serialize access",
+];
+
 fn is_transient(logs: &str) -> bool {
-    TRANSIENT.iter().any(|code| {
+    let coded = TRANSIENT.iter().any(|code| {
         logs.lines().any(|line| {
             line.trim() == format!("Database error code: {code}")
                 || line.contains(&format!("SQLSTATE {code}"))
         })
-    })
+    });
+    coded
+        || TRANSIENT_MESSAGES
+            .iter()
+            .any(|message| logs.contains(message))
 }
 
 /// Whether the script ends or starts transactions of its own, which would make a partial
@@ -256,6 +271,39 @@ fn expand(client: &mut Client, inspection: &Inspection) -> Result<Judgement> {
             "its failure is recorded, but part of what it creates exists ({}; {keys} of {tables} foreign keys, {triggers} of {tables} triggers, {helpers} of 3 for its view and two functions): it was changed another way. Compare the database with `migrations/{EXPAND}/migration.sql`; if everything is there, run `cargo xtask migrate resolve --applied {EXPAND}`",
             inspection.describe_columns()
         ),
+    })
+}
+
+/// The next release's key of `Connection`: the new unique constraint adopted and the old key
+/// dropped → applied (one transaction); neither → rolled back; one of the two → by hand.
+fn connection_key(client: &mut Client, name: &str) -> Result<Judgement> {
+    let row = client
+        .query_one(
+            tenancy::CONNECTION_KEYS_SQL,
+            &[&tenancy::CONNECTION_NEW_KEY, &tenancy::CONNECTION_OLD_KEY],
+        )
+        .context("cannot look up the keys of `Connection`")?;
+    let (adopted, old_key): (bool, bool) = (row.get(0), row.get(1));
+    let (new_key, old) = (tenancy::CONNECTION_NEW_KEY, tenancy::CONNECTION_OLD_KEY);
+    let name = name.to_string();
+    Ok(match (adopted, old_key) {
+        (false, true) => Judgement::RolledBack {
+            name,
+            proof: format!("`{new_key}` is not a constraint and the old key `{old}` still exists"),
+            drop_index: None,
+        },
+        (true, false) => Judgement::Applied {
+            name,
+            proof: format!("`{new_key}` is the key of `Connection` and the old key `{old}` is gone: its script committed"),
+        },
+        _ => Judgement::Unprovable {
+            why: format!(
+                "`{new_key}` is {}a constraint and the old key `{old}` {}: neither before nor after the migration; compare `Connection` with `migrations/{name}/migration.sql` and finish or undo it by hand",
+                if adopted { "" } else { "not " },
+                if old_key { "still exists" } else { "is gone" },
+            ),
+            name,
+        },
     })
 }
 

@@ -31,7 +31,7 @@ use crate::migrate::state::State;
 use crate::migrate::{self, concurrent, running, DeployOptions, Resolution};
 use crate::migrations::Migration;
 use crate::report::{self, backticked, thousands, Report, Style};
-use crate::tenancy::{self, Column, CONTRACT, EXPAND};
+use crate::tenancy::{self, Column, CONTRACT, EXPAND, INIT};
 
 pub(crate) const SUMMARY: &str = "the recovery plan after a failed migration (scenario A/B)";
 
@@ -233,17 +233,22 @@ fn inspect_all(
     for name in &failed {
         judgements.push(proof::judge(client, &inspection, migrations, name)?);
     }
-    let backfill_rows = if inspection.all_columns(Column::NotNull) {
-        BackfillRows::NotNeeded
-    } else if inspection.any_column(Column::Missing) {
-        let rows: i64 = client
-            .query_one(&tenancy::row_count_sql(), &[])
-            .context("cannot count the rows of the Data Hub tables")?
-            .get(0);
-        BackfillRows::AllRows(rows)
-    } else {
-        BackfillRows::Nulls(check::check(client)?.total_nulls())
-    };
+    let tables_exist = inspection.status.state_of(INIT) == Some(&State::Applied);
+    let backfill_rows =
+        if inspection.status.not_managed.is_some() || inspection.all_columns(Column::NotNull) {
+            BackfillRows::NotNeeded
+        } else if !tables_exist {
+            // Not even the init migration is applied: no Data Hub table, no row yet.
+            BackfillRows::AllRows(0)
+        } else if inspection.any_column(Column::Missing) {
+            let rows: i64 = client
+                .query_one(&tenancy::row_count_sql(), &[])
+                .context("cannot count the rows of the Data Hub tables")?
+                .get(0);
+            BackfillRows::AllRows(rows)
+        } else {
+            BackfillRows::Nulls(check::check(client)?.total_nulls())
+        };
     Ok(Findings {
         inspection,
         failed,
@@ -278,6 +283,13 @@ fn describe(found: &Findings) -> Vec<String> {
 /// The steps recover takes from what it found, or why it will not.
 fn plan(found: &Findings) -> Plan {
     let status = &found.inspection.status;
+    if let Some(not_managed) = &status.not_managed {
+        return Plan::Refuse {
+            step: "inspect".into(),
+            why: format!("{}\n{}", not_managed.summary(), status.advice().join("\n")),
+            conclusion: "❌ recover stopped: the database is not managed by Prisma Migrate, so there is nothing of this release to recover; baseline it first (see above).".into(),
+        };
+    }
     if status.is_up_to_date() {
         return Plan::NothingToRecover;
     }

@@ -137,6 +137,7 @@ pub fn release(
         &SmokeOptions {
             url: None,
             app_bin: Some(app_bin),
+            browser: false,
         },
     )?;
     let n_ok = report.checks.iter().filter(|c| c.ok).count();
@@ -171,6 +172,17 @@ fn database_part(
     steps: &mut Steps,
 ) -> Result<Option<Stop>> {
     let state = inspect::inspect(client, migrations)?;
+    if let Some(not_managed) = &state.status.not_managed {
+        steps.push(Step::failed(
+            "preflight",
+            Instant::now(),
+            not_managed.summary(),
+        ));
+        return Ok(Some(Stop {
+            at: "preflight".into(),
+            next: state.status.advice().into_iter().next().unwrap_or_default(),
+        }));
+    }
     if let Some(entry) = state.status.entries.iter().find(|e| {
         matches!(
             e.state,

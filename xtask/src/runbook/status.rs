@@ -52,12 +52,13 @@ pub fn status(
     let mut detail = status.summary();
     // Failed, edited or missing migrations come with their own advice; plain pending ones are
     // the release's to deploy, after the backfill.
-    let problems = status.entries.iter().any(|e| {
-        matches!(
-            e.state,
-            State::Failed | State::Edited | State::MissingLocally
-        )
-    });
+    let problems = status.not_managed.is_some()
+        || status.entries.iter().any(|e| {
+            matches!(
+                e.state,
+                State::Failed | State::Edited | State::MissingLocally
+            )
+        });
     if problems {
         for line in status.advice() {
             detail.push('\n');
@@ -69,7 +70,9 @@ pub fn status(
         ..Step::done("migrate status", started, detail)
     });
     if !up_to_date {
-        next.push(if status.count(&State::Failed) > 0 {
+        next.push(if status.not_managed.is_some() {
+            "baseline the database (see above)".into()
+        } else if status.count(&State::Failed) > 0 {
             "`cargo xtask recover`".into()
         } else {
             "`cargo xtask release`".into()

@@ -1,6 +1,7 @@
 //! The smoke test's own user and workspace, new for every run (two runs at once never share
-//! one), with 14 days of Google Ads metrics and an insight; removed afterwards by deleting the
-//! workspace and the user, which cascades to everything the run made.
+//! one), with 14 days of Google Ads metrics and an insight, and a second, empty workspace to
+//! switch to; removed afterwards by deleting the workspaces and the user, which cascades to
+//! everything the run made.
 //!
 //! A run holds an advisory lock on its user id while its fixtures exist. A run that was killed
 //! before it could clean up leaves them unlocked, and the next run removes them: fixtures whose
@@ -12,6 +13,8 @@ use postgres::Client;
 /// Clicks of the 14 seeded days (50 + d for d in 0..14): the Google Ads card must show them.
 pub(crate) const EXPECTED_CLICKS: i64 = 791;
 pub(crate) const INSIGHT_TITLE: &str = "Smoke insight: spend steady";
+/// The name of the smoke user's second workspace.
+pub(crate) const SECOND_WORKSPACE: &str = "Smoke test (second)";
 
 pub(crate) struct Fixtures {
     pub user_id: String,
@@ -22,8 +25,8 @@ pub(crate) struct Fixtures {
 
 const INSERT_USER: &str = r#"INSERT INTO "User" ("id", "email", "name", "passwordHash") VALUES ($1, $2, 'Smoke test', $3)"#;
 const INSERT_WORKSPACE: &str =
-    r#"INSERT INTO "Workspace" ("id", "name", "slug") VALUES ($1, 'Smoke test', $1)"#;
-const INSERT_MEMBER: &str = r#"INSERT INTO "WorkspaceMember" ("id", "workspaceId", "userId", "role") VALUES ($1, $1, $2, 'OWNER')"#;
+    r#"INSERT INTO "Workspace" ("id", "name", "slug") VALUES ($1, $2, $1)"#;
+const INSERT_MEMBER: &str = r#"INSERT INTO "WorkspaceMember" ("id", "workspaceId", "userId", "role") VALUES ($1, $1, $2, $3::text::"WorkspaceRole")"#;
 const INSERT_METRICS: &str = r#"
     INSERT INTO "MetricDaily" ("id", "userId", "workspaceId", "provider", "date", "impressions", "clicks", "spend", "conversions")
     SELECT $2 || '_metric_' || d, $1, $2, 'google-ads', current_date - d, 1000 + d * 10, 50 + d, 25.5 + d, d % 4
@@ -46,7 +49,8 @@ const REMOVE_STALE_SQL: &str = r#"
         ) smoke
         WHERE pg_try_advisory_xact_lock($1, hashtext(smoke."id"))
     ), workspaces AS (
-        DELETE FROM "Workspace" w USING stale WHERE w."id" = stale."id" || '_ws'
+        DELETE FROM "Workspace" w USING stale
+        WHERE w."id" IN (stale."id" || '_ws', stale."id" || '_ws_2')
     )
     DELETE FROM "User" u USING stale WHERE u."id" = stale."id""#;
 
@@ -74,10 +78,16 @@ impl Fixtures {
             .context("cannot start the smoke fixtures' transaction")?;
         tx.execute(INSERT_USER, &[&fixtures.user_id, &fixtures.email, &hash])
             .context("cannot create the smoke user")?;
-        tx.execute(INSERT_WORKSPACE, &[&fixtures.workspace_id])
-            .context("cannot create the smoke workspace")?;
-        tx.execute(INSERT_MEMBER, &[&fixtures.workspace_id, &fixtures.user_id])
-            .context("cannot make the smoke user a member of its workspace")?;
+        let second = fixtures.second_workspace_id();
+        for (workspace, name, role) in [
+            (&fixtures.workspace_id, "Smoke test", "OWNER"),
+            (&second, SECOND_WORKSPACE, "MEMBER"),
+        ] {
+            tx.execute(INSERT_WORKSPACE, &[workspace, &name])
+                .context("cannot create a smoke workspace")?;
+            tx.execute(INSERT_MEMBER, &[workspace, &fixtures.user_id, &role])
+                .context("cannot make the smoke user a member of its workspace")?;
+        }
         tx.execute(INSERT_METRICS, &[&fixtures.user_id, &fixtures.workspace_id])
             .context("cannot seed the smoke workspace's metrics")?;
         tx.execute(
@@ -102,14 +112,18 @@ impl Fixtures {
         )
     }
 
-    /// Everything the run made hangs off its user and workspace: deleting both cascades.
+    fn second_workspace_id(&self) -> String {
+        format!("{}_2", self.workspace_id)
+    }
+
+    /// Everything the run made hangs off its user and workspaces: deleting them cascades.
     pub(crate) fn remove(&self, client: &mut Client) -> Result<()> {
         client
             .execute(
-                r#"DELETE FROM "Workspace" WHERE "id" = $1"#,
-                &[&self.workspace_id],
+                r#"DELETE FROM "Workspace" WHERE "id" = ANY($1)"#,
+                &[&vec![self.workspace_id.clone(), self.second_workspace_id()]],
             )
-            .context("cannot remove the smoke workspace")?;
+            .context("cannot remove the smoke workspaces")?;
         client
             .execute(r#"DELETE FROM "User" WHERE "id" = $1"#, &[&self.user_id])
             .context("cannot remove the smoke user")?;

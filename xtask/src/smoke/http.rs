@@ -66,6 +66,11 @@ impl Http {
         })
     }
 
+    /// `http://HOST:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+
     pub fn with_timeout(mut self, timeout: Duration) -> Http {
         self.timeout = timeout;
         self

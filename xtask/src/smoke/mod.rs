@@ -3,6 +3,7 @@
 //! user in a smoke workspace of its own, runs each check as one line, and removes what it made.
 
 mod app;
+pub mod browser;
 mod checks;
 mod fixtures;
 pub mod http;
@@ -25,11 +26,14 @@ use fixtures::Fixtures;
 pub(crate) const SUMMARY: &str = "the release checklist's smoke test against the app, automated";
 
 pub(crate) const HELP: &str = "\
-cargo xtask smoke [--url URL] [--app-bin PATH] [--json]
+cargo xtask smoke [--url URL] [--app-bin PATH] [--browser] [--json]
 Builds and starts the app on a free port against the database (or tests the app at --url,
 which must use the same database), signs in as a smoke user in a smoke workspace of its own,
 and checks /data, /data/google-ads, the chat, connect/disconnect and the app's log. Everything
 it creates is removed afterwards. Exit 0 only when every check passes.
+--browser: the same in headless Chromium (Debian's chromium and chromium-driver), switching
+workspaces too; a console error or a Content-Security-Policy violation fails it, and each page
+is saved as a PNG under target/xtask/smoke-browser/.
 ";
 
 pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
@@ -38,6 +42,7 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         return Ok(Outcome::Ready);
     }
     let json = args.contains("--json");
+    let browser = args.contains("--browser");
     let url = cli::text(&mut args, "--url")?;
     let app_bin: Option<PathBuf> = args
         .opt_value_from_str("--app-bin")
@@ -48,7 +53,19 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let database = globals.url()?;
     let mut client = database.connect()?;
-    let report = smoke(&mut client, &database, &SmokeOptions { url, app_bin })?;
+    if browser && !browser::installed() {
+        return Err(crate::error::environment(format!(
+            "`--browser` needs `{}` and `{}`: install them with `apt-get install chromium chromium-driver`",
+            browser::CHROMIUM,
+            browser::CHROMEDRIVER
+        )));
+    }
+    let options = SmokeOptions {
+        url,
+        app_bin,
+        browser,
+    };
+    let report = smoke(&mut client, &database, &options)?;
     report::emit(&report, json)
 }
 
@@ -58,6 +75,8 @@ pub(crate) struct SmokeOptions {
     pub url: Option<String>,
     /// The app binary to start (default: `DATAHUB_APP_BIN`, else `cargo build -p app`).
     pub app_bin: Option<PathBuf>,
+    /// Walk the checklist in headless Chromium too.
+    pub browser: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +226,33 @@ fn against_app(
             "connect and disconnect",
             checks::connect_and_disconnect(&http, &cookie),
         );
+    }
+    if options.browser && signed_in {
+        let screenshots = crate::project::target_dir().join("xtask/smoke-browser");
+        let base = http.base();
+        let walked = browser::ChromeDriver::start().and_then(|driver| {
+            let session = driver.session()?;
+            browser::walk(
+                &session,
+                &browser::Walk {
+                    base: &base,
+                    email: &fixtures.email,
+                    password: &fixtures.password,
+                    other_workspace: fixtures::SECOND_WORKSPACE,
+                    screenshots: &screenshots,
+                },
+            )
+        });
+        match walked {
+            Ok(steps) => {
+                for step in steps {
+                    checks.record(&format!("browser: {}", step.name), Ok(step.detail));
+                }
+            }
+            Err(error) => {
+                checks.record("browser", Err(error));
+            }
+        }
     }
     if let Some(app) = started_app {
         checks.record("app log", checks::log(&app.stop()));

@@ -1,0 +1,2 @@
+-- Widening a varchar only changes the catalog.
+ALTER TABLE "Connection" ALTER COLUMN "currency" SET DATA TYPE VARCHAR(20);

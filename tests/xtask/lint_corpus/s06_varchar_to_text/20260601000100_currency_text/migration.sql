@@ -1,0 +1,1 @@
+ALTER TABLE "Connection" ALTER COLUMN "currency" SET DATA TYPE TEXT;

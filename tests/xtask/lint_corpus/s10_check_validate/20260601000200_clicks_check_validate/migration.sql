@@ -1,0 +1,1 @@
+ALTER TABLE "MetricDaily" VALIDATE CONSTRAINT "MetricDaily_clicks_check";

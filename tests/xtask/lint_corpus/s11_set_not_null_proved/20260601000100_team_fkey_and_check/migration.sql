@@ -1,0 +1,2 @@
+ALTER TABLE "Insight" ADD CONSTRAINT "Insight_teamId_fkey" FOREIGN KEY ("teamId") REFERENCES "Workspace"("id") ON DELETE SET NULL ON UPDATE CASCADE NOT VALID;
+ALTER TABLE "Insight" ADD CONSTRAINT "Insight_teamId_not_null" CHECK ("teamId" IS NOT NULL) NOT VALID;

@@ -1,0 +1,1 @@
+ALTER TABLE "Insight" VALIDATE CONSTRAINT "Insight_teamId_not_null";

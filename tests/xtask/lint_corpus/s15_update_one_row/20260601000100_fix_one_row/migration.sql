@@ -1,0 +1,1 @@
+UPDATE "MetricDaily" SET "currencyCode" = 'USD' WHERE "id" = (SELECT min("id") FROM "MetricDaily");

@@ -1,0 +1,1 @@
+ALTER TABLE "ChatMessage" ADD COLUMN "receivedAt" TIMESTAMP(3) DEFAULT clock_timestamp();

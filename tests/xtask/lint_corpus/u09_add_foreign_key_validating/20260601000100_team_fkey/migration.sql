@@ -1,0 +1,1 @@
+ALTER TABLE "Insight" ADD CONSTRAINT "Insight_teamId_fkey" FOREIGN KEY ("teamId") REFERENCES "Workspace"("id") ON DELETE SET NULL ON UPDATE CASCADE;

@@ -1,0 +1,2 @@
+ALTER TABLE "MetricDaily" ADD CONSTRAINT "MetricDaily_clicks_check" CHECK ("clicks" >= 0) NOT VALID;
+ALTER TABLE "MetricDaily" VALIDATE CONSTRAINT "MetricDaily_clicks_check";

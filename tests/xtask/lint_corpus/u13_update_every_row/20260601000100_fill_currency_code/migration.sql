@@ -1,0 +1,1 @@
+UPDATE "MetricDaily" SET "currencyCode" = 'EUR' WHERE "currencyCode" IS NULL;

@@ -1,0 +1,2 @@
+ALTER TABLE "MetricDaily" ADD COLUMN "note" TEXT;
+CREATE INDEX CONCURRENTLY "MetricDaily_note_idx" ON "MetricDaily"("note");

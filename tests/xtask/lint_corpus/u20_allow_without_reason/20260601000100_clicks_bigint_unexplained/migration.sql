@@ -1,0 +1,2 @@
+-- lint: allow table-rewrite
+ALTER TABLE "MetricDaily" ALTER COLUMN "clicks" SET DATA TYPE BIGINT;

@@ -1,0 +1,691 @@
+//! `migrate plan` and `migrate lint`: every migration run on a shadow database and observed.
+//!
+//! The shadow is built from the migrations folder alone: a database gets every migration up to
+//! the one to judge, applied as deploy applies them (each file as one script); a copy of it
+//! (`CREATE DATABASE … TEMPLATE`, about 20 ms) is filled with sample rows and the migration is
+//! observed there statement by statement (`observe`), then the copy is dropped. The user's
+//! database is only read, for `_prisma_migrations` (which migrations are pending) and its
+//! `TimeZone` setting; the shadow databases live on a throwaway cluster, or on `--shadow-url`.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use pico_args::Arguments;
+use serde_json::{json, Value};
+
+use super::lint::{self, Finding};
+use super::observe::{self, LockMode, MigrationPlan, Mode};
+use super::shadow::Shadow;
+use crate::cli::{self, Globals};
+use crate::db::Connect;
+use crate::error::{usage, Outcome};
+use crate::migrations::{self, Migration};
+use crate::report::{self, Report, Style, Table};
+
+pub(crate) const PLAN_HELP: &str = "\
+cargo xtask migrate plan [NAME…] [--all] [--json | --format text|markdown|json] [--shadow-url URL]
+Runs each migration on a shadow database (a copy of the schema just before it, with sample
+rows) the way deploy runs it, and shows per statement the table locks held (taken by it, and
+still held from earlier statements of the same transaction), rewrites, scans, validations and
+rows changed. Default: the migrations pending on DATABASE_URL (only `_prisma_migrations` and the
+TimeZone setting are read there); --all, or without a database URL: every migration.
+";
+
+pub(crate) const LINT_HELP: &str = "\
+cargo xtask migrate lint [NAME…] [--migrations-dir DIR] [--json] [--shadow-url URL]
+Observes each migration (default: all of them) as `migrate plan` does and exits 1 when one
+would block the app on a table that existed before it: a rewrite, an index built without
+CONCURRENTLY, a table read while a lock that blocks writes (SHARE and stronger) or reads
+(ACCESS EXCLUSIVE) is held, or an UPDATE/DELETE of every row in one transaction. Each finding
+names file:line, the lock, the table, what read it and the online-safe rewrite. A reviewed
+exception is a comment just above the statement:
+    -- lint: allow <rule> because <reason>
+rules: table-rewrite, index-build, scan-under-lock, full-table-dml, fails.
+";
+
+/// Where the shadow databases are made: `--shadow-url` (a server where the role may CREATE
+/// DATABASE; only `datahub_shadow_*` databases are created and dropped there), else a
+/// throwaway cluster.
+pub(crate) const SHADOW_OPTION_HELP: &str = "\
+    --shadow-url URL       make the shadow databases on this server (the role needs CREATEDB;
+                           only datahub_shadow_* databases are created and dropped there)
+                           instead of a throwaway cluster (needs the PostgreSQL server binaries)
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// Every observed migration and what lint finds in it.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    /// Where the shadow ran and which migrations were chosen, for the header.
+    pub header: String,
+    pub plans: Vec<MigrationPlan>,
+    pub findings: Vec<Vec<Finding>>,
+    /// Whether the report is lint's (verdicts) or plan's (tables).
+    pub lint: bool,
+}
+
+/// What to plan: the migrations folder, the ones to observe, and where.
+pub struct PlanRequest<'a> {
+    pub migrations: &'a [Migration],
+    pub targets: BTreeSet<String>,
+    /// The user's TimeZone setting, when known (type changes to timestamptz depend on it).
+    pub timezone: Option<String>,
+}
+
+/// Observes each target migration on `shadow`, in order.
+pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Vec<MigrationPlan>> {
+    let last = request
+        .migrations
+        .iter()
+        .rposition(|m| request.targets.contains(&m.name));
+    let Some(last) = last else {
+        return Ok(Vec::new());
+    };
+    // The state just before the first migration to observe is kept on the shadow, so a second
+    // plan with the same beginning (the tests' corpus) starts from a copy of it.
+    let first = request
+        .migrations
+        .iter()
+        .position(|m| request.targets.contains(&m.name))
+        .unwrap_or(0);
+    let checksums: Vec<String> = request.migrations[..first]
+        .iter()
+        .map(|m| m.checksum.clone())
+        .collect();
+    let (base, start) = match shadow.prefix(&checksums) {
+        Some(prefix) => {
+            let prefix = prefix.to_string();
+            (shadow.create(Some(&prefix))?, first)
+        }
+        None => (shadow.create(None)?, 0),
+    };
+    let mut plans = Vec::new();
+    for (index, migration) in request
+        .migrations
+        .iter()
+        .enumerate()
+        .take(last + 1)
+        .skip(start)
+    {
+        if index == first && start == 0 && first > 0 {
+            shadow.keep_prefix(checksums.clone(), &base)?;
+        }
+        if request.targets.contains(&migration.name) {
+            eprintln!("observing `{}` ...", migration.name);
+            let copy = shadow.create(Some(&base))?;
+            let observed = observe::observe(
+                shadow,
+                &copy,
+                migration,
+                display_path(migration),
+                request.timezone.as_deref(),
+            )
+            .with_context(|| format!("cannot observe `{}` on the shadow", migration.name));
+            shadow.drop_database(&copy)?;
+            let observed = observed?;
+            let failed = observed.failure.is_some();
+            plans.push(observed);
+            if failed {
+                // The migrations after it build on a state deploy would never reach.
+                break;
+            }
+        }
+        // Applied as deploy applies it: the whole file as one script.
+        let mut client = shadow.connect(&base, None)?;
+        client.batch_execute(&migration.script).map_err(|error| {
+            anyhow::anyhow!(
+                "migration `{name}` fails on the shadow database (the schema without rows), so the migrations after it cannot be planned: {}; run `cargo xtask migrate lint {name}` to see the statement",
+                crate::db::describe_driver_error(&error),
+                name = migration.name,
+            )
+        })?;
+    }
+    shadow.drop_database(&base)?;
+    Ok(plans)
+}
+
+/// `migrations/<name>/migration.sql` for the repository's own folder, else the full path.
+fn display_path(migration: &Migration) -> String {
+    let file = migration.path.join("migration.sql");
+    let root = crate::project::root();
+    match file.strip_prefix(&root) {
+        Ok(relative) => relative.display().to_string(),
+        Err(_) => file.display().to_string(),
+    }
+}
+
+impl PlanReport {
+    pub fn new(header: String, plans: Vec<MigrationPlan>, lint: bool) -> PlanReport {
+        let findings = plans.iter().map(lint::judge).collect();
+        PlanReport {
+            header,
+            plans,
+            findings,
+            lint,
+        }
+    }
+
+    /// Findings that are not reviewed exceptions.
+    pub fn blocking(&self) -> impl Iterator<Item = (&MigrationPlan, &Finding)> {
+        self.plans
+            .iter()
+            .zip(&self.findings)
+            .flat_map(|(plan, findings)| findings.iter().map(move |f| (plan, f)))
+            .filter(|(_, f)| f.blocks())
+    }
+
+    /// The plan of one migration as a psql-style table.
+    pub fn plan_table(plan: &MigrationPlan) -> Table {
+        let mut table = Table::new(&[
+            "line",
+            "statement",
+            "locks taken",
+            "held from earlier (line)",
+            "scans",
+            "rewrites",
+            "validates",
+            "rows changed",
+        ]);
+        for statement in &plan.statements {
+            let taken: Vec<String> = statement
+                .locks
+                .iter()
+                .filter(|l| l.taken_here)
+                .map(|l| lock_label(&l.table, l.mode, l.new_table))
+                .collect();
+            let held: Vec<String> = statement
+                .locks
+                .iter()
+                .filter(|l| !l.taken_here && l.mode.blocks().is_some() && !l.new_table)
+                .map(|l| format!("{} ({})", lock_label(&l.table, l.mode, false), l.since_line))
+                .collect();
+            let scans: Vec<String> = statement
+                .scans
+                .iter()
+                .map(|s| {
+                    let new = if s.new_table { " (new)" } else { "" };
+                    format!("{}{new} {}", s.table, s.kind.label())
+                })
+                .collect();
+            let rewrites: Vec<String> = statement
+                .rewrites
+                .iter()
+                .map(|(t, said)| {
+                    if *said {
+                        t.clone()
+                    } else {
+                        format!("{t} (new storage)")
+                    }
+                })
+                .collect();
+            let changed: Vec<String> = statement
+                .changed_rows
+                .iter()
+                .map(|(t, n)| {
+                    format!(
+                        "{t} {n} of {}",
+                        plan.rows_before.get(t).copied().unwrap_or(0)
+                    )
+                })
+                .collect();
+            let validates = statement.validations.join(", ");
+            let statement_cell = match &statement.note {
+                Some(note) => format!("{} ({note})", statement.statement.summary(50)),
+                None => statement.statement.summary(50),
+            };
+            table.push(vec![
+                statement.statement.line.to_string(),
+                statement_cell,
+                taken.join(", "),
+                held.join(", "),
+                scans.join(", "),
+                rewrites.join(", "),
+                validates,
+                changed.join(", "),
+            ]);
+        }
+        table
+    }
+
+    fn heading(plan: &MigrationPlan) -> String {
+        let how = match plan.mode {
+            Mode::Transaction => format!(
+                "{} statement(s) in one transaction: every lock is held until the last one commits",
+                plan.statements.len()
+            ),
+            Mode::OnItsOwn => "one statement on its own, outside a transaction: locks as seen while it waited for an open write transaction".to_string(),
+        };
+        format!("`{}` ({}): {how}", plan.name, plan.file)
+    }
+
+    fn verdict(plan: &MigrationPlan, findings: &[Finding]) -> String {
+        let blocking = findings.iter().filter(|f| f.blocks()).count();
+        if blocking > 0 {
+            return format!("❌ `{}`: {blocking} finding(s)", plan.name);
+        }
+        let existing_locks: BTreeSet<String> = plan
+            .statements
+            .iter()
+            .flat_map(|s| &s.locks)
+            .filter(|l| !l.new_table && l.mode.blocks().is_some())
+            .map(|l| format!("{} on `{}`", l.mode.name(), l.table))
+            .collect();
+        let allowed = findings.len();
+        // Session settings alone (a new migration holds its `SET LOCAL lock_timeout` line) are
+        // not yet a change.
+        let settings_only = plan.statements.iter().all(|s| {
+            let first = s.statement.sql.split_whitespace().next().unwrap_or("");
+            first.eq_ignore_ascii_case("SET") || first.eq_ignore_ascii_case("RESET")
+        });
+        let mut text = if settings_only && plan.failure.is_none() {
+            format!("✅ `{}`: no statement yet", plan.name)
+        } else if plan
+            .statements
+            .iter()
+            .all(|s| s.locks.iter().all(|l| l.new_table))
+            && plan.mode == Mode::Transaction
+        {
+            format!("✅ `{}`: new tables only", plan.name)
+        } else if existing_locks.is_empty() {
+            format!("✅ `{}`: no lock that blocks the app", plan.name)
+        } else {
+            format!(
+                "✅ `{}`: brief locks, no scan or rewrite under them: {}",
+                plan.name,
+                existing_locks.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        };
+        if allowed > 0 {
+            text.push_str(&format!(" ({allowed} reviewed exception(s))"));
+        }
+        text
+    }
+
+    fn finding_text(plan: &MigrationPlan, finding: &Finding) -> String {
+        let mut out = format!(
+            "{}:{}: {}: `{}`",
+            plan.file, finding.line, finding.rule, finding.statement
+        );
+        if let Some((mode, table, since)) = &finding.lock {
+            let taken = if *since == finding.line {
+                String::new()
+            } else {
+                format!(" (taken at line {since})")
+            };
+            out.push_str(&format!(
+                " holds {} on `{table}`{taken}, which blocks {}",
+                mode.name(),
+                mode.blocks().unwrap_or("nothing")
+            ));
+        }
+        out.push_str(&format!("; {}\n    safe: {}\n", finding.what, finding.fix));
+        if let Some(reason) = &finding.allowed {
+            out.push_str(&format!("    allowed (reviewed): {reason}\n"));
+        }
+        if let Some(line) = finding.allow_without_reason {
+            out.push_str(&format!(
+                "    the `lint: allow {}` at line {line} gives no reason, so it is not accepted: write `-- lint: allow {} because …`\n",
+                finding.rule, finding.rule
+            ));
+        }
+        out
+    }
+
+    fn render_plan(&self, style: Style) -> String {
+        let mut out = String::new();
+        if !style.redact_durations {
+            out.push_str(&self.header);
+            out.push('\n');
+        }
+        for (plan, findings) in self.plans.iter().zip(&self.findings) {
+            out.push('\n');
+            out.push_str(&Self::heading(plan));
+            out.push('\n');
+            out.push_str(&Self::plan_table(plan).render());
+            out.push_str(&Self::notes(plan));
+            out.push_str(&Self::verdict(plan, findings));
+            out.push('\n');
+            for finding in findings {
+                out.push_str(&Self::finding_text(plan, finding));
+            }
+        }
+        if self.plans.is_empty() {
+            out.push_str("No migration to plan.\n");
+        } else {
+            out.push_str(LEGEND);
+        }
+        out
+    }
+
+    fn notes(plan: &MigrationPlan) -> String {
+        let mut out = String::new();
+        if let Some(failure) = &plan.failure {
+            out.push_str(&format!(
+                "fails at line {}: {} (SQLSTATE {})\n",
+                failure.line, failure.message, failure.code
+            ));
+        }
+        for note in &plan.notes {
+            out.push_str(&format!("note: {note}\n"));
+        }
+        out
+    }
+
+    fn render_lint(&self, style: Style) -> String {
+        let mut out = String::new();
+        if !style.redact_durations {
+            out.push_str(&self.header);
+            out.push('\n');
+        }
+        for (plan, findings) in self.plans.iter().zip(&self.findings) {
+            out.push_str(&Self::verdict(plan, findings));
+            out.push('\n');
+            for note in Self::notes(plan).lines() {
+                out.push_str(&format!("  {note}\n"));
+            }
+            for finding in findings {
+                out.push_str("  ");
+                out.push_str(&Self::finding_text(plan, finding).replace("\n    ", "\n      "));
+            }
+        }
+        let blocking = self.blocking().count();
+        let allowed: usize = self
+            .findings
+            .iter()
+            .flatten()
+            .filter(|f| !f.blocks())
+            .count();
+        out.push_str(&format!(
+            "\nlint: {} migration(s) observed, {blocking} blocking finding(s), {allowed} reviewed exception(s){}\n",
+            self.plans.len(),
+            if style.redact_durations {
+                String::new()
+            } else {
+                format!(" in {}", style.seconds(self.plans.iter().map(|p| p.duration).sum::<Duration>()))
+            }
+        ));
+        if blocking > 0 {
+            out.push_str("Fix each finding as its `safe:` line says (or, after review, add `-- lint: allow <rule> because <reason>` above the statement), then run `cargo xtask migrate lint` again.\n");
+        }
+        out
+    }
+
+    /// Markdown for `$GITHUB_STEP_SUMMARY`: a heading, the verdict and a table per migration.
+    pub fn render_markdown(&self) -> String {
+        let mut out = String::from("## Migration plan\n\n");
+        if self.plans.is_empty() {
+            out.push_str("No new migration.\n");
+            return out;
+        }
+        for (plan, findings) in self.plans.iter().zip(&self.findings) {
+            out.push_str(&format!(
+                "### `{}`\n\n{}\n\n",
+                plan.name,
+                md_escape(&Self::verdict(plan, findings))
+            ));
+            let table = Self::plan_table(plan);
+            out.push_str(&format!("| {} |\n", table.headers.join(" | ")));
+            out.push_str(&format!("|{}\n", "---|".repeat(table.headers.len())));
+            for row in &table.rows {
+                let cells: Vec<String> = row.iter().map(|c| md_escape(c)).collect();
+                out.push_str(&format!("| {} |\n", cells.join(" | ")));
+            }
+            out.push('\n');
+            for line in Self::notes(plan).lines() {
+                out.push_str(&format!("- {}\n", md_escape(line)));
+            }
+            for finding in findings {
+                out.push_str(&format!(
+                    "- **{}** {}\n",
+                    finding.rule,
+                    md_escape(&Self::finding_text(plan, finding).replace("\n    ", " — "))
+                ));
+            }
+            out.push('\n');
+        }
+        out.push_str(&md_escape(LEGEND.trim()));
+        out.push('\n');
+        out
+    }
+}
+
+const LEGEND: &str = "\nlocks: AS ACCESS SHARE, RS ROW SHARE, RX ROW EXCLUSIVE, SUX SHARE UPDATE EXCLUSIVE (none of these block the app), S SHARE, SRX SHARE ROW EXCLUSIVE, X EXCLUSIVE (block writes), AX ACCESS EXCLUSIVE (blocks reads and writes); (new) = created by this migration\n";
+
+fn lock_label(table: &str, mode: LockMode, new_table: bool) -> String {
+    let new = if new_table { " (new)" } else { "" };
+    format!("{table}{new} {}", mode.short())
+}
+
+fn md_escape(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+impl Report for PlanReport {
+    fn render_with(&self, style: Style) -> String {
+        if self.lint {
+            self.render_lint(style)
+        } else {
+            self.render_plan(style)
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let migrations: Vec<Value> = self
+            .plans
+            .iter()
+            .zip(&self.findings)
+            .map(|(plan, findings)| {
+                json!({
+                    "name": plan.name,
+                    "file": plan.file,
+                    "mode": match plan.mode { Mode::Transaction => "transaction", Mode::OnItsOwn => "on its own" },
+                    "rowsBefore": plan.rows_before,
+                    "seconds": plan.duration.as_secs_f64(),
+                    "failure": plan.failure.as_ref().map(|f| json!({"line": f.line, "sqlstate": f.code, "message": f.message})),
+                    "notes": plan.notes,
+                    "statements": plan.statements.iter().map(|s| json!({
+                        "line": s.statement.line,
+                        "sql": s.statement.sql,
+                        "note": s.note,
+                        "locks": s.locks.iter().map(|l| json!({
+                            "table": l.table, "mode": l.mode.name(), "newTable": l.new_table,
+                            "takenHere": l.taken_here, "sinceLine": l.since_line,
+                            "blocks": l.mode.blocks(),
+                        })).collect::<Vec<_>>(),
+                        "rewrites": s.rewrites.iter().map(|(t, said)| json!({"table": t, "rewritingTable": said})).collect::<Vec<_>>(),
+                        "scans": s.scans.iter().map(|scan| json!({
+                            "table": scan.table, "kind": scan.kind.label(), "newTable": scan.new_table,
+                            "rowsRead": scan.rows_read,
+                        })).collect::<Vec<_>>(),
+                        "validates": s.validations,
+                        "rowsChanged": s.changed_rows.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                    "findings": findings.iter().map(|f| json!({
+                        "rule": f.rule, "line": f.line, "statement": f.statement, "table": f.table,
+                        "lock": f.lock.as_ref().map(|(mode, table, since)| json!({"mode": mode.name(), "table": table, "sinceLine": since})),
+                        "what": f.what, "fix": f.fix, "allowed": f.allowed,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "shadow": self.header, "migrations": migrations, "blocking": self.blocking().count() })
+    }
+
+    fn ok(&self) -> bool {
+        if self.lint {
+            self.blocking().next().is_none()
+        } else {
+            self.plans.iter().all(|p| p.failure.is_none())
+        }
+    }
+}
+
+/// The user's TimeZone and major version: settings, no table is read.
+const SETTINGS_SQL: &str =
+    "SELECT current_setting('TimeZone'), current_setting('server_version_num')::int / 10000";
+
+/// `--format` / `--json`.
+fn format(args: &mut Arguments) -> Result<Format> {
+    let json = args.contains("--json");
+    let format = cli::text(args, "--format")?;
+    Ok(match (json, format.as_deref()) {
+        (true, None | Some("json")) | (false, Some("json")) => Format::Json,
+        (false, None | Some("text")) => Format::Text,
+        (false, Some("markdown")) => Format::Markdown,
+        (_, Some(other)) => {
+            return Err(usage(format!(
+                "`--format {other}` is not valid: use text, markdown or json"
+            )))
+        }
+    })
+}
+
+fn names(args: &mut Arguments) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    while let Some(name) = args
+        .opt_free_from_str::<String>()
+        .map_err(cli::parse_error)?
+    {
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn shadow(url: Option<&str>) -> Result<Shadow> {
+    match url {
+        Some(url) => Shadow::on_server(url),
+        None => Shadow::throwaway(),
+    }
+}
+
+fn shadow_version(shadow: &Shadow) -> String {
+    shadow.server_version().unwrap_or_else(|_| "?".into())
+}
+
+fn emit(report: &PlanReport, format: Format) -> Result<Outcome> {
+    match format {
+        Format::Markdown => {
+            print!("{}", report.render_markdown());
+            Ok(Outcome::from_ready(report.ok()))
+        }
+        Format::Json => report::emit(report, true),
+        Format::Text => report::emit(report, false),
+    }
+}
+
+pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    let all = args.contains("--all");
+    let format = format(&mut args)?;
+    let shadow_url = cli::text(&mut args, "--shadow-url")?;
+    let names = names(&mut args)?;
+    cli::finish(args, "migrate plan")?;
+    let migrations = globals.migrations()?;
+    let mut timezone = None;
+    let mut database_major = None;
+    let (targets, chosen): (BTreeSet<String>, String) = if !names.is_empty() {
+        (
+            checked_names(&migrations, &names)?,
+            "the migrations named".into(),
+        )
+    } else if all {
+        (all_names(&migrations), "every migration (--all)".into())
+    } else {
+        match globals.url() {
+            Ok(url) => {
+                let mut client = url.connect()?;
+                let status = super::status(&mut client, &migrations)?;
+                // Settings only: a rewrite can depend on TimeZone, lock levels on the version.
+                let settings = client
+                    .query_one(SETTINGS_SQL, &[])
+                    .context("cannot read the database's TimeZone and server_version_num")?;
+                timezone = Some(settings.get::<_, String>(0));
+                database_major = Some(settings.get::<_, i32>(1));
+                (
+                    status
+                        .pending()
+                        .iter()
+                        .map(|entry| entry.name.clone())
+                        .collect(),
+                    format!("the migrations pending on `{}`", url.describe()),
+                )
+            }
+            Err(_) => (
+                all_names(&migrations),
+                "every migration (no DATABASE_URL to tell which are pending)".into(),
+            ),
+        }
+    };
+    let started = Instant::now();
+    let mut shadow = shadow(shadow_url.as_deref())?;
+    let plans = observe_all(
+        &mut shadow,
+        &PlanRequest {
+            migrations: &migrations,
+            targets,
+            timezone,
+        },
+    )?;
+    let mut header = format!(
+        "plan of {chosen}, observed on {} (PostgreSQL {}) in {}",
+        shadow.described,
+        shadow_version(&shadow),
+        Style::default().seconds(started.elapsed())
+    );
+    let shadow_major = shadow.major_version().ok();
+    if let (Some(database), Some(shadow_major)) = (database_major, shadow_major) {
+        if database != shadow_major {
+            header.push_str(&format!(
+                "\nnote: the database runs PostgreSQL {database}, the shadow {shadow_major}: lock levels and rewrites can differ between major versions; pass `--shadow-url` naming a PostgreSQL {database} server"
+            ));
+        }
+    }
+    emit(&PlanReport::new(header, plans, false), format)
+}
+
+pub(crate) fn run_lint(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    let format = format(&mut args)?;
+    let shadow_url = cli::text(&mut args, "--shadow-url")?;
+    let names = names(&mut args)?;
+    cli::finish(args, "migrate lint")?;
+    let migrations = globals.migrations()?;
+    let targets = if names.is_empty() {
+        all_names(&migrations)
+    } else {
+        checked_names(&migrations, &names)?
+    };
+    let started = Instant::now();
+    let mut shadow = shadow(shadow_url.as_deref())?;
+    let plans = observe_all(
+        &mut shadow,
+        &PlanRequest {
+            migrations: &migrations,
+            targets,
+            timezone: None,
+        },
+    )?;
+    let header = format!(
+        "lint: observed on {} (PostgreSQL {}) in {}",
+        shadow.described,
+        shadow_version(&shadow),
+        Style::default().seconds(started.elapsed())
+    );
+    emit(&PlanReport::new(header, plans, true), format)
+}
+
+fn all_names(migrations: &[Migration]) -> BTreeSet<String> {
+    migrations.iter().map(|m| m.name.clone()).collect()
+}
+
+fn checked_names(migrations: &[Migration], names: &[String]) -> Result<BTreeSet<String>> {
+    names
+        .iter()
+        .map(|name| migrations::find(migrations, name).map(|m| m.name.clone()))
+        .collect()
+}
