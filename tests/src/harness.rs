@@ -243,9 +243,11 @@ impl Drop for TestDb {
     }
 }
 
-/// A throwaway cluster of one test's own: a streaming standby (`pg_basebackup -R`, a second
-/// postmaster, named `STANDBY_NAME`) whose replay the test may pause, or `pg_stat_statements`
-/// loaded at start. Stopped and removed when dropped.
+/// A throwaway cluster of one test's own, with or without `TEST_DATABASE_URL`: one the test may
+/// restart (every other test shares the server of [`TestDb`], which no test may restart), a
+/// streaming standby (`pg_basebackup -R`, a second postmaster, named `STANDBY_NAME`) whose
+/// replay the test may pause, or `pg_stat_statements` loaded at start. Stopped and removed
+/// when dropped.
 pub struct OwnCluster {
     cluster: TempCluster,
 }
@@ -316,6 +318,39 @@ impl OwnCluster {
     /// The standby's name in `pg_stat_replication`.
     pub fn standby_name(&self) -> &'static str {
         STANDBY_NAME
+    }
+
+    /// A plain cluster, like the shared one.
+    pub fn plain() -> OwnCluster {
+        let cluster = TempCluster::start_watched_by(&binaries().xtask)
+            .unwrap_or_else(|error| panic!("cannot start a throwaway PostgreSQL: {error:#}"));
+        OwnCluster { cluster }
+    }
+
+    /// A new database on it with the repository's migrations deployed up to `target`; its URL.
+    pub fn database_migrated_to(&self, target: &str) -> String {
+        let name = next_name("own");
+        let mut admin = connect(&self.cluster.url("postgres"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", db::quote_ident(&name)))
+            .unwrap_or_else(|e| panic!("cannot create `{name}`: {e}"));
+        let url = self.cluster.url(&name);
+        let parsed = database_url(&url);
+        let mut client = parsed.connect().expect("connect to the new database");
+        let options = DeployOptions {
+            to: Some(target.to_string()),
+            ..DeployOptions::default()
+        };
+        migrate::deploy(&mut client, &parsed, &repo_migrations(), &options)
+            .unwrap_or_else(|e| panic!("deploy to `{target}` failed: {e:#}"));
+        url
+    }
+
+    /// Restarts the server as a crash would: every session cut, WAL replayed at start.
+    pub fn restart(&self) {
+        self.cluster
+            .restart()
+            .unwrap_or_else(|e| panic!("cannot restart the throwaway PostgreSQL: {e:#}"));
     }
 }
 
@@ -456,4 +491,112 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
 /// Text of a process's stdout and stderr.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A connection with the tests' application name, for URLs that are not a [`TestDb`]'s.
+pub fn client_for(url: &str) -> Client {
+    connect(url)
+}
+
+/// Runs the real `xtask` binary in the background with `DATABASE_URL` set, its stderr read
+/// line by line as it comes, so a test can act when a step has been reached.
+pub struct Running {
+    child: std::process::Child,
+    stderr: std::sync::Arc<Mutex<Vec<String>>>,
+    stdout: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    pub fn start(args: &[&str], database_url: &str) -> Running {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(xtask_bin())
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env("DATABASE_URL", database_url)
+            .env(xtask::APP_BIN_ENV, app_bin())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the xtask binary");
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+            let sink = std::sync::Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+            lines
+        };
+        let stderr = collect(Box::new(child.stderr.take().expect("stderr")));
+        let stdout = collect(Box::new(child.stdout.take().expect("stdout")));
+        Running {
+            child,
+            stderr,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The stderr lines so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Waits for the exit (at most `limit`; a process still running then is killed and the
+    /// test fails) and returns the exit code with all of stdout and stderr.
+    pub fn wait(mut self, limit: std::time::Duration) -> (Option<i32>, String, String) {
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the xtask process did not exit within {limit:?}; its stderr:\n{}",
+                    self.stderr().join("\n")
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // The reader threads end at EOF, which the exit has just caused.
+        let started = std::time::Instant::now();
+        while (std::sync::Arc::strong_count(&self.stderr) > 1
+            || std::sync::Arc::strong_count(&self.stdout) > 1)
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let join = |lines: &std::sync::Arc<Mutex<Vec<String>>>| {
+            lines.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+        };
+        (status.code(), join(&self.stdout), join(&self.stderr))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use datahub_tests::harness::{run_xtask, text, TestDb};
 use xtask::backfill::{backfill, BackfillOptions};
 use xtask::check::{check, ALL_BACKFILLED};
+use xtask::db::Connect;
 use xtask::report::{Report, Style};
 use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 use xtask::verify::verify;
@@ -105,4 +106,51 @@ fn verify_at_every_stage() {
     assert_eq!(doc["foreignKeys"]["rows"].as_array().unwrap().len(), 4);
     assert_eq!(doc["columns"]["rows"][0]["is_nullable"], "NO");
     assert_eq!(doc["ok"], true);
+}
+
+/// `url` as the same user, acting as `pg_read_all_data`: a role that can read every table and
+/// owns none (`SET ROLE` at connection start-up, through libpq's `options`).
+fn as_reader(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20role%3Dpg_read_all_data")
+}
+
+/// `verify` run by a role that can read but does not own the tables gives exactly the owner's
+/// answer: the catalog is read from `pg_catalog`, whose constraints every reader sees (the
+/// `information_schema` views show such a role none of them).
+#[test]
+fn verify_by_a_role_that_reads_but_does_not_own_the_tables() {
+    let db = TestDb::migrated_to(CONTRACT);
+    let reader = as_reader(db.url());
+    let mut client = xtask::db::parse_url(&reader).unwrap().connect().unwrap();
+    let (user, keys_seen): (String, i64) = {
+        let row = client
+            .query_one(
+                "SELECT current_user::text, (SELECT count(*) FROM information_schema.table_constraints
+                  WHERE constraint_type = 'FOREIGN KEY' AND constraint_name LIKE '%workspaceId_fkey')",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(user, "pg_read_all_data");
+    assert_eq!(
+        keys_seen, 0,
+        "information_schema hides the constraints from this role"
+    );
+
+    let owner = run_xtask(&["verify"], Some(db.url()));
+    let read_only = run_xtask(&["verify"], Some(&reader));
+    assert_eq!(owner.status.code(), Some(0), "{}", text(&owner.stderr));
+    assert_eq!(
+        read_only.status.code(),
+        Some(0),
+        "{}",
+        text(&read_only.stderr)
+    );
+    assert_eq!(text(&read_only.stdout), text(&owner.stdout));
+    assert!(text(&read_only.stdout)
+        .contains("✅ 4 foreign keys to Workspace(id) ON DELETE CASCADE: ok"));
+    let check = run_xtask(&["check"], Some(&reader));
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
 }

@@ -56,8 +56,8 @@ fn a_held_lock_makes_deploy_wait_then_fail_naming_the_holder() {
         .unwrap();
 
     let output = run_xtask(&["migrate", "deploy", "--lock-wait", "1"], Some(db.url()));
-    assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("backend pid {pid}")), "{stderr}");
     assert!(stderr.contains("prisma-migrate-elsewhere"), "{stderr}");
     assert!(stderr.contains("pg_advisory_lock(72707369)"), "{stderr}");

@@ -2,11 +2,14 @@
 
 mod backfill;
 mod bad_input;
+mod bounded_waits;
 mod check_verify;
 mod cli;
 mod concurrency;
 mod database_url;
 mod demo;
+mod faults;
+mod hostile_inputs;
 mod incident;
 mod lock_safety;
 mod migrate_lint;

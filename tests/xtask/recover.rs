@@ -1,7 +1,6 @@
 //! `recover`: the recovery plan's scenarios A and B replayed on real failures, a dry run that
 //! changes nothing, nothing to recover, and a state it refuses to touch.
 
-use std::time::Duration;
 use xtask::report::{Report, Style};
 
 use datahub_tests::harness::{latest_migration, repo_migrations, run_xtask, text, TestDb};
@@ -95,24 +94,28 @@ fn scenario_b_expand_failed_too() {
     let mut client = db.client();
     seed_small(&mut client);
     let before = data_digest(&mut client);
-    // The app holds a lock on MetricDaily for longer than expand may wait: expand fails with a
-    // lock timeout, after one retry, and nothing of it is applied.
+    // The expand fails as a Prisma deploy of it fails: the file's own short lock_timeout runs
+    // out while the app holds a lock on MetricDaily, PostgreSQL rolls the script back, and the
+    // row is left failed with the error in its logs.
     let mut app = db.client();
     app.batch_execute(r#"BEGIN; SELECT count(*) FROM "MetricDaily";"#)
         .unwrap();
-    let failed = migrate::deploy(
+    let migrations = repo_migrations();
+    let expand = migrations.iter().find(|m| m.name == EXPAND).unwrap();
+    let id = migrate::history::insert_started(&mut client, EXPAND, &expand.checksum).unwrap();
+    client.batch_execute("SET lock_timeout = '100ms'").unwrap();
+    let error = client.batch_execute(&expand.script).unwrap_err();
+    assert_eq!(error.code().map(|c| c.code()), Some("55P03"), "{error}");
+    client.batch_execute("RESET lock_timeout").unwrap();
+    migrate::history::mark_failed(
         &mut client,
-        &db.database_url(),
-        &repo_migrations(),
-        &DeployOptions {
-            lock_timeout: Duration::from_millis(100),
-            lock_retries: 1,
-            ..DeployOptions::default()
-        },
-    );
-    let message = format!("{:#}", failed.unwrap_err());
-    assert!(message.contains("after 1 lock timeout(s)"), "{message}");
-    assert!(message.contains("55P03"), "{message}");
+        &id,
+        &format!(
+            "Database error code: 55P03\n\nDatabase error:\nERROR: {}",
+            error.as_db_error().unwrap().message()
+        ),
+    )
+    .unwrap();
     app.batch_execute("ROLLBACK").unwrap();
     let status = migrate::status(&mut client, &repo_migrations()).unwrap();
     assert_eq!(status.state_of(EXPAND), Some(&State::Failed));
@@ -286,6 +289,151 @@ fn recover_json_reports_findings_and_steps() {
     assert_released(&mut db.client());
 }
 
+/// A deploy was killed (SIGKILL) inside the contract, and its backend went on and committed:
+/// the row says "failed" with no recorded outcome. Recover proves from the catalog that the
+/// script committed and records it as applied, Prisma's way, instead of running it again.
+#[test]
+fn a_contract_committed_after_its_deploy_was_killed_is_resolved_as_applied() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    db.deploy_to(EXPAND);
+    xtask::backfill::backfill(
+        &mut client,
+        &db.database_url(),
+        &BackfillOptions {
+            progress: false,
+            ..BackfillOptions::default()
+        },
+    )
+    .unwrap();
+    let migrations = repo_migrations();
+    let contract_at = migrations.iter().position(|m| m.name == CONTRACT).unwrap();
+    db.deploy_to(&migrations[contract_at - 1].name);
+    let before = data_digest(&mut client);
+    // What the killed deploy left: its row, started and never finished, and the script's
+    // effect, committed by the backend that outlived it.
+    let contract = migrations.iter().find(|m| m.name == CONTRACT).unwrap();
+    migrate::history::insert_started(&mut client, CONTRACT, &contract.checksum).unwrap();
+    client.batch_execute(&contract.script).unwrap();
+
+    let status = run_xtask(&["migrate", "status"], Some(db.url()));
+    let advice = text(&status.stdout);
+    assert!(advice.contains("has no recorded outcome"), "{advice}");
+    assert!(
+        advice.contains("may have gone on and applied the script"),
+        "{advice}"
+    );
+    assert!(
+        !advice.contains("PostgreSQL rolled its script back"),
+        "{advice}"
+    );
+
+    let out = run_xtask(&["recover"], Some(db.url()));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("marked applied: workspaceId is NOT NULL on all 4 tables, the NOT NULL checks are dropped and the 4 foreign keys validated: its script committed"),
+        "{stdout}"
+    );
+    assert_released(&mut client);
+    assert_eq!(data_digest(&mut client), before);
+    let rows: Vec<_> = crate::support::bookkeeping(&mut client)
+        .into_iter()
+        .filter(|r| r.name == CONTRACT)
+        .collect();
+    // Prisma's `resolve --applied`: the failed row rolled back, a new applied row, 0 steps.
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].rolled_back && !rows[0].finished);
+    assert!(rows[1].finished && !rows[1].rolled_back && rows[1].steps == 0);
+}
+
+/// The same proof for the expand: every object it creates exists, so it committed.
+#[test]
+fn an_expand_committed_after_its_deploy_was_killed_is_resolved_as_applied() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    let migrations = repo_migrations();
+    let expand = migrations.iter().find(|m| m.name == EXPAND).unwrap();
+    migrate::history::insert_started(&mut client, EXPAND, &expand.checksum).unwrap();
+    client.batch_execute(&expand.script).unwrap();
+    let out = run_xtask(&["recover"], Some(db.url()));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("marked applied: all 4 workspaceId columns, foreign keys and triggers and its view and two functions exist"),
+        "{stdout}"
+    );
+    assert_released(&mut client);
+}
+
+/// An index of the migration's name that is VALID but not what the file defines is not taken
+/// for the migration: recover stops, shows the definition it found, changes nothing.
+#[test]
+fn a_valid_index_defined_otherwise_than_its_file_is_left_to_a_person() {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    db.deploy_to(EXPAND);
+    let migrations = repo_migrations();
+    let index_migration = &migrations[2];
+    assert_eq!(
+        index_migration.concurrent_index().as_deref(),
+        Some("Connection_workspaceId_idx")
+    );
+    migrate::history::insert_started(
+        &mut client,
+        &index_migration.name,
+        &index_migration.checksum,
+    )
+    .unwrap();
+    client
+        .batch_execute(r#"CREATE INDEX "Connection_workspaceId_idx" ON "Connection"("userId")"#)
+        .unwrap();
+    let book = bookkeeping_digest(&mut client);
+    let out = run_xtask(&["recover"], Some(db.url()));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("is VALID but defined otherwise than the file: the database has `CREATE INDEX \"Connection_workspaceId_idx\" ON public.\"Connection\" USING btree (\"userId\")`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("changed nothing"), "{stdout}");
+    assert_eq!(bookkeeping_digest(&mut client), book);
+}
+
+/// Recover decides under the migration lock: while another session holds it, recover waits,
+/// then gives up saying nothing was changed, and does not send anyone to recover again for a
+/// failure that does not exist.
+#[test]
+fn recover_waits_for_the_migration_lock_and_says_nothing_was_changed() {
+    let db = TestDb::migrated_to(INIT);
+    seed_small(&mut db.client());
+    let deploy = run_xtask(&["migrate", "deploy"], Some(db.url()));
+    assert_eq!(deploy.status.code(), Some(1));
+    let mut holder = db.client();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&xtask::db::MIGRATION_LOCK_KEY],
+        )
+        .unwrap();
+    let book = bookkeeping_digest(&mut db.client());
+    let out = run_xtask(&["recover", "--lock-wait", "1"], Some(db.url()));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("waiting for the migration lock, held by backend pid"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("gave up after waiting 1 s, and nothing was changed"),
+        "{stderr}"
+    );
+    assert_eq!(bookkeeping_digest(&mut db.client()), book);
+}
+
 /// The row a failed deploy leaves: started, not finished, the error in `logs`.
 fn record_failed(client: &mut postgres::Client, name: &str) {
     let checksum = repo_migrations()
@@ -331,20 +479,26 @@ fn a_failed_connection_key_migration_is_proved_untouched_and_deployed() {
     assert_eq!(keys, ["Connection_workspaceId_userId_provider_key"]);
 }
 
+/// The key migration's only row says failed while the catalog shows its effect complete (the
+/// new key adopted, the old one gone), as a deploy killed after its script committed leaves
+/// it: the proof is the catalog, so it is resolved as applied.
 #[test]
-fn a_connection_key_migration_recorded_failed_but_applied_is_not_resolved_away() {
+fn a_connection_key_migration_recorded_failed_but_applied_is_resolved_as_applied() {
     let db = TestDb::migrated_to(CONNECTION_KEY);
     let mut client = db.client();
+    client
+        .execute(
+            "DELETE FROM _prisma_migrations WHERE migration_name = $1",
+            &[&CONNECTION_KEY],
+        )
+        .unwrap();
     record_failed(&mut client, CONNECTION_KEY);
-    let book = bookkeeping_digest(&mut client);
     let report = run(&db, false);
-    assert!(!report.ok());
     let text = report.render();
+    assert!(report.ok(), "{text}");
     assert!(
-        text.contains(&format!(
-            "cargo xtask migrate resolve --applied {CONNECTION_KEY}"
-        )),
+        text.contains("marked applied: `Connection_workspaceId_userId_provider_key` is the key of `Connection` and the old key `Connection_userId_provider_key` is gone"),
         "{text}"
     );
-    assert_eq!(bookkeeping_digest(&mut client), book);
+    assert_released(&mut client);
 }

@@ -210,3 +210,55 @@ fn the_release_counts_nulls_once() {
     assert_eq!(counts(), 2);
     assert_released(&mut client);
 }
+
+/// Next steps that are true. With the migration lock held elsewhere, release waits, then says
+/// nothing was changed and to run it again; with a role that may not create tables, it says so.
+/// Neither sends anyone to `recover`, since nothing failed.
+#[test]
+fn release_names_a_true_next_step_when_nothing_failed() {
+    let db = TestDb::migrated_to(INIT);
+    seed_small(&mut db.client());
+    let mut holder = db.client();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&xtask::db::MIGRATION_LOCK_KEY],
+        )
+        .unwrap();
+    let out = run_xtask(&["release", "--lock-wait", "1"], Some(db.url()));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("gave up after waiting 1 s, and nothing was changed"),
+        "{all}"
+    );
+    assert!(all.contains("then run the command again"), "{all}");
+    assert!(!all.contains("recover"), "{all}");
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&xtask::db::MIGRATION_LOCK_KEY],
+        )
+        .unwrap();
+
+    let reader = format!(
+        "{}{}options=-c%20role%3Dpg_read_all_data",
+        db.url(),
+        if db.url().contains('?') { '&' } else { '?' }
+    );
+    let out = run_xtask(&["release"], Some(&reader));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("permission denied"), "{stdout}");
+    assert!(
+        stdout.contains("the database role lacks a privilege (see above), and nothing failed; run `cargo xtask release` again as a role that owns the tables"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cargo xtask recover"), "{stdout}");
+    let status = run_xtask(&["migrate", "status"], Some(db.url()));
+    assert!(
+        !text(&status.stdout).contains("failed"),
+        "{}",
+        text(&status.stdout)
+    );
+}

@@ -321,6 +321,41 @@ impl TempCluster {
         process::spawn_detached(xtask_program, &args)
     }
 
+    /// Restarts the server the way a crash and a supervisor would: an immediate stop (every
+    /// session cut, no checkpoint, WAL replayed at start), then a start on the same port.
+    pub fn restart(&self) -> Result<()> {
+        let sh = Shell::new()?;
+        let data = self.root.join("data");
+        self.server_tool(
+            &sh,
+            "pg_ctl",
+            &[
+                "-D".into(),
+                data.clone().into(),
+                "-m".into(),
+                "immediate".into(),
+                "-w".into(),
+                "stop".into(),
+            ],
+        )
+        .context("cannot stop the throwaway PostgreSQL")?;
+        self.server_tool(
+            &sh,
+            "pg_ctl",
+            &[
+                "-D".into(),
+                data.into(),
+                "-l".into(),
+                self.root.join("server.log").into(),
+                "-w".into(),
+                "-t".into(),
+                "60".into(),
+                "start".into(),
+            ],
+        )
+        .context("cannot start the throwaway PostgreSQL again")
+    }
+
     pub(crate) fn port(&self) -> u16 {
         self.port
     }

@@ -10,6 +10,7 @@ use postgres::Client;
 pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 
 use crate::error::environment;
+use crate::migrations::Migration;
 
 /// The name xtask's connections show in `pg_stat_activity`, unless the URL sets its own.
 pub(crate) const APPLICATION_NAME: &str = "cargo-xtask";
@@ -35,39 +36,129 @@ pub(crate) fn url_from_flag_or_env(flag: Option<&str>) -> Result<DatabaseUrl> {
     parse_url(&raw)
 }
 
-/// Opening a connection from a parsed URL, with its search_path set to the URL's schema.
+/// Opening a connection from a parsed URL: bounded start-up, its search_path set to the URL's
+/// schema, and the session settings of [`SESSION_SETTINGS_SQL`].
 pub trait Connect {
     fn connect(&self) -> Result<Client>;
 }
 
-impl Connect for DatabaseUrl {
-    fn connect(&self) -> Result<Client> {
-        let config = postgres::Config::from(self.config().clone());
-        let connected = match self.tls_connector()? {
-            None => config.connect(postgres::NoTls),
-            Some(connector) => {
-                config.connect(postgres_native_tls::MakeTlsConnector::new(connector))
-            }
-        };
-        let mut client = connected.map_err(|error| {
-            environment(format!(
-                "cannot connect to PostgreSQL at `{}`: {}; check that the server runs and that `DATABASE_URL` (or `--database-url`) is right",
-                self.describe(),
-                describe_driver_error(&error)
-            ))
-        })?;
-        if let Some(search_path) = self.search_path() {
-            client
-                .execute(datahub_core::pg_url::SET_SEARCH_PATH_SQL, &[&search_path])
-                .with_context(|| {
-                    format!(
-                        "cannot set the search_path to the schema `{}`",
-                        self.schema()
-                    )
-                })?;
-        }
-        Ok(client)
+/// Every xtask session sets its own timeouts, whatever the role or the database sets for the
+/// app (`ALTER ROLE … SET statement_timeout` would otherwise cut a backfill batch, a VALIDATE
+/// scan or an index build short, and each try would leave one more row in
+/// `_prisma_migrations`). The classes of statements and their bounds:
+/// - migration scripts and rollback DDL: `lock_timeout` per try ([`LOCK_TRY`]) within the
+///   `--lock-timeout` budget, no statement timer: a VALIDATE scan of a big table takes what it
+///   takes, without blocking the app;
+/// - `CREATE INDEX CONCURRENTLY`: waits watched and bounded by the same budget (deploy's monitor);
+/// - backfill batches: a short `lock_timeout` per batch (held rows are skipped and retried);
+/// - catalog reads and bookkeeping: no lock waits of their own; the connection start-up and the
+///   first query are bounded on the client side by `connect_timeout`.
+const SESSION_SETTINGS_SQL: &str =
+    "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0";
+
+/// TCP keepalives for xtask's connections, unless the URL sets its own: a peer that vanished
+/// (a dropped tunnel, a failed-over host) is noticed within about a minute, not two hours.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+/// The driver's default idle time before the first keepalive probe.
+const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+/// Sent data that stays unacknowledged this long breaks the connection (Linux), unless the URL
+/// sets `tcp_user_timeout`: a half-open tunnel fails a query instead of hanging it.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the whole start-up may take when the URL does not set `connect_timeout`: long
+/// enough for a busy server (a fork, TLS, SCRAM and a cold catalog cache on a loaded machine),
+/// short enough that a hung one is an error in seconds.
+const START_UP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The bound of the whole start-up: the URL's `connect_timeout` when it sets one (as libpq
+/// reads it: the whole connection, per host; 0 waits forever), else [`START_UP_TIMEOUT`] per
+/// host. The TCP connect alone keeps the driver's shorter timeout.
+fn start_up_bound(url: &DatabaseUrl) -> Option<Duration> {
+    let hosts = url.config().get_hosts().len().max(1) as u32;
+    let query = url.secret().split_once('?').map(|(_, q)| q).unwrap_or("");
+    let given = query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("connect_timeout"));
+    if given {
+        url.config().get_connect_timeout().map(|t| *t * hosts)
+    } else {
+        Some(START_UP_TIMEOUT * hosts)
     }
+}
+
+impl Connect for DatabaseUrl {
+    /// The whole start-up (TCP, TLS, authentication, the first queries) runs on a helper thread
+    /// and is given [`start_up_bound`]: a server, pooler or tunnel that accepts the connection
+    /// and then never answers is an error (exit 2) within that time, not a hang. A late
+    /// connection is closed when its thread ends.
+    fn connect(&self) -> Result<Client> {
+        crate::interrupt::remember_server(self);
+        let bound = start_up_bound(self);
+        let url = self.clone();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(connect_and_set_up(&url));
+        });
+        let outcome = match bound {
+            Some(bound) => receiver.recv_timeout(bound).map_err(|_| bound),
+            None => receiver.recv().map_err(|_| Duration::ZERO),
+        };
+        match outcome {
+            Ok(connected) => connected,
+            Err(bound) => Err(environment(format!(
+                "PostgreSQL at `{}` did not complete the connection start-up within {} s (TCP, TLS, authentication and the first query): the server, or a pooler or tunnel in front of it, accepts connections but does not answer; check it, or allow longer with `connect_timeout=SECONDS` in the database URL",
+                self.describe(),
+                bound.as_secs_f64()
+            ))),
+        }
+    }
+}
+
+fn connect_and_set_up(url: &DatabaseUrl) -> Result<Client> {
+    let mut config = postgres::Config::from(url.config().clone());
+    if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    let connected = match url.tls_connector()? {
+        None => config.connect(postgres::NoTls),
+        Some(connector) => config.connect(postgres_native_tls::MakeTlsConnector::new(connector)),
+    };
+    let mut client = connected.map_err(|error| {
+        environment(format!(
+            "cannot connect to PostgreSQL at `{}`: {}; check that the server runs and that `DATABASE_URL` (or `--database-url`) is right",
+            url.describe(),
+            describe_driver_error(&error)
+        ))
+    })?;
+    // A role's statement_timeout of a few milliseconds applies to these SETs too, until the
+    // first one has run; a cancelled try is simply made again.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match client.batch_execute(SESSION_SETTINGS_SQL) {
+            Ok(()) => break,
+            Err(error)
+                if tries < 3
+                    && error.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {}
+            Err(error) => {
+                return Err(error).context("cannot set the session's own timeouts");
+            }
+        }
+    }
+    if let Some(search_path) = url.search_path() {
+        client
+            .execute(datahub_core::pg_url::SET_SEARCH_PATH_SQL, &[&search_path])
+            .with_context(|| {
+                format!(
+                    "cannot set the search_path to the schema `{}`",
+                    url.schema()
+                )
+            })?;
+    }
+    Ok(client)
 }
 
 /// The driver's error with its causes, which hold the useful part ("Connection refused",
@@ -92,11 +183,14 @@ pub(crate) fn describe_driver_error(error: &postgres::Error) -> String {
 /// Prisma's advisory lock key: a Prisma deploy and ours never run at the same time.
 pub const MIGRATION_LOCK_KEY: i64 = 72707369;
 
-/// Who holds an advisory lock: the backend's pid, application, user and since when.
+/// Who holds an advisory lock: the backend's pid, application, user, since when, and what it
+/// is doing now.
 const LOCK_HOLDER_SQL: &str = "
     SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unknown application'),
            coalesce(a.usename::text, '?'), coalesce(a.client_addr::text, 'local socket'),
-           coalesce(to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '?')
+           coalesce(to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '?'),
+           coalesce(a.state, '?'), coalesce(a.query, ''),
+           coalesce(extract(epoch FROM now() - a.query_start)::float8, 0)
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted
       AND l.classid = ($1::bigint >> 32)::int::oid AND l.objid = ($1::bigint & 4294967295)::oid
@@ -104,12 +198,31 @@ const LOCK_HOLDER_SQL: &str = "
     ORDER BY a.pid
     LIMIT 1";
 
+/// The migration lock stayed taken for the whole wait. Nothing was changed, and nothing failed.
+#[derive(Debug)]
+pub(crate) struct MigrationLockBusy(pub String);
+
+impl std::fmt::Display for MigrationLockBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MigrationLockBusy {}
+
 /// Takes the session advisory lock that Prisma takes for migrations, waiting at most `wait`.
-/// While waiting it says once who holds the lock; after `wait` it fails naming the holder.
-pub(crate) fn acquire_migration_lock(client: &mut Client, wait: Duration) -> Result<()> {
+/// While waiting it says once who holds the lock and what that backend runs (naming the
+/// migration when its query is one of `migrations`); after `wait` it fails the same way.
+/// Re-entrant: a session that holds it takes it again at once (PostgreSQL counts the takes).
+pub(crate) fn acquire_migration_lock(
+    client: &mut Client,
+    wait: Duration,
+    migrations: &[Migration],
+) -> Result<()> {
     let started = Instant::now();
     let mut announced = false;
     loop {
+        crate::interrupt::check()?;
         let locked: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
             .context("cannot take the migration advisory lock")?
@@ -117,18 +230,18 @@ pub(crate) fn acquire_migration_lock(client: &mut Client, wait: Duration) -> Res
         if locked {
             return Ok(());
         }
-        let holder = describe_lock_holder(client)?;
+        let holder = describe_lock_holder(client, migrations)?;
         if started.elapsed() >= wait {
-            anyhow::bail!(
-                "the migration lock `pg_advisory_lock({MIGRATION_LOCK_KEY})` is held by {holder}; gave up after waiting {} s: let that migration finish (or stop its backend if it is stuck), then run the command again",
+            return Err(anyhow::Error::new(MigrationLockBusy(format!(
+                "the migration lock `pg_advisory_lock({MIGRATION_LOCK_KEY})` is held by {holder}; gave up after waiting {} s, and nothing was changed: let that migration finish (or stop its backend with `SELECT pg_cancel_backend(PID)` if it is stuck), then run the command again",
                 wait.as_secs()
-            );
+            ))));
         }
         if !announced {
             eprintln!("waiting for the migration lock, held by {holder} ...");
             announced = true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        crate::interrupt::sleep(Duration::from_millis(100))?;
     }
 }
 
@@ -143,17 +256,23 @@ pub(crate) fn release_migration_lock(client: &mut Client) -> Result<()> {
 pub(crate) fn with_migration_lock<T>(
     client: &mut Client,
     wait: Duration,
+    migrations: &[Migration],
     work: impl FnOnce(&mut Client) -> Result<T>,
 ) -> Result<T> {
-    acquire_migration_lock(client, wait)?;
+    acquire_migration_lock(client, wait, migrations)?;
     let result = work(client);
-    let unlocked = release_migration_lock(client);
+    // After a lost connection there is no lock to release (the session is gone with it).
+    let unlocked = if client.is_closed() {
+        Ok(())
+    } else {
+        release_migration_lock(client)
+    };
     let value = result?;
     unlocked?;
     Ok(value)
 }
 
-fn describe_lock_holder(client: &mut Client) -> Result<String> {
+fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result<String> {
     let row = client
         .query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY])
         .context("cannot read `pg_locks` to find who holds the migration lock")?;
@@ -164,10 +283,99 @@ fn describe_lock_holder(client: &mut Client) -> Result<String> {
             let user: String = row.get(2);
             let address: String = row.get(3);
             let since: String = row.get(4);
-            format!("backend pid {pid} (`{application}`, user `{user}`, from {address}, connected since {since} UTC)")
+            let state: String = row.get(5);
+            let query: String = row.get(6);
+            let seconds: f64 = row.get(7);
+            let doing = match crate::migrations::running_script(&query, migrations) {
+                Some(name) if state == "active" => {
+                    format!(", still running migration `{name}` for {seconds:.0} s")
+                }
+                _ => format!(", {state}"),
+            };
+            format!("backend pid {pid} (`{application}`, user `{user}`, from {address}, connected since {since} UTC{doing})")
         }
         None => "a backend that has just released it".to_string(),
     })
+}
+
+/// The per-try lock wait of DDL: a script that cannot get a table lock within it gives up and
+/// is tried again, so an app query queued behind its lock request waits at most this long.
+/// Sub-second, so that even an app query on a table the script already locked (while the
+/// script waits for a busy one) is held up less than a second per try.
+pub const LOCK_TRY: Duration = Duration::from_millis(500);
+
+/// The default total of lock waits a migration may spend, all tries together (`--lock-timeout`).
+/// A minute outlasts the app's ordinary transactions and most reports, while each try holds
+/// the app up at most [`LOCK_TRY`]; a longer blocker (a stuck session, a long export) makes the
+/// migration give up cleanly, rolled back, with the blocker named, instead of waiting forever.
+pub const LOCK_BUDGET: Duration = Duration::from_secs(60);
+
+/// The backoff after the n-th lock timeout: 250 ms doubling to at most 4 s, so the app runs
+/// unhindered between tries for at least half as long as a try may hold it up.
+fn backoff(lock_timeouts: u32) -> Duration {
+    Duration::from_millis(250 * 2u64.pow(lock_timeouts.saturating_sub(1).min(4)))
+}
+
+/// What a run of [`retry_on_lock_timeout`] came to.
+#[derive(Debug)]
+pub(crate) struct Tries<T> {
+    pub outcome: Result<T, postgres::Error>,
+    /// Tries that ended in a lock timeout.
+    pub lock_timeouts: u32,
+    /// The outcome is a lock timeout and the budget is spent (or a signal stopped the tries).
+    pub gave_up: bool,
+}
+
+/// Runs `attempt` (DDL under a `lock_timeout` of `per_try`) until it does not fail with a lock
+/// timeout or the total `budget` is spent, with backoff between tries, so the app's queries
+/// never queue behind a long lock request. `what` names the work in the progress lines.
+pub(crate) fn retry_on_lock_timeout<T>(
+    what: &str,
+    per_try: Duration,
+    budget: Duration,
+    mut attempt: impl FnMut() -> Result<T, postgres::Error>,
+) -> Tries<T> {
+    let started = Instant::now();
+    let mut lock_timeouts = 0;
+    loop {
+        let outcome = attempt();
+        let timed_out = matches!(&outcome, Err(error) if is_lock_timeout(error));
+        if !timed_out {
+            return Tries {
+                outcome,
+                lock_timeouts,
+                gave_up: false,
+            };
+        }
+        lock_timeouts += 1;
+        let spent = started.elapsed();
+        let wait = backoff(lock_timeouts);
+        if spent + wait + per_try > budget || crate::interrupt::requested().is_some() {
+            return Tries {
+                outcome,
+                lock_timeouts,
+                gave_up: true,
+            };
+        }
+        eprintln!(
+            "  {what} could not get its lock within {} ms (try {lock_timeouts}, {:.1} s of the {} s lock budget spent); retrying in {} ms",
+            per_try.as_millis(),
+            spent.as_secs_f64(),
+            budget.as_secs(),
+            wait.as_millis()
+        );
+        if crate::interrupt::sleep(wait).is_err() {
+            return Tries {
+                outcome,
+                lock_timeouts,
+                gave_up: true,
+            };
+        }
+    }
+}
+
+pub(crate) fn is_lock_timeout(error: &postgres::Error) -> bool {
+    error.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// Sets `lock_timeout` for the session (`Duration::ZERO`: wait as long as it takes).
@@ -181,34 +389,56 @@ pub(crate) fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result
     Ok(())
 }
 
-/// Runs `attempt` (DDL under a short `lock_timeout`) until it does not fail with a lock timeout,
-/// at most `retries` more times, with a backoff of 250 ms doubling each time, so the app's
-/// queries never queue behind a long lock request. Returns the outcome and how many lock
-/// timeouts it took; `what` names the work in the progress lines.
-pub(crate) fn retry_on_lock_timeout<T>(
-    what: &str,
-    lock_timeout: Duration,
-    retries: u32,
-    mut attempt: impl FnMut() -> Result<T, postgres::Error>,
-) -> (Result<T, postgres::Error>, u32) {
-    let mut lock_timeouts = 0;
-    loop {
-        match attempt() {
-            Err(error)
-                if error.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE)
-                    && lock_timeouts < retries =>
-            {
-                lock_timeouts += 1;
-                let backoff = Duration::from_millis(250 * 2u64.pow(lock_timeouts - 1));
-                eprintln!(
-                    "  {what} could not get its lock within {} ms (try {lock_timeouts} of {}); retrying in {} ms",
-                    lock_timeout.as_millis(),
-                    retries + 1,
-                    backoff.as_millis()
-                );
-                std::thread::sleep(backoff);
+/// How a command's failure should be read, for the next step it names: only a migration that
+/// is recorded as failed is something `recover` resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The connection to the server broke (a restart, a terminated backend, the network).
+    ConnectionLost,
+    /// The role lacks a privilege (SQLSTATE 42501).
+    PermissionDenied,
+    /// Another migration held the migration lock for the whole wait.
+    MigrationLockBusy,
+    /// SIGINT or SIGTERM stopped it.
+    Interrupted,
+    /// Anything else: the error says what.
+    Other,
+}
+
+pub(crate) fn classify(error: &anyhow::Error) -> Failure {
+    for cause in error.chain() {
+        if cause.is::<crate::interrupt::Interrupted>() {
+            return Failure::Interrupted;
+        }
+        if cause.is::<MigrationLockBusy>() {
+            return Failure::MigrationLockBusy;
+        }
+        if let Some(error) = cause.downcast_ref::<postgres::Error>() {
+            if is_connection_lost(error) {
+                return Failure::ConnectionLost;
             }
-            other => return (other, lock_timeouts),
+            if error.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                return Failure::PermissionDenied;
+            }
+        }
+    }
+    Failure::Other
+}
+
+/// A closed connection, or the server ending the session (shutdown, restart, terminated
+/// backend: SQLSTATE class 57P and 08).
+pub(crate) fn is_connection_lost(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        // No SQLSTATE: an I/O error means the socket broke.
+        None => {
+            std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod db;
 mod demo;
 mod error;
+mod interrupt;
 pub mod migrate;
 pub mod migrations;
 pub mod process;
@@ -81,11 +82,13 @@ pub fn help() -> String {
     out
 }
 
-/// Runs `cargo xtask` with these arguments and returns the process exit code.
+/// Runs `cargo xtask` with these arguments and returns the process exit code. Meant for the
+/// binary's `main`: it takes over SIGINT and SIGTERM for the whole process (see `interrupt`).
 pub fn run(args: Vec<OsString>) -> i32 {
     if args.first().and_then(|a| a.to_str()) == Some(cluster::WATCHDOG_COMMAND) {
         return cluster::watchdog(&args[1..]);
     }
+    interrupt::install();
     match dispatch(args) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {

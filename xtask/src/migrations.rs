@@ -286,6 +286,24 @@ impl Migration {
     }
 }
 
+/// The migration whose script `query` is, as `pg_stat_activity` shows a running query: the
+/// script as sent (Prisma and `migrate deploy` both send the whole file as one query), or its
+/// beginning when the text is cut at `track_activity_query_size`. Recognises another tool's
+/// deploy, a psql session or the backend of a killed deploy that goes on running.
+pub(crate) fn running_script<'a>(query: &str, migrations: &'a [Migration]) -> Option<&'a str> {
+    let query = query.trim();
+    if query.is_empty() {
+        return None;
+    }
+    migrations
+        .iter()
+        .find(|m| {
+            let script = m.script.trim();
+            script == query || (query.len() >= 32 && script.starts_with(query))
+        })
+        .map(|m| m.name.as_str())
+}
+
 /// The local migration called `name`, or a usage error listing what exists.
 pub(crate) fn find<'a>(migrations: &'a [Migration], name: &str) -> Result<&'a Migration> {
     migrations.iter().find(|m| m.name == name).ok_or_else(|| {

@@ -36,6 +36,15 @@ impl Running {
         for (key, value) in env {
             command.env(key, value);
         }
+        // The child ends with us, even when we are killed (SIGKILL) and cannot stop it: Linux
+        // sends it SIGTERM when the thread that started it exits.
+        // SAFETY: prctl is async-signal-safe and touches only the child's own settings.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|error| {
             environment(format!("cannot start `{}`: {error}", program.display()))
         })?;

@@ -170,6 +170,8 @@ pub fn seed_pre_tenancy(client: &mut Client, size: SeedSize) -> Result<()> {
         .providers_per_user
         .clamp(1, datahub_core::providers::PROVIDERS.len() as i32);
     let slugs = datahub_core::providers::slugs();
+    // One transaction, which a signal cancels on the server: a stopped seed leaves nothing.
+    let _cancellable = crate::interrupt::register(client.cancel_token());
     let mut transaction = client
         .transaction()
         .context("cannot start the seed's transaction")?;

@@ -199,13 +199,40 @@ pub(crate) fn backfill_batch_sql(table: &str) -> String {
     )
 }
 
+/// The same batch for a page range where another transaction holds a row (the plain batch hit
+/// its `lock_timeout`): the rows are locked first with SKIP LOCKED, so the held ones are left
+/// for later instead of waited for. Slower per row (each row is locked, then updated), so it is
+/// only the fallback.
+pub(crate) fn backfill_batch_skip_held_sql(table: &str) -> String {
+    let table = quote_ident(table);
+    format!(
+        r#"UPDATE {table} AS t SET "workspaceId" = h."workspaceId"
+           FROM (SELECT ctid AS row_id FROM {table}
+                 WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid
+                   AND "workspaceId" IS NULL
+                 FOR UPDATE SKIP LOCKED) free, pg_temp.datahub_home h
+           WHERE t.ctid = free.row_id AND h."userId" = t."userId""#
+    )
+}
+
+/// The NULL rows left in pages `$1` to `$2` (exclusive): rows another transaction still holds.
+/// A TID range scan of those pages, ACCESS SHARE.
+pub(crate) fn nulls_in_pages_sql(table: &str) -> String {
+    format!(
+        r#"SELECT count(*) FROM {} WHERE ctid >= format('(%s,0)', $1::bigint)::tid
+             AND ctid < format('(%s,0)', $2::bigint)::tid AND "workspaceId" IS NULL"#,
+        quote_ident(table)
+    )
+}
+
 /// Rows the mapping did not cover (a user who joined a workspace mid-run, a row inserted before
-/// the trigger existed), filled by the per-row rule function, at most `$1` rows at a time.
+/// the trigger existed), filled by the per-row rule function, at most `$1` rows at a time. Rows
+/// another transaction holds are skipped (SKIP LOCKED), not waited for.
 pub(crate) fn sweep_sql(table: &str) -> String {
     let table = quote_ident(table);
     format!(
         r#"UPDATE {table} SET "workspaceId" = {}("userId")
-           WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} WHERE "workspaceId" IS NULL LIMIT $1))"#,
+           WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} WHERE "workspaceId" IS NULL LIMIT $1 FOR UPDATE SKIP LOCKED))"#,
         quote_ident(HOME_ID_FUNCTION)
     )
 }

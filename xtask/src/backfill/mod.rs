@@ -7,6 +7,7 @@
 //! A row whose `workspaceId` is set is never touched. Between batches the workers keep streaming
 //! standbys within `--max-replica-lag` (replica.rs).
 
+mod held;
 mod progress;
 pub(crate) mod replica;
 mod worker;
@@ -31,7 +32,8 @@ use worker::{TablePlan, WorkerState};
 pub(crate) const SUMMARY: &str = "fills NULL workspaceId values by the home-workspace rule";
 
 pub(crate) const HELP: &str = "\
-cargo xtask backfill [--batch-size N] [--workers N] [--time-limit SECONDS] [--max-replica-lag MS] [--dry-run] [--json]
+cargo xtask backfill [--batch-size N] [--workers N] [--time-limit SECONDS] [--lock-timeout SECONDS]
+                     [--max-replica-lag MS] [--dry-run] [--json]
 Sets workspaceId to the user's home workspace on every Data Hub row where it is NULL: the
 earliest OWNER membership, else the earliest membership, else a personal workspace created for
 the user. Batches are physical page ranges of about N rows (default 10000), each its own
@@ -43,6 +45,9 @@ transaction and shrunk when one takes over 0.5 s: safe to interrupt and run agai
                 behind (and has WAL left to replay), saying which and how far; default 1000
                 when the server streams to a standby, none otherwise (0: every byte replayed);
                 reading the lag needs `pg_monitor`
+--lock-timeout S  how long to keep coming back for rows other transactions hold (default 60):
+                a batch waits at most 50 ms for a lock, fills its range around the held rows
+                and comes back for them; rows still held then are left NULL (exit 1)
 --dry-run       only counts
 Needs the expand migration; ends with ANALYZE so `cargo xtask check` is fast.
 ";
@@ -58,6 +63,11 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let workers = cli::number(&mut args, "--workers", 1..=16)?;
     let time_limit = cli::number(&mut args, "--time-limit", 1..=31_536_000)?;
     let max_replica_lag = cli::number(&mut args, "--max-replica-lag", 0..=86_400_000)?;
+    let lock_budget = cli::number(
+        &mut args,
+        "--lock-timeout",
+        crate::migrate::LOCK_TIMEOUT_SECONDS,
+    )?;
     cli::finish(args, "backfill")?;
     let url = globals.url()?;
     let mut options = BackfillOptions {
@@ -73,6 +83,9 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     if let Some(ms) = max_replica_lag {
         options.max_replica_lag = ReplicaLagLimit::Max(Duration::from_millis(ms));
+    }
+    if let Some(seconds) = lock_budget {
+        options.lock_budget = Duration::from_secs(seconds);
     }
     let mut client = url.connect()?;
     let report = backfill(&mut client, &url, &options)?;
@@ -97,7 +110,15 @@ pub struct BackfillOptions {
     pub dry_run: bool,
     /// Print progress lines on stderr.
     pub progress: bool,
+    /// How long to keep coming back for rows other transactions hold (`--lock-timeout`).
+    pub lock_budget: Duration,
 }
+
+/// The longest a batch waits for a lock. A waiting batch keeps the row locks of every row it
+/// has filled so far, so an app update of one of those waits as long: kept well under the
+/// 100 ms an app write may wait. Most app transactions hold a row for a few milliseconds; a
+/// batch that finds one held longer fills around it and comes back for it.
+pub const BATCH_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
 
 impl Default for BackfillOptions {
     fn default() -> Self {
@@ -109,6 +130,7 @@ impl Default for BackfillOptions {
             max_replica_lag: ReplicaLagLimit::Auto,
             dry_run: false,
             progress: true,
+            lock_budget: crate::db::LOCK_BUDGET,
         }
     }
 }
@@ -120,6 +142,8 @@ pub struct TableResult {
     pub rows: i64,
     pub batches: u64,
     pub duration: Duration,
+    /// NULL rows other transactions still held when the lock budget ran out.
+    pub held: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +182,7 @@ pub fn backfill(
                     rows,
                     batches: 0,
                     duration: Duration::ZERO,
+                    held: 0,
                 })
                 .collect(),
             personal_workspaces: personal,
@@ -177,6 +202,7 @@ pub fn backfill(
                     rows: 0,
                     batches: 0,
                     duration: Duration::ZERO,
+                    held: 0,
                 })
                 .collect(),
             personal_workspaces: 0,
@@ -198,26 +224,21 @@ pub fn backfill(
         connection
             .batch_execute(&tenancy::load_home_mapping_sql())
             .context("cannot load the home workspace of each user")?;
+        crate::db::set_lock_timeout(connection, BATCH_LOCK_TIMEOUT)?;
     }
-    let deadline = options.time_limit.map(|limit| started + limit);
-    let mut tables = Vec::new();
-    let mut stopped_early = false;
-    for (table, total) in nulls {
-        let (result, stopped) = backfill_table(
-            client,
-            &mut worker_connections,
-            &table,
-            total,
-            options,
-            deadline,
-            gate.as_ref(),
-        )?;
-        tables.push(result);
-        if stopped {
-            stopped_early = true;
-            break;
-        }
+    let result = backfill_tables(
+        client,
+        &mut worker_connections,
+        nulls,
+        options,
+        started,
+        gate.as_ref(),
+    );
+    // The first connection goes on serving the caller (release, recover) after this.
+    if !client.is_closed() {
+        crate::db::set_lock_timeout(client, Duration::ZERO)?;
     }
+    let (tables, stopped_early) = result?;
     client
         .batch_execute(tenancy::DROP_HOME_MAPPING_SQL)
         .context("cannot drop the temporary home workspace mapping")?;
@@ -229,6 +250,36 @@ pub fn backfill(
         replica: gate.as_ref().map(|g| g.summary()),
         duration: started.elapsed(),
     })
+}
+
+fn backfill_tables(
+    client: &mut Client,
+    worker_connections: &mut [Client],
+    nulls: Vec<(String, i64)>,
+    options: &BackfillOptions,
+    started: Instant,
+    gate: Option<&replica::ReplicaGate>,
+) -> Result<(Vec<TableResult>, bool)> {
+    let deadline = options.time_limit.map(|limit| started + limit);
+    let mut tables = Vec::new();
+    let mut stopped_early = false;
+    for (table, total) in nulls {
+        let (result, stopped) = backfill_table(
+            client,
+            worker_connections,
+            &table,
+            total,
+            options,
+            deadline,
+            gate,
+        )?;
+        tables.push(result);
+        if stopped {
+            stopped_early = true;
+            break;
+        }
+    }
+    Ok((tables, stopped_early))
 }
 
 /// The expand migration provides what the backfill uses; without it there is nothing to fill.
@@ -276,6 +327,7 @@ fn backfill_table(
         rows: 0,
         batches: 0,
         duration: Duration::ZERO,
+        held: 0,
     };
     if total == 0 {
         if options.progress {
@@ -320,6 +372,7 @@ fn backfill_table(
                     state.rows.load(Ordering::SeqCst),
                     total,
                     started.elapsed(),
+                    state.held_rows.load(Ordering::SeqCst),
                     replica.and_then(|r| r.waiting()),
                 );
                 last_report = Instant::now();
@@ -339,7 +392,14 @@ fn backfill_table(
     result.rows = state.rows.load(Ordering::SeqCst);
     result.batches = state.batches.load(Ordering::SeqCst);
     if options.progress {
-        progress::print(table, result.rows, total, started.elapsed(), None);
+        progress::print(
+            table,
+            result.rows,
+            total,
+            started.elapsed(),
+            state.held_rows.load(Ordering::SeqCst),
+            None,
+        );
     }
     if state.out_of_time.load(Ordering::SeqCst) {
         result.duration = started.elapsed();
@@ -348,20 +408,53 @@ fn backfill_table(
     let sweep_limit = i64::try_from(options.batch_size).unwrap_or(i64::MAX);
     let sweep = tenancy::sweep_sql(table);
     loop {
-        let updated = client
-            .execute(sweep.as_str(), &[&sweep_limit])
-            .with_context(|| format!("the final sweep of `{table}` failed; run `cargo xtask backfill` again to continue"))?;
+        crate::interrupt::check()?;
+        let updated = crate::interrupt::cancellable(client, |client| {
+            client.execute(sweep.as_str(), &[&sweep_limit])
+        });
+        let updated = match updated {
+            Ok(updated) => updated,
+            // The table lock is taken (SKIP LOCKED covers rows): leave the rest to `check`.
+            Err(error) if crate::db::is_lock_timeout(&error) => 0,
+            Err(error) => return Err(worker::batch_error(error, table, 0, 0)),
+        };
         if updated == 0 {
             break;
         }
         result.rows += updated as i64;
         result.batches += 1;
     }
-    client
-        .batch_execute(&tenancy::analyze_sql(table))
-        .with_context(|| format!("cannot ANALYZE `{table}`"))?;
+    let held = std::mem::take(&mut *state.held.lock().unwrap_or_else(|e| e.into_inner()));
+    if !held.is_empty() {
+        let came_back = held::come_back(
+            client,
+            table,
+            held,
+            options.lock_budget,
+            deadline,
+            options.progress,
+        )?;
+        result.rows += came_back.filled;
+        result.held = came_back.still_held;
+    }
+    analyze(client, table)?;
     result.duration = started.elapsed();
     Ok((result, false))
+}
+
+/// Fresh statistics, so `check` reads the index; skipped (said so) when another session holds a
+/// conflicting lock, since they only make `check` faster.
+fn analyze(client: &mut Client, table: &str) -> Result<()> {
+    match crate::interrupt::cancellable(client, |client| {
+        client.batch_execute(&tenancy::analyze_sql(table))
+    }) {
+        Ok(()) => Ok(()),
+        Err(error) if crate::db::is_lock_timeout(&error) => {
+            eprintln!("  {table}: ANALYZE skipped (another session holds a conflicting lock); `cargo xtask check` may scan the table");
+            Ok(())
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot ANALYZE `{table}`")),
+    }
 }
 
 impl BackfillReport {
@@ -369,16 +462,22 @@ impl BackfillReport {
         self.tables.iter().map(|t| t.rows).sum()
     }
 
+    /// NULL rows other transactions held beyond the lock budget.
+    pub fn held(&self) -> i64 {
+        self.tables.iter().map(|t| t.held).sum()
+    }
+
     pub fn changed_nothing(&self) -> bool {
         self.total_rows() == 0 && self.personal_workspaces == 0
     }
 
-    /// Whether the run proves that no NULL is left: it ran to the end, so each table either had
-    /// none when it was counted or was swept until its final scan found none. Together with the
+    /// Whether the run proves that no NULL is left: it ran to the end and no row stayed held by
+    /// another transaction, so each table either had none when it was counted or was swept
+    /// until its final scan found none. Together with the
     /// expand's `CHECK ("workspaceId" IS NOT NULL) NOT VALID`, which refuses new NULLs, that
     /// holds until the contract; the release's gate reads it instead of counting again.
     pub fn proves_no_nulls(&self) -> bool {
-        !self.dry_run && !self.stopped_early
+        !self.dry_run && !self.stopped_early && self.held() == 0
     }
 
     fn table(&self, style: Style) -> Table {
@@ -423,14 +522,25 @@ impl Report for BackfillReport {
                 self.personal_workspaces
             );
         }
-        if self.changed_nothing() {
+        if self.changed_nothing() && self.held() == 0 {
             return "Nothing to backfill: every Data Hub workspaceId is already set; nothing was changed.\n".into();
         }
         let seconds = self.duration.as_secs_f64();
-        let next = if self.stopped_early {
-            "Stopped at the time limit with NULLs left. Next: `cargo xtask backfill` continues where this run stopped"
+        let held: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|t| t.held > 0)
+            .map(|t| format!("{} of `{}`", thousands(t.held), t.table))
+            .collect();
+        let next = if !held.is_empty() {
+            format!(
+                "{} row(s) were held by other transactions (row locks) for longer than the lock budget (`--lock-timeout`) and are left NULL; everything else is filled. Next: `cargo xtask backfill` again once those transactions end (`pg_stat_activity` shows the long ones)",
+                held.join(", ")
+            )
+        } else if self.stopped_early {
+            "Stopped at the time limit with NULLs left. Next: `cargo xtask backfill` continues where this run stopped".to_string()
         } else {
-            "Next: `cargo xtask check`"
+            "Next: `cargo xtask check`".to_string()
         };
         let rate = if style.redact_durations {
             "[rate]".to_string()
@@ -477,12 +587,15 @@ impl Report for BackfillReport {
                 "rows": t.rows,
                 "batches": t.batches,
                 "seconds": t.duration.as_secs_f64(),
+                "held": t.held,
             })).collect::<Vec<_>>(),
+            "held": self.held(),
         })
     }
 
-    /// A backfill that ran is done, even when the time limit stopped it early (it says so).
+    /// A backfill that ran is done, even when the time limit stopped it early (it says so);
+    /// rows left NULL because other transactions held them are not done (exit 1).
     fn ok(&self) -> bool {
-        true
+        self.held() == 0
     }
 }

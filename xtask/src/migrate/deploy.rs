@@ -11,7 +11,7 @@ use postgres::Client;
 use serde_json::json;
 
 use super::state::{self, State};
-use super::{baseline, history, logs};
+use super::{baseline, concurrent, history, logs};
 use crate::db::{self, quote_ident, DatabaseUrl};
 use crate::migrations::{self, Migration};
 use crate::report::{Report, Style};
@@ -22,10 +22,12 @@ pub struct DeployOptions {
     pub to: Option<String>,
     /// How long to wait for another deploy holding the advisory lock.
     pub lock_wait: Duration,
-    /// `lock_timeout` for the migration scripts.
+    /// `lock_timeout` of each try of a migration script: how long an app query can be queued
+    /// behind the script's lock request ([`db::LOCK_TRY`]).
     pub lock_timeout: Duration,
-    /// How many times a script that hit `lock_timeout` is tried again.
-    pub lock_retries: u32,
+    /// The total lock wait of one migration, all tries together (`--lock-timeout`), and the
+    /// longest an index build may wait for other transactions.
+    pub lock_budget: Duration,
 }
 
 impl Default for DeployOptions {
@@ -33,10 +35,49 @@ impl Default for DeployOptions {
         DeployOptions {
             to: None,
             lock_wait: Duration::from_secs(60),
-            lock_timeout: Duration::from_secs(2),
-            lock_retries: 5,
+            lock_timeout: db::LOCK_TRY,
+            lock_budget: db::LOCK_BUDGET,
         }
     }
+}
+
+/// What a failed attempt left in `_prisma_migrations`, so that a runbook names a true next
+/// step: only a failed row is something `recover` resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Left {
+    /// Recorded as failed (an error in the script, as Prisma records it).
+    Failed,
+    /// Recorded as rolled back: nothing applied, the migration is pending again.
+    RolledBack,
+    /// The connection broke mid-script: the row says failed, the outcome is unknown.
+    Unknown,
+}
+
+/// A deploy's error message, marked with what the attempt left.
+#[derive(Debug)]
+pub(crate) struct DeployFailure {
+    pub left: Left,
+    message: String,
+}
+
+impl std::fmt::Display for DeployFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DeployFailure {}
+
+fn failure(left: Left, message: String) -> DeployFailure {
+    DeployFailure { left, message }
+}
+
+/// What the attempt behind `error` left, when `error` comes from applying a migration.
+pub(crate) fn left_by(error: &anyhow::Error) -> Option<Left> {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<DeployFailure>())
+        .map(|failure| failure.left)
 }
 
 #[derive(Debug, Clone)]
@@ -97,7 +138,7 @@ pub fn deploy(
     if let Some(to) = &options.to {
         migrations::find(migrations, to)?;
     }
-    db::with_migration_lock(client, options.lock_wait, |client| {
+    db::with_migration_lock(client, options.lock_wait, migrations, |client| {
         deploy_locked(client, url, migrations, options)
     })
 }
@@ -130,7 +171,8 @@ fn deploy_locked(
             .find(|e| e.name == migration.name)
             .is_none_or(|e| e.state.is_pending());
         if pending {
-            report.applied.push(apply(client, migration, options)?);
+            crate::interrupt::check()?;
+            report.applied.push(apply(client, url, migration, options)?);
         }
         if options.to.as_deref() == Some(migration.name.as_str()) {
             break;
@@ -162,30 +204,103 @@ fn refuse_unless_clean(entries: &[state::Entry]) -> Result<()> {
     Ok(())
 }
 
-fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) -> Result<Applied> {
+fn apply(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    migration: &Migration,
+    options: &DeployOptions,
+) -> Result<Applied> {
     let name = &migration.name;
     eprintln!("applying `{name}` ...");
     let started = Instant::now();
     let index = migration.concurrent_index();
-    if let Some(index) = &index {
-        drop_invalid_index(client, index)?;
-    }
-    let id = history::insert_started(client, name, &migration.checksum)?;
-    // CREATE INDEX CONCURRENTLY takes SHARE UPDATE EXCLUSIVE, which never blocks the app's
-    // reads or writes, and it waits for running transactions by design: no lock_timeout there
-    // (a timeout would only leave an invalid index behind).
-    let lock_timeout = match index {
-        Some(_) => Duration::ZERO,
-        None => options.lock_timeout,
+    // Everything that can fail before the script runs is done before the attempt is recorded,
+    // so that such a failure leaves no row behind.
+    let watcher = match &index {
+        Some(index) => {
+            concurrent::drop_invalid_index(
+                client,
+                index,
+                options.lock_timeout,
+                options.lock_budget,
+            )?;
+            Some(concurrent::Watcher::open(client, url)?)
+        }
+        None => {
+            db::set_lock_timeout(client, options.lock_timeout)?;
+            None
+        }
     };
-    db::set_lock_timeout(client, lock_timeout)?;
-    let (outcome, lock_timeouts) = db::retry_on_lock_timeout(
-        &format!("`{name}`"),
-        lock_timeout,
-        options.lock_retries,
+    let id = history::insert_started(client, name, &migration.checksum)?;
+    let run = match (&index, watcher) {
+        // CREATE INDEX CONCURRENTLY takes SHARE UPDATE EXCLUSIVE, which never blocks the app's
+        // reads or writes; its waits for other transactions are watched and bounded instead.
+        (Some(index), Some(watcher)) => {
+            let build = watcher.build(client, migration, index, options.lock_budget);
+            Run {
+                outcome: build.outcome,
+                lock_timeouts: 0,
+                gave_up: build.gave_up,
+            }
+        }
+        _ => run_script(client, migration, options),
+    };
+    match run.outcome {
+        Ok(()) => {
+            record(client, |client| history::mark_finished(client, &id)).map_err(|error| {
+                error.context(failure(
+                    Left::Unknown,
+                    format!("`{name}` was applied, but its success could not be recorded in `_prisma_migrations`, which shows it as failed: run `cargo xtask recover`, which proves from the catalog that it was applied"),
+                ))
+            })?;
+            Ok(Applied {
+                name: name.clone(),
+                duration: started.elapsed(),
+                lock_timeouts: run.lock_timeouts,
+            })
+        }
+        Err(error) => Err(settle_failure(
+            client,
+            options,
+            &id,
+            migration,
+            index.as_deref(),
+            Tried {
+                lock_timeouts: run.lock_timeouts,
+                gave_up: run.gave_up,
+            },
+            error,
+        )),
+    }
+}
+
+/// A migration script's tries.
+struct Run {
+    outcome: Result<(), postgres::Error>,
+    lock_timeouts: u32,
+    /// Set when the lock budget ran out: what the tries waited for.
+    gave_up: Option<String>,
+}
+
+/// How the tries of a failed attempt went.
+struct Tried {
+    lock_timeouts: u32,
+    gave_up: Option<String>,
+}
+
+/// Runs a (transactional) migration script under `lock_timeout`, retrying lock timeouts with
+/// backoff within the lock budget. The script is one simple-query message, as Prisma sends it,
+/// so PostgreSQL runs it as one transaction and rolls it back whole on any error.
+fn run_script(client: &mut Client, migration: &Migration, options: &DeployOptions) -> Run {
+    let tries = db::retry_on_lock_timeout(
+        &format!("`{}`", migration.name),
+        options.lock_timeout,
+        options.lock_budget,
         || {
-            let result = client.batch_execute(&migration.script);
-            if result.is_err() {
+            let result = crate::interrupt::cancellable(client, |client| {
+                client.batch_execute(&migration.script)
+            });
+            if result.as_ref().is_err_and(|e| !db::is_connection_lost(e)) {
                 // A script with its own BEGIN leaves the session in an aborted transaction on
                 // error; outside a transaction this ROLLBACK is only a warning.
                 let _ = client.batch_execute("ROLLBACK");
@@ -193,62 +308,143 @@ fn apply(client: &mut Client, migration: &Migration, options: &DeployOptions) ->
             result
         },
     );
-    client
-        .batch_execute("RESET lock_timeout")
-        .context("cannot reset `lock_timeout`")?;
-    match outcome {
-        Ok(()) => {
-            history::mark_finished(client, &id)?;
-            Ok(Applied {
-                name: name.clone(),
-                duration: started.elapsed(),
-                lock_timeouts,
-            })
+    if !client.is_closed() {
+        // Failing to reset only leaves this session's lock_timeout short; the outcome decides.
+        let _ = client.batch_execute("RESET lock_timeout");
+    }
+    let gave_up = (tries.gave_up && crate::interrupt::requested().is_none()).then(|| {
+        format!(
+            "it could not get its locks in {} tries of {} ms within the {} s lock budget (`--lock-timeout`)",
+            tries.lock_timeouts,
+            options.lock_timeout.as_millis(),
+            options.lock_budget.as_secs()
+        )
+    });
+    Run {
+        outcome: tries.outcome,
+        lock_timeouts: tries.lock_timeouts,
+        gave_up,
+    }
+}
+
+/// Records what a failed attempt really left, and returns the error that says so.
+///
+/// - The connection broke: nothing can be recorded, and the server may still run the script
+///   (a killed client's backend goes on until it next talks to it). The row stays "failed";
+///   `recover` waits for the backend and proves the outcome from the catalog.
+/// - The lock budget ran out, or SIGINT/SIGTERM cancelled the script: PostgreSQL rolled it back,
+///   nothing of it was applied, so the attempt is recorded as rolled back (the reason in
+///   `logs`): the migration is pending again for us and for Prisma, nothing to resolve. An index
+///   build leaves an INVALID index, dropped here when that is quick, else by the next deploy.
+/// - Anything else: recorded as failed, as Prisma records it (P3018), for a person or `recover`.
+fn settle_failure(
+    client: &mut Client,
+    options: &DeployOptions,
+    id: &str,
+    migration: &Migration,
+    index: Option<&str>,
+    tried: Tried,
+    error: postgres::Error,
+) -> anyhow::Error {
+    let name = &migration.name;
+    if db::is_connection_lost(&error) || client.is_closed() {
+        return anyhow!(db::describe_driver_error(&error)).context(failure(Left::Unknown, format!(
+            "lost the connection to PostgreSQL while `{name}` was running: its outcome is unknown, and `_prisma_migrations` shows it as failed (started, never finished); once the server answers, run `cargo xtask recover`, which waits for the script if its backend still runs and resolves the migration by what the database shows"
+        )));
+    }
+    let logs = logs::prisma_logs(name, &error);
+    let signal = crate::interrupt::stopped_by(&error);
+    let stopped = match (signal, tried.gave_up) {
+        (Some(signal), _) => Some(format!(
+            "{} cancelled it",
+            crate::interrupt::signal_name(signal)
+        )),
+        (None, Some(why)) => Some(why),
+        (None, None) => None,
+    };
+    let Some(why) = stopped else {
+        if let Err(record_error) = record(client, |client| history::mark_failed(client, id, &logs))
+        {
+            return unrecorded(record_error, name);
         }
-        Err(error) => {
-            let failure_logs = logs::prisma_logs(name, &error);
-            history::mark_failed(client, &id, &failure_logs)?;
-            let lock_note = match lock_timeouts {
-                0 => String::new(),
-                n => format!(" after {n} lock timeout(s)"),
-            };
-            let left = match &index {
-                Some(index) => format!("an INVALID index `{index}` is left behind, which the next deploy drops before it builds the index again"),
-                None => "PostgreSQL rolled the whole script back, so nothing of it was applied".into(),
-            };
-            let message = format!(
-                "migration `{name}` failed{lock_note}: {}; {left}, and the failure is recorded in `_prisma_migrations`: run `cargo xtask recover`",
-                logs::database_error(&failure_logs)
-            );
-            Err(anyhow!(failure_logs).context(message))
+        let lock_note = match tried.lock_timeouts {
+            0 => String::new(),
+            n => format!(" after {n} lock timeout(s)"),
+        };
+        let left = match index {
+            Some(index) => format!("an INVALID index `{index}` is left behind, which the next deploy drops before it builds the index again"),
+            None => "PostgreSQL rolled the whole script back, so nothing of it was applied".into(),
+        };
+        let message = format!(
+            "migration `{name}` failed{lock_note}: {}; {left}, and the failure is recorded in `_prisma_migrations`: run `cargo xtask recover`",
+            logs::database_error(&logs)
+        );
+        return anyhow!(logs).context(failure(Left::Failed, message));
+    };
+    let left = match index {
+        // One short try: the transaction the build waited for usually still blocks the drop.
+        Some(index) => match concurrent::drop_invalid_index(
+            client,
+            index,
+            options.lock_timeout,
+            options.lock_timeout,
+        ) {
+            Ok(_) => format!("the interrupted build's INVALID index `{index}` was dropped"),
+            Err(_) => format!("the interrupted build left an INVALID index `{index}`, which the next `cargo xtask migrate deploy` drops before it builds it again"),
+        },
+        None => "PostgreSQL rolled its script back, so nothing of it was applied".to_string(),
+    };
+    let logs =
+        format!("{logs}\n\nNot applied: {why}; {left}. Recorded as rolled back by cargo xtask.");
+    if let Err(record_error) = record(client, |client| {
+        history::mark_rolled_back(client, id, &logs)
+    }) {
+        return unrecorded(record_error, name);
+    }
+    let next = match signal {
+        Some(_) => "run the command again to continue".to_string(),
+        None => format!(
+            "run `cargo xtask migrate deploy` again once the session that holds the lock is done (`pg_locks` shows it), or give it longer with `--lock-timeout SECONDS` (default {} s)",
+            db::LOCK_BUDGET.as_secs()
+        ),
+    };
+    let message = format!(
+        "migration `{name}` was not applied: {why}; {left}, and `_prisma_migrations` records the attempt as rolled back, so it is pending again (nothing to resolve): {next}"
+    );
+    match signal {
+        Some(signal) => anyhow::Error::new(crate::interrupt::Interrupted(signal))
+            .context(logs::database_error(&logs))
+            .context(failure(Left::RolledBack, message)),
+        None => anyhow!(logs).context(failure(Left::RolledBack, message)),
+    }
+}
+
+/// The outcome of an attempt could not be written: the row still says "failed".
+fn unrecorded(error: anyhow::Error, name: &str) -> anyhow::Error {
+    error.context(failure(
+        Left::Unknown,
+        format!("the outcome of `{name}` could not be recorded in `_prisma_migrations`, which shows it as failed: run `cargo xtask recover`, which proves from the catalog what the script left"),
+    ))
+}
+
+/// Writes the outcome of an attempt. A cancel request meant for the script can still arrive
+/// just after it ended (it travels through a connection of its own); the bookkeeping is then
+/// simply written again.
+fn record(client: &mut Client, mut write: impl FnMut(&mut Client) -> Result<()>) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match write(client) {
+            Err(error) if tries < 3 && is_stray_cancel(&error) => continue,
+            other => return other,
         }
     }
 }
 
-/// An index of the URL's schema that exists but is INVALID: `Some(false)` when valid, `None`
-/// when absent. Catalog reads only.
-pub(crate) const INDEX_VALID_SQL: &str = "
-    SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-    WHERE c.relname = $1
-      AND c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema())";
-
-/// A CREATE INDEX CONCURRENTLY that failed or was interrupted leaves an INVALID index, which the
-/// planner never uses and which would make the next attempt fail with "already exists". It holds
-/// no data of its own, so dropping it loses nothing. DROP INDEX CONCURRENTLY: SHARE UPDATE
-/// EXCLUSIVE, which blocks neither reads nor writes.
-fn drop_invalid_index(client: &mut Client, index: &str) -> Result<()> {
-    let valid: Option<bool> = client
-        .query_opt(INDEX_VALID_SQL, &[&index])
-        .with_context(|| format!("cannot look up the index `{index}`"))?
-        .map(|row| row.get(0));
-    if valid == Some(false) {
-        eprintln!("  dropping the invalid index `{index}` an earlier attempt left behind ...");
-        client
-            .batch_execute(&format!(
-                "DROP INDEX CONCURRENTLY IF EXISTS {}",
-                quote_ident(index)
-            ))
-            .with_context(|| format!("cannot drop the invalid index `{index}`"))?;
-    }
-    Ok(())
+fn is_stray_cancel(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<postgres::Error>()
+            .is_some_and(|e| e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED))
+    })
 }

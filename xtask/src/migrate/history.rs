@@ -42,6 +42,12 @@ WHERE "id" = $1"#;
 const MARK_FAILED: &str = r#"
 UPDATE "_prisma_migrations" SET "logs" = $2, "applied_steps_count" = 0 WHERE "id" = $1"#;
 
+/// An attempt that PostgreSQL rolled back as a whole (a lock budget spent, a signal): recorded
+/// as rolled back, so the migration is pending again for Prisma too, with the reason in `logs`.
+const MARK_ATTEMPT_ROLLED_BACK: &str = r#"
+UPDATE "_prisma_migrations" SET "logs" = $2, "applied_steps_count" = 0, "rolled_back_at" = now()
+WHERE "id" = $1"#;
+
 const MARK_FAILED_ROLLED_BACK: &str = r#"
 UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
 WHERE "migration_name" = $1 AND "finished_at" IS NULL AND "rolled_back_at" IS NULL"#;
@@ -134,6 +140,14 @@ pub fn mark_failed(client: &mut Client, id: &str, logs: &str) -> Result<()> {
     client
         .execute(MARK_FAILED, &[&id, &logs])
         .context("cannot record a failed migration in `_prisma_migrations`")?;
+    Ok(())
+}
+
+/// Records an attempt whose script PostgreSQL rolled back as rolled back, with `logs` saying why.
+pub(crate) fn mark_rolled_back(client: &mut Client, id: &str, logs: &str) -> Result<()> {
+    client
+        .execute(MARK_ATTEMPT_ROLLED_BACK, &[&id, &logs])
+        .context("cannot record a rolled-back migration attempt in `_prisma_migrations`")?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub(crate) mod checksum;
+pub(crate) mod concurrent;
 pub mod deploy;
 pub mod history;
 pub mod lint;
@@ -11,6 +12,7 @@ pub mod new;
 pub mod observe;
 pub mod plan;
 pub mod resolve;
+pub(crate) mod running;
 pub(crate) mod sample;
 pub mod shadow;
 pub mod state;
@@ -36,7 +38,7 @@ pub(crate) const SUMMARY: &str =
 
 pub(crate) const HELP: &str = "\
 cargo xtask migrate status [--json]
-cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS]
+cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS] [--lock-timeout SECONDS]
 cargo xtask migrate resolve --rolled-back NAME | --applied NAME
 cargo xtask migrate new NAME
 cargo xtask migrate plan [NAME…] [--all] [--json | --format text|markdown|json] [--shadow-url URL]
@@ -48,7 +50,12 @@ deploy    applies pending migrations in order (up to and including --to NAME), e
           script under Prisma's advisory lock (waiting at most --lock-wait seconds, default 60,
           for another deploy); refuses while a migration is failed, edited or missing, and
           refuses a schema with tables but no _prisma_migrations (baseline it with
-          resolve --applied)
+          resolve --applied). Each try of a script waits at most 500 ms for a table lock,
+          so the app is never queued behind it for longer; tries repeat with backoff until
+          --lock-timeout seconds of lock waits are spent (default 60), then the attempt is
+          recorded as rolled back and deploy exits 1. An index build (CONCURRENTLY) shows
+          its phase and the backends it waits for, and gives up after waiting
+          --lock-timeout seconds in all.
 resolve   --rolled-back: a failed migration becomes pending again (its script was rolled back)
           --applied: a failed or pending migration is recorded as applied without running it
 new       creates migrations/<UTC timestamp>_<name>/migration.sql, the name made as Prisma's
@@ -71,6 +78,20 @@ OPTIONS:
 
 /// At most a day of waiting for another deploy's lock.
 const LOCK_WAIT_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
+/// At most a day of lock waits per migration.
+pub(crate) const LOCK_TIMEOUT_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
+
+/// `--lock-wait SECONDS` (how long to wait for another migration's advisory lock) and
+/// `--lock-timeout SECONDS` (the total lock budget of each migration), into `options`.
+pub(crate) fn take_lock_options(args: &mut Arguments, options: &mut DeployOptions) -> Result<()> {
+    if let Some(seconds) = cli::number(args, "--lock-wait", LOCK_WAIT_SECONDS)? {
+        options.lock_wait = Duration::from_secs(seconds);
+    }
+    if let Some(seconds) = cli::number(args, "--lock-timeout", LOCK_TIMEOUT_SECONDS)? {
+        options.lock_budget = Duration::from_secs(seconds);
+    }
+    Ok(())
+}
 
 pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let subcommand = args.subcommand().map_err(cli::parse_error)?;
@@ -119,7 +140,8 @@ fn run_status(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
 
 fn run_deploy(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let to = cli::text(&mut args, "--to")?;
-    let lock_wait = cli::number(&mut args, "--lock-wait", LOCK_WAIT_SECONDS)?;
+    let mut options = DeployOptions::default();
+    take_lock_options(&mut args, &mut options)?;
     cli::finish(args, "migrate deploy")?;
     let migrations = globals.migrations()?;
     if let Some(to) = &to {
@@ -127,13 +149,7 @@ fn run_deploy(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let url = globals.url()?;
     let mut client = url.connect()?;
-    let mut options = DeployOptions {
-        to,
-        ..DeployOptions::default()
-    };
-    if let Some(seconds) = lock_wait {
-        options.lock_wait = Duration::from_secs(seconds);
-    }
+    options.to = to;
     let report = deploy(&mut client, &url, &migrations, &options)?;
     report::emit(&report, false)
 }

@@ -26,7 +26,7 @@ pub fn resolve(
     name: &str,
     lock_wait: Duration,
 ) -> Result<String> {
-    db::with_migration_lock(client, lock_wait, |client| {
+    db::with_migration_lock(client, lock_wait, migrations, |client| {
         resolve_locked(client, migrations, resolution, name)
     })
 }

@@ -16,6 +16,8 @@ use crate::report::{Report, Style, Table};
 #[derive(Debug, Clone)]
 pub struct StatusReport {
     pub entries: Vec<Entry>,
+    /// The index each `CREATE INDEX CONCURRENTLY` migration builds, by migration name.
+    indexes: Vec<(String, String)>,
     /// Why the database is not managed by Prisma Migrate, when it is not.
     pub not_managed: Option<NotManaged>,
     /// The advice for a database that is not managed (it names the first migration).
@@ -30,6 +32,10 @@ pub fn status(client: &mut Client, migrations: &[Migration]) -> Result<StatusRep
     };
     Ok(StatusReport {
         entries: state::compute(migrations, &records),
+        indexes: migrations
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.concurrent_index()?)))
+            .collect(),
         not_managed_advice: not_managed.as_ref().map(|n| n.advice(migrations)),
         not_managed,
     })
@@ -38,6 +44,13 @@ pub fn status(client: &mut Client, migrations: &[Migration]) -> Result<StatusRep
 impl StatusReport {
     pub fn is_up_to_date(&self) -> bool {
         self.not_managed.is_none() && self.entries.iter().all(|e| e.state == State::Applied)
+    }
+
+    fn index_of(&self, name: &str) -> Option<String> {
+        self.indexes
+            .iter()
+            .find(|(migration, _)| migration == name)
+            .map(|(_, index)| index.clone())
     }
 
     pub(crate) fn count(&self, state: &State) -> usize {
@@ -111,11 +124,7 @@ impl StatusReport {
         for entry in &self.entries {
             let name = &entry.name;
             match entry.state {
-                State::Failed => lines.push(format!(
-                    "migration `{name}` failed (started {} UTC): {} — fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)",
-                    entry.at.as_deref().unwrap_or("?"),
-                    entry.logs.as_deref().map(logs::database_error).unwrap_or_else(|| "no error recorded".into())
-                )),
+                State::Failed => lines.push(failed_advice(entry, self.index_of(name))),
                 State::Edited => lines.push(format!(
                     "migration `{name}` was changed after it was applied: restore it (`git checkout -- migrations/{name}/migration.sql`) and put the change in a new migration (`cargo xtask migrate new NAME`)"
                 )),
@@ -132,6 +141,32 @@ impl StatusReport {
             ));
         }
         lines
+    }
+}
+
+/// What to do about a failed row, true to what the row shows. With an error in its logs, the
+/// tool that ran the script saw it fail: PostgreSQL rolled it back (an index build leaves an
+/// INVALID index). Without one, that tool stopped before it could record an outcome (killed,
+/// or its connection lost), and the server may have gone on and committed the script: only
+/// the catalog can tell, which is what `recover` reads.
+fn failed_advice(entry: &Entry, index: Option<String>) -> String {
+    let name = &entry.name;
+    let at = entry.at.as_deref().unwrap_or("?");
+    let error = entry
+        .logs
+        .as_deref()
+        .filter(|logs| !logs.trim().is_empty())
+        .map(logs::database_error);
+    match (error, index) {
+        (None, _) => format!(
+            "migration `{name}` started at {at} UTC and has no recorded outcome: the process that ran it stopped (killed, or its connection lost), and its backend may have gone on and applied the script. Run `cargo xtask recover`: it waits for a backend still running it, proves from the catalog whether it was applied, and resolves it either way (by hand: compare the database with the file, then `cargo xtask migrate resolve --applied {name}` or `--rolled-back {name}`)"
+        ),
+        (Some(error), Some(index)) => format!(
+            "migration `{name}` failed (started {at} UTC): {error} — it may have left an INVALID index `{index}`. Run `cargo xtask recover`, which drops it and builds the index again (by hand: `DROP INDEX CONCURRENTLY \"{index}\"`, `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)"
+        ),
+        (Some(error), None) => format!(
+            "migration `{name}` failed (started {at} UTC): {error} — PostgreSQL rolled its script back. Fix the cause, then run `cargo xtask recover` (by hand: `cargo xtask migrate resolve --rolled-back {name}`, then `cargo xtask migrate deploy`)"
+        ),
     }
 }
 

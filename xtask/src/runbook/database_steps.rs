@@ -14,7 +14,8 @@ use postgres::Client;
 use super::step::{Step, Steps};
 use crate::backfill::{self, BackfillOptions};
 use crate::check;
-use crate::db::DatabaseUrl;
+use crate::db::{self, DatabaseUrl, Failure};
+use crate::migrate::deploy::{self, Left};
 use crate::migrate::state::State;
 use crate::migrate::{self, DeployOptions, DeployReport};
 use crate::migrations::Migration;
@@ -56,10 +57,8 @@ pub(crate) fn run(
             Ok(report) => steps.push(Step::done("deploy expand", started, applied_names(&report))),
             Err(error) => {
                 steps.push(Step::error("deploy expand", started, &error));
-                return Ok(Some(Stop::new(
-                    "deploy expand",
-                    "run `cargo xtask recover`, which resolves the failure once it can prove what the migration left behind",
-                )));
+                let next = next_after(&error, steps.command());
+                return Ok(Some(Stop::new("deploy expand", next)));
             }
         }
     }
@@ -96,7 +95,10 @@ pub(crate) fn run(
             }
             Err(error) => {
                 steps.push(Step::error("backfill", started, &error));
-                let next = format!("fix the cause above, then run `cargo xtask {}` again (the backfill continues where it stopped)", steps.command());
+                let next = match db::classify(&error) {
+                    Failure::Other | Failure::PermissionDenied => format!("fix the cause above, then run `cargo xtask {}` again (the backfill continues where it stopped)", steps.command()),
+                    _ => next_after(&error, steps.command()),
+                };
                 return Ok(Some(Stop::new("backfill", next)));
             }
         }
@@ -148,11 +150,28 @@ pub(crate) fn run(
             Ok(report) => steps.push(Step::done("deploy", started, applied_names(&report))),
             Err(error) => {
                 steps.push(Step::error("deploy", started, &error));
-                return Ok(Some(Stop::new("deploy", "run `cargo xtask recover`")));
+                let next = next_after(&error, steps.command());
+                return Ok(Some(Stop::new("deploy", next)));
             }
         }
     }
     Ok(None)
+}
+
+/// The next step after a failed step, true to what happened: only a migration recorded as
+/// failed (or one whose outcome a lost connection hid) is something `recover` resolves.
+pub(crate) fn next_after(error: &anyhow::Error, command: &str) -> String {
+    let again = format!("`cargo xtask {command}`");
+    match (deploy::left_by(error), db::classify(error)) {
+        (Some(Left::Failed), _) => "run `cargo xtask recover`, which resolves the failed migration once it can prove what its script left behind".into(),
+        (Some(Left::Unknown), _) => "once the server answers, run `cargo xtask recover`: it waits for the migration's backend if that still runs, then proves from the catalog whether the script was applied".into(),
+        (_, Failure::Interrupted) => format!("nothing is left half done; run {again} again to continue"),
+        (Some(Left::RolledBack), _) => format!("nothing was applied and nothing needs resolving; run {again} again once the session holding the lock is done (`pg_locks` shows it), or allow longer with `--lock-timeout SECONDS`"),
+        (None, Failure::ConnectionLost) => format!("the connection to PostgreSQL was lost, and nothing failed; once the server answers, run {again} again (it reads the database first)"),
+        (None, Failure::PermissionDenied) => format!("the database role lacks a privilege (see above), and nothing failed; run {again} again as a role that owns the tables (the migration owner's URL)"),
+        (None, Failure::MigrationLockBusy) => format!("another migration holds the migration lock, and nothing failed; run {again} again once it has finished"),
+        (None, _) => format!("fix the cause above, then run {again} again"),
+    }
 }
 
 fn applied_names(report: &DeployReport) -> String {

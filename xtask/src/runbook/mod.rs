@@ -4,6 +4,7 @@
 
 pub(crate) mod database_steps;
 mod inspect;
+mod proof;
 pub(crate) mod recover;
 pub(crate) mod release;
 pub(crate) mod rollback;

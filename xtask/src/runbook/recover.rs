@@ -1,12 +1,16 @@
 //! `cargo xtask recover [--dry-run]`: the recovery plan, driven by what the database shows.
 //!
-//! Three phases. **Inspect** reads the failed rows of `_prisma_migrations`, the `workspaceId`
-//! columns (the plan's scenario A: expand applied, contract failed; scenario B: expand failed
-//! too) and, for each failed migration, what its script left behind. **Plan** turns that into
-//! steps, pure: a failed migration is resolved as rolled back only with proof that it left
-//! nothing behind, then the release's database steps follow, and `migrate status` must say up
-//! to date. **Execute** walks that same plan; `--dry-run` prints it instead. A state it cannot
-//! prove safe stops it, with what it found and what a person has to decide.
+//! It first takes the migration lock and waits for every backend still running a migration
+//! script (a killed deploy's backend goes on, and may commit), so it never decides from a
+//! state that is still changing. Then three phases. **Inspect** reads the failed rows of
+//! `_prisma_migrations`, the `workspaceId` columns (the plan's scenario A: expand applied,
+//! contract failed; scenario B: expand failed too) and, for each failed migration, what its
+//! script left behind (`proof`). **Plan** turns that into steps, pure: a failed migration is
+//! resolved as applied when the catalog proves its script committed, or as rolled back when it
+//! proves the script left nothing (an INVALID index is dropped first); then the release's
+//! database steps follow, and `migrate status` must say up to date. **Execute** walks that
+//! same plan; `--dry-run` prints it instead. A state it cannot prove stops it, with what it
+//! found and what a person has to decide.
 
 use std::time::Instant;
 
@@ -16,15 +20,15 @@ use postgres::Client;
 
 use super::database_steps;
 use super::inspect::{self, Inspection};
+use super::proof::{self, Judgement};
 use super::step::{RunbookReport, Step, StepResult, Steps};
 use crate::backfill::BackfillOptions;
 use crate::check;
 use crate::cli::{self, Globals};
-use crate::db::{Connect, DatabaseUrl};
+use crate::db::{self, Connect, DatabaseUrl};
 use crate::error::Outcome;
-use crate::migrate::deploy::INDEX_VALID_SQL;
 use crate::migrate::state::State;
-use crate::migrate::{self, DeployOptions, Resolution};
+use crate::migrate::{self, concurrent, running, DeployOptions, Resolution};
 use crate::migrations::Migration;
 use crate::report::{self, backticked, thousands, Report, Style};
 use crate::tenancy::{self, Column, CONTRACT, EXPAND, INIT};
@@ -32,13 +36,18 @@ use crate::tenancy::{self, Column, CONTRACT, EXPAND, INIT};
 pub(crate) const SUMMARY: &str = "the recovery plan after a failed migration (scenario A/B)";
 
 pub(crate) const HELP: &str = "\
-cargo xtask recover [--dry-run] [--json]
-The recovery plan after a failed migration. Reads the failed rows of _prisma_migrations and
-the workspaceId columns (scenario A: expand applied, contract failed; scenario B: expand
-failed too), resolves a failed migration as rolled back only when the database proves it left
-nothing behind, then deploys up to expand, backfills, checks, deploys the rest, and ends with
-migrate status up to date.
---dry-run prints the plan and changes nothing.
+cargo xtask recover [--dry-run] [--json] [--lock-wait SECONDS] [--lock-timeout SECONDS]
+The recovery plan after a failed or interrupted migration. Takes the migration lock, waits
+for any backend still running a migration script (naming its pid), then reads the failed
+rows of _prisma_migrations and what each migration left behind: a migration whose script
+committed (a valid index defined as its file defines it; the contract or the expand complete)
+is resolved as applied, one that left nothing (or only an INVALID index, which is dropped) as
+rolled back. Then it deploys up to expand, backfills, checks, deploys the rest, and ends with
+migrate status up to date. A state it cannot prove stops it, changing nothing.
+--dry-run         prints the plan and changes nothing (without waiting for the lock)
+--lock-wait S     how long to wait for the migration lock and for migrations still running
+                  elsewhere (default 60)
+--lock-timeout S  the lock budget of each migration it deploys (default 60)
 ";
 
 pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
@@ -48,14 +57,15 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let json = args.contains("--json");
     let dry_run = args.contains("--dry-run");
+    let mut options = RecoverOptions {
+        dry_run,
+        ..Default::default()
+    };
+    migrate::take_lock_options(&mut args, &mut options.deploy)?;
     cli::finish(args, "recover")?;
     let migrations = globals.migrations()?;
     let url = globals.url()?;
     let mut client = url.connect()?;
-    let options = RecoverOptions {
-        dry_run,
-        ..Default::default()
-    };
     report::emit(&recover(&mut client, &url, &migrations, &options)?, json)
 }
 
@@ -95,15 +105,6 @@ impl Report for RecoverReport {
     }
 }
 
-/// What the database shows about one failed migration.
-#[derive(Debug, Clone)]
-enum Judgement {
-    /// Its script left nothing that a re-run would trip over: resolve it as rolled back.
-    LeftNothing { name: String, proof: String },
-    /// What was found, and what a person must decide.
-    Unprovable { name: String, why: String },
-}
-
 /// Everything recover reads before it decides.
 struct Findings {
     inspection: Inspection,
@@ -111,6 +112,8 @@ struct Findings {
     judgements: Vec<Judgement>,
     /// Rows the backfill would fill: NULLs, or every row while the columns do not exist.
     backfill_rows: BackfillRows,
+    /// Backends that were (or, in a dry run, are) running a migration script.
+    running: Vec<String>,
 }
 
 enum BackfillRows {
@@ -127,7 +130,11 @@ struct PlannedStep {
 }
 
 enum Action {
-    Resolve(String),
+    Resolve {
+        name: String,
+        resolution: Resolution,
+        drop_index: Option<String>,
+    },
     /// One of the release's database steps, which `database_steps` runs in sequence.
     DatabaseStep,
     Status,
@@ -149,7 +156,33 @@ pub fn recover(
     migrations: &[Migration],
     options: &RecoverOptions,
 ) -> Result<RecoverReport> {
-    let found = inspect_all(client, migrations)?;
+    if options.dry_run {
+        // Reads only: a migration still running is reported, not waited for.
+        let running = running::running(client, migrations)?
+            .iter()
+            .map(|r| format!("{} (recover waits for it before it decides)", r.describe()))
+            .collect();
+        return recover_locked(client, url, migrations, options, running);
+    }
+    // Decided under the migration lock (the inner deploys and resolves take it again, which
+    // PostgreSQL counts), after every backend still running a migration script has finished.
+    db::with_migration_lock(client, options.deploy.lock_wait, migrations, |client| {
+        let waited = running::wait_for_others(client, migrations, options.deploy.lock_wait)?
+            .into_iter()
+            .map(|line| format!("{line}; recover waited until it finished"))
+            .collect();
+        recover_locked(client, url, migrations, options, waited)
+    })
+}
+
+fn recover_locked(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    migrations: &[Migration],
+    options: &RecoverOptions,
+    running: Vec<String>,
+) -> Result<RecoverReport> {
+    let found = inspect_all(client, migrations, running)?;
     let findings = describe(&found);
     let mut steps = Steps::new(if options.dry_run {
         "recover --dry-run"
@@ -183,7 +216,11 @@ pub fn recover(
     Ok(RecoverReport { findings, report })
 }
 
-fn inspect_all(client: &mut Client, migrations: &[Migration]) -> Result<Findings> {
+fn inspect_all(
+    client: &mut Client,
+    migrations: &[Migration],
+    running: Vec<String>,
+) -> Result<Findings> {
     let inspection = inspect::inspect(client, migrations)?;
     let failed: Vec<String> = inspection
         .status
@@ -194,7 +231,7 @@ fn inspect_all(client: &mut Client, migrations: &[Migration]) -> Result<Findings
         .collect();
     let mut judgements = Vec::new();
     for name in &failed {
-        judgements.push(judge(client, &inspection, migrations, name)?);
+        judgements.push(proof::judge(client, &inspection, migrations, name)?);
     }
     let tables_exist = inspection.status.state_of(INIT) == Some(&State::Applied);
     let backfill_rows =
@@ -217,11 +254,13 @@ fn inspect_all(client: &mut Client, migrations: &[Migration]) -> Result<Findings
         failed,
         judgements,
         backfill_rows,
+        running,
     })
 }
 
 fn describe(found: &Findings) -> Vec<String> {
-    let mut findings = vec![
+    let mut findings = found.running.clone();
+    findings.extend([
         match found.failed.len() {
             0 => "no failed migration in `_prisma_migrations`".to_string(),
             _ => format!("failed: {}", backticked(&found.failed)),
@@ -231,7 +270,7 @@ fn describe(found: &Findings) -> Vec<String> {
             found.inspection.describe_columns()
         ),
         found.inspection.status.summary(),
-    ];
+    ]);
     let failed = |name: &str| found.failed.iter().any(|f| f == name);
     if failed(EXPAND) && found.inspection.all_columns(Column::Missing) {
         findings.push("scenario B of the recovery plan: the expand migration failed, the columns do not exist".into());
@@ -283,21 +322,42 @@ fn plan(found: &Findings) -> Plan {
         return Plan::Refuse {
             step: format!("resolve {name}"),
             why: why.clone(),
-            conclusion: format!("❌ recover stopped: it cannot prove that `{name}` left nothing behind, so it changed nothing. A person must decide (see above), then run `cargo xtask recover` again."),
+            conclusion: format!("❌ recover stopped: it cannot prove what `{name}` left behind, so it changed nothing. A person must decide (see above), then run `cargo xtask recover` again."),
         };
     }
 
     let mut steps = Vec::new();
     let mut expand_pending = status.state_of(EXPAND).is_none_or(State::is_pending);
     for judgement in &found.judgements {
-        if let Judgement::LeftNothing { name, proof } = judgement {
-            steps.push(PlannedStep {
-                name: format!("resolve {name}"),
-                detail: format!("mark rolled back: {proof}"),
-                action: Action::Resolve(name.clone()),
-            });
-            expand_pending |= name == EXPAND;
-        }
+        let (name, resolution, detail, drop_index) = match judgement {
+            Judgement::RolledBack {
+                name,
+                proof,
+                drop_index,
+            } => (
+                name,
+                Resolution::RolledBack,
+                format!("mark rolled back: {proof}"),
+                drop_index.clone(),
+            ),
+            Judgement::Applied { name, proof } => (
+                name,
+                Resolution::Applied,
+                format!("mark applied: {proof}"),
+                None,
+            ),
+            Judgement::Unprovable { .. } => unreachable!("refused above"),
+        };
+        steps.push(PlannedStep {
+            name: format!("resolve {name}"),
+            detail,
+            action: Action::Resolve {
+                name: name.clone(),
+                resolution,
+                drop_index,
+            },
+        });
+        expand_pending |= name == EXPAND && resolution == Resolution::RolledBack;
     }
     if expand_pending {
         steps.push(PlannedStep {
@@ -352,25 +412,24 @@ fn execute(
     let mut database_steps_done = false;
     for planned in plan {
         match &planned.action {
-            Action::Resolve(name) => {
+            Action::Resolve {
+                name,
+                resolution,
+                drop_index,
+            } => {
                 let started = Instant::now();
-                match migrate::resolve(
-                    client,
-                    migrations,
-                    Resolution::RolledBack,
-                    name,
-                    options.deploy.lock_wait,
-                ) {
-                    Ok(_) => steps.push(Step::done(
+                match resolve(client, migrations, options, name, *resolution, drop_index) {
+                    Ok(()) => steps.push(Step::done(
                         &planned.name,
                         started,
                         planned
                             .detail
-                            .replace("mark rolled back", "marked rolled back"),
+                            .replacen("mark rolled back", "marked rolled back", 1)
+                            .replacen("mark applied", "marked applied", 1),
                     )),
                     Err(error) => {
                         steps.push(Step::error(&planned.name, started, &error));
-                        return Ok(steps.stopped(&planned.name, "run `cargo xtask recover` again"));
+                        return Ok(steps.stopped(&planned.name, "fix the cause above, then run `cargo xtask recover` again (it reads the database first)"));
                     }
                 }
             }
@@ -416,94 +475,29 @@ fn execute(
     ))
 }
 
-/// Whether the database proves that the failed migration `name` left nothing behind.
-fn judge(
+/// Drops the INVALID index a judgement found (if any), then resolves the migration.
+fn resolve(
     client: &mut Client,
-    inspection: &Inspection,
     migrations: &[Migration],
+    options: &RecoverOptions,
     name: &str,
-) -> Result<Judgement> {
-    let unprovable = |why: String| Judgement::Unprovable {
-        name: name.to_string(),
-        why,
-    };
-    let left_nothing = |proof: String| Judgement::LeftNothing {
-        name: name.to_string(),
-        proof,
-    };
-    if name == CONTRACT {
-        if inspection.any_column(Column::NotNull) {
-            return Ok(unprovable(format!(
-                "its failure is recorded, but workspaceId is NOT NULL on some tables ({}): the contract was applied, fully or in part, another way. If all four are NOT NULL, record it with `cargo xtask migrate resolve --applied {CONTRACT}`; otherwise run `cargo xtask rollback --yes` first",
-                inspection.describe_columns()
-            )));
-        }
-        return Ok(left_nothing(
-            "no workspaceId column is NOT NULL, so its script left nothing".into(),
-        ));
+    resolution: Resolution,
+    drop_index: &Option<String>,
+) -> Result<()> {
+    if let Some(index) = drop_index {
+        concurrent::drop_invalid_index(
+            client,
+            index,
+            options.deploy.lock_timeout,
+            options.deploy.lock_budget,
+        )?;
     }
-    if name == EXPAND {
-        let leftovers: i32 = client
-            .query_one(
-                tenancy::EXPAND_LEFTOVERS_SQL,
-                &[
-                    &tenancy::HOME_VIEW,
-                    &tenancy::FILL_TRIGGER_FUNCTION,
-                    &tenancy::HOME_ID_FUNCTION,
-                ],
-            )
-            .context("cannot look for the expand migration's view and functions")?
-            .get(0);
-        if !inspection.all_columns(Column::Missing) || leftovers > 0 {
-            return Ok(unprovable(format!(
-                "its failure is recorded, but some of what it creates exists ({}; {leftovers} of its view and functions): it was applied, fully or in part, another way. Compare the database with `migrations/{EXPAND}/migration.sql`; if everything is there, run `cargo xtask migrate resolve --applied {EXPAND}`",
-                inspection.describe_columns()
-            )));
-        }
-        return Ok(left_nothing(
-            "none of its columns, view or functions exist".into(),
-        ));
-    }
-    if name == tenancy::CONNECTION_KEY {
-        let row = client
-            .query_one(
-                tenancy::CONNECTION_KEYS_SQL,
-                &[&tenancy::CONNECTION_NEW_KEY, &tenancy::CONNECTION_OLD_KEY],
-            )
-            .context("cannot look up the keys of `Connection`")?;
-        let (adopted, old_key): (bool, bool) = (row.get(0), row.get(1));
-        let (new_key, old) = (tenancy::CONNECTION_NEW_KEY, tenancy::CONNECTION_OLD_KEY);
-        return Ok(match (adopted, old_key) {
-            (false, true) => left_nothing(format!(
-                "`{new_key}` is not a constraint and the old key `{old}` still exists"
-            )),
-            (true, false) => unprovable(format!(
-                "its failure is recorded, but `{new_key}` is the key and `{old}` is gone: it was applied; run `cargo xtask migrate resolve --applied {name}`"
-            )),
-            _ => unprovable(format!(
-                "`{new_key}` is {}a constraint and the old key `{old}` {}: neither before nor after the migration; compare `Connection` with `migrations/{name}/migration.sql` and finish or undo it by hand",
-                if adopted { "" } else { "not " },
-                if old_key { "still exists" } else { "is gone" },
-            )),
-        });
-    }
-    let migration = migrations.iter().find(|m| m.name == name);
-    if let Some(index) = migration.and_then(Migration::concurrent_index) {
-        let valid: Option<bool> = client
-            .query_opt(INDEX_VALID_SQL, &[&index])
-            .with_context(|| format!("cannot look up the index `{index}`"))?
-            .map(|row| row.get(0));
-        return Ok(match valid {
-            None => left_nothing(format!("the index `{index}` does not exist")),
-            Some(false) => left_nothing(format!(
-                "the index `{index}` is INVALID (an interrupted build holds no data); the deploy drops it before building it again"
-            )),
-            Some(true) => unprovable(format!(
-                "its failure is recorded, but the index `{index}` exists and is valid: run `cargo xtask migrate resolve --applied {name}`"
-            )),
-        });
-    }
-    Ok(unprovable(format!(
-        "`{name}` is not one of the steps of the workspace release, so recover cannot tell what its script changes. Read its logs (`cargo xtask migrate status`), undo or finish its changes by hand, then run `cargo xtask migrate resolve --rolled-back {name}` or `--applied {name}`"
-    )))
+    migrate::resolve(
+        client,
+        migrations,
+        resolution,
+        name,
+        options.deploy.lock_wait,
+    )?;
+    Ok(())
 }

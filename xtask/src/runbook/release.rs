@@ -12,14 +12,15 @@ use anyhow::Result;
 use pico_args::Arguments;
 use postgres::Client;
 
-use super::database_steps;
+use super::database_steps::{self, Stop};
 use super::inspect;
 use super::step::{RunbookReport, Step, StepResult, Steps};
 use crate::app_build::{AppBuild, APP_BIN_ENV};
 use crate::backfill::BackfillOptions;
 use crate::cli::{self, Globals};
-use crate::db::{Connect, DatabaseUrl};
+use crate::db::{self, Connect, DatabaseUrl};
 use crate::error::Outcome;
+use crate::migrate::running;
 use crate::migrate::state::State;
 use crate::migrate::DeployOptions;
 use crate::migrations::Migration;
@@ -30,13 +31,15 @@ pub(crate) const SUMMARY: &str =
     "the Normal Deployment: deploy expand, backfill, check, deploy, build, smoke";
 
 pub(crate) const HELP: &str = "\
-cargo xtask release [--batch-size N] [--json]
+cargo xtask release [--batch-size N] [--lock-wait SECONDS] [--lock-timeout SECONDS] [--json]
 The release checklist's Normal Deployment:
   1. deploy --to the expand migration   2. backfill   3. check (must pass)
   4. deploy the rest (indexes, contract) 5. cargo build --release -p app   6. smoke
-Before each step it reads the database; a step already done is skipped and says why. It stops
-at the first failure and names the command to run next. Safe to run again at any time.
-DATAHUB_APP_BIN=PATH uses a prebuilt app binary instead of step 5.
+Steps 1 to 4 run under the migration lock, after any migration still running elsewhere has
+finished. Before each step it reads the database; a step already done is skipped and says
+why. It stops at the first failure and names the command to run next. Safe to run again at
+any time. --lock-wait: how long to wait for the migration lock (default 60 s). --lock-timeout:
+the lock budget of each migration (default 60 s; each try waits at most 500 ms). DATAHUB_APP_BIN=PATH uses a prebuilt app binary instead of step 5.
 ";
 
 pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
@@ -46,11 +49,12 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let json = args.contains("--json");
     let batch_size = cli::number(&mut args, "--batch-size", 1..=1_000_000)?;
+    let mut options = ReleaseOptions::default();
+    crate::migrate::take_lock_options(&mut args, &mut options.deploy)?;
     cli::finish(args, "release")?;
     let migrations = globals.migrations()?;
     let url = globals.url()?;
     let mut client = url.connect()?;
-    let mut options = ReleaseOptions::default();
     if let Some(n) = batch_size {
         options.backfill.batch_size = n;
     }
@@ -81,47 +85,14 @@ pub fn release(
     options: &ReleaseOptions,
 ) -> Result<RunbookReport> {
     let mut steps = Steps::new("release");
-
-    // Refuse up front what only a person (or `recover`) may decide.
-    let state = inspect::inspect(client, migrations)?;
-    if let Some(not_managed) = &state.status.not_managed {
-        steps.push(Step::failed(
-            "preflight",
-            Instant::now(),
-            not_managed.summary(),
-        ));
-        let next = state.status.advice().into_iter().next().unwrap_or_default();
-        return Ok(steps.stopped("preflight", &next));
-    }
-    if let Some(entry) = state.status.entries.iter().find(|e| {
-        matches!(
-            e.state,
-            State::Failed | State::Edited | State::MissingLocally
-        )
-    }) {
-        let next = match entry.state {
-            State::Failed => {
-                "run `cargo xtask recover` (it reads what the failure left and plans from there)"
-                    .to_string()
-            }
-            _ => state.status.advice().into_iter().next().unwrap_or_default(),
-        };
-        steps.push(Step::failed(
-            "preflight",
-            Instant::now(),
-            format!("migration `{}` is {}", entry.name, entry.state.label()),
-        ));
-        return Ok(steps.stopped("preflight", &next));
-    }
-
-    if let Some(stop) = database_steps::run(
-        client,
-        url,
-        migrations,
-        &options.deploy,
-        &options.backfill,
-        &mut steps,
-    )? {
+    // The database steps decide under the migration lock, after every migration still running
+    // elsewhere (a killed deploy's backend, another tool) has finished: two releases, or a
+    // release and a recover, take turns instead of deciding from each other's half-done work.
+    let stop = db::with_migration_lock(client, options.deploy.lock_wait, migrations, |client| {
+        running::wait_for_others(client, migrations, options.deploy.lock_wait)?;
+        database_part(client, url, migrations, options, &mut steps)
+    })?;
+    if let Some(stop) = stop {
         return Ok(steps.stopped(&stop.at, &stop.next));
     }
     let database_steps_skipped = steps.all(|s| s.result == StepResult::Skipped);
@@ -149,10 +120,12 @@ pub fn release(
         }
         Err(error) => {
             steps.push(Step::error("build", started, &error));
-            return Ok(steps.stopped(
-                "build",
-                "fix the build, then run `cargo xtask release` again",
-            ));
+            // Ctrl-C reaches cargo too: a build cut short by it is not a broken build.
+            let next = match crate::interrupt::requested() {
+                Some(_) => "the database steps are done; run `cargo xtask release` again to build and smoke",
+                None => "fix the build, then run `cargo xtask release` again",
+            };
+            return Ok(steps.stopped("build", next));
         }
     };
 
@@ -187,4 +160,58 @@ pub fn release(
         "✅ Released: Database schema is up to date, no NULLs, the app builds and passed the smoke test."
     };
     Ok(steps.finish(true, conclusion))
+}
+
+/// Preflight and the database steps: what a failed, edited or missing migration stops (for a
+/// person or `recover` to decide), then deploy `--to` expand, backfill, check, deploy the rest.
+fn database_part(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    migrations: &[Migration],
+    options: &ReleaseOptions,
+    steps: &mut Steps,
+) -> Result<Option<Stop>> {
+    let state = inspect::inspect(client, migrations)?;
+    if let Some(not_managed) = &state.status.not_managed {
+        steps.push(Step::failed(
+            "preflight",
+            Instant::now(),
+            not_managed.summary(),
+        ));
+        return Ok(Some(Stop {
+            at: "preflight".into(),
+            next: state.status.advice().into_iter().next().unwrap_or_default(),
+        }));
+    }
+    if let Some(entry) = state.status.entries.iter().find(|e| {
+        matches!(
+            e.state,
+            State::Failed | State::Edited | State::MissingLocally
+        )
+    }) {
+        let next = match entry.state {
+            State::Failed => {
+                "run `cargo xtask recover` (it reads what the failure left and plans from there)"
+                    .to_string()
+            }
+            _ => state.status.advice().into_iter().next().unwrap_or_default(),
+        };
+        steps.push(Step::failed(
+            "preflight",
+            Instant::now(),
+            format!("migration `{}` is {}", entry.name, entry.state.label()),
+        ));
+        return Ok(Some(Stop {
+            at: "preflight".into(),
+            next,
+        }));
+    }
+    database_steps::run(
+        client,
+        url,
+        migrations,
+        &options.deploy,
+        &options.backfill,
+        steps,
+    )
 }

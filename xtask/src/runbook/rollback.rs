@@ -17,9 +17,11 @@ use postgres::Client;
 use super::inspect;
 use super::step::{RunbookReport, Step, Steps};
 use crate::cli::{self, Globals};
-use crate::db::{self, quote_ident, Connect};
+use crate::db::{self, quote_ident, Connect, Failure};
 use crate::error::Outcome;
+use crate::interrupt;
 use crate::migrate::history;
+use crate::migrate::running;
 use crate::migrate::state::State;
 use crate::migrate::DeployOptions;
 use crate::migrations::Migration;
@@ -29,11 +31,13 @@ use crate::tenancy::{self, Column, CONTRACT, DATAHUB_TABLES};
 pub(crate) const SUMMARY: &str = "the Emergency Rollback: workspaceId nullable again";
 
 pub(crate) const HELP: &str = "\
-cargo xtask rollback [--yes]
+cargo xtask rollback [--yes] [--lock-wait SECONDS] [--lock-timeout SECONDS]
 The release checklist's Emergency Rollback. Makes workspaceId nullable again on the four Data
 Hub tables and marks the contract migration rolled back, in one transaction; `cargo xtask
 migrate deploy` brings NOT NULL back. Without --yes it prints what it would do and changes
-nothing.
+nothing. With --yes it decides under the migration lock, after any migration still running
+has finished. Each try waits at most 500 ms for a table lock; tries repeat until
+--lock-timeout seconds of lock waits are spent (default 60).
 ";
 
 pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
@@ -42,10 +46,12 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         return Ok(Outcome::Ready);
     }
     let yes = args.contains("--yes");
+    let mut deploy = DeployOptions::default();
+    crate::migrate::take_lock_options(&mut args, &mut deploy)?;
     cli::finish(args, "rollback")?;
     let migrations = globals.migrations()?;
     let mut client = globals.url()?.connect()?;
-    let report = rollback(&mut client, &migrations, yes, &DeployOptions::default())?;
+    let report = rollback(&mut client, &migrations, yes, &deploy)?;
     report::emit(&report, false)
 }
 
@@ -55,11 +61,52 @@ pub fn rollback(
     yes: bool,
     deploy: &DeployOptions,
 ) -> Result<RunbookReport> {
-    let mut steps = Steps::new(if yes {
-        "rollback"
-    } else {
-        "rollback (preview)"
-    });
+    if !yes {
+        let mut steps = Steps::new("rollback (preview)");
+        return Ok(match decide(client, migrations)? {
+            Decision::Nothing(why) => steps.finish(true, why),
+            Decision::RollBack(plan) => {
+                for sql in &plan.statements {
+                    steps.planned("sql", sql.clone());
+                }
+                if plan.contract_applied {
+                    steps.planned(
+                        "mark rolled back",
+                        format!("`{CONTRACT}` in `_prisma_migrations` (rolled_back_at = now())"),
+                    );
+                }
+                steps.finish(
+                    true,
+                    "Preview only: nothing was changed. Run `cargo xtask rollback --yes` to do this.",
+                )
+            }
+        });
+    }
+    // Decided under the migration lock, after any migration still running has finished: a
+    // contract that lands while a rollback decides "nothing to roll back" would stay.
+    db::with_migration_lock(client, deploy.lock_wait, migrations, |client| {
+        running::wait_for_others(client, migrations, deploy.lock_wait)?;
+        let steps = Steps::new("rollback");
+        match decide(client, migrations)? {
+            Decision::Nothing(why) => Ok(steps.finish(true, why)),
+            Decision::RollBack(plan) => Ok(execute(client, &plan, deploy, steps)),
+        }
+    })
+}
+
+/// What the rollback would do, from what the database shows now.
+struct Plan {
+    statements: Vec<String>,
+    not_null: Vec<String>,
+    contract_applied: bool,
+}
+
+enum Decision {
+    Nothing(String),
+    RollBack(Plan),
+}
+
+fn decide(client: &mut Client, migrations: &[Migration]) -> Result<Decision> {
     let state = inspect::inspect(client, migrations)?;
     let not_null: Vec<String> = state
         .columns
@@ -69,40 +116,30 @@ pub fn rollback(
         .collect();
     let contract_applied = state.status.state_of(CONTRACT) == Some(&State::Applied);
     if not_null.is_empty() && !contract_applied {
-        return Ok(steps.finish(
-            true,
-            format!(
-                "Nothing to roll back: workspaceId is not NOT NULL on any table and `{CONTRACT}` is {}.",
-                state
-                    .status
-                    .state_of(CONTRACT)
-                    .map(State::label)
-                    .unwrap_or("unknown")
-            ),
-        ));
+        return Ok(Decision::Nothing(format!(
+            "Nothing to roll back: workspaceId is not NOT NULL on any table and `{CONTRACT}` is {}.",
+            state
+                .status
+                .state_of(CONTRACT)
+                .map(State::label)
+                .unwrap_or("unknown")
+        )));
     }
-    let statements = statements(client, &not_null)?;
-    if !yes {
-        for sql in &statements {
-            steps.planned("sql", sql.clone());
-        }
-        if contract_applied {
-            steps.planned(
-                "mark rolled back",
-                format!("`{CONTRACT}` in `_prisma_migrations` (rolled_back_at = now())"),
-            );
-        }
-        return Ok(steps.finish(
-            true,
-            "Preview only: nothing was changed. Run `cargo xtask rollback --yes` to do this.",
-        ));
-    }
+    Ok(Decision::RollBack(Plan {
+        statements: statements(client, &not_null)?,
+        not_null,
+        contract_applied,
+    }))
+}
 
-    db::acquire_migration_lock(client, deploy.lock_wait)?;
+fn execute(
+    client: &mut Client,
+    plan: &Plan,
+    deploy: &DeployOptions,
+    mut steps: Steps,
+) -> RunbookReport {
     let started = Instant::now();
-    let result = run_with_retries(client, &statements, contract_applied, deploy);
-    db::release_migration_lock(client)?;
-    match result {
+    match run_with_retries(client, &plan.statements, plan.contract_applied, deploy) {
         Ok(lock_timeouts) => {
             let retries = match lock_timeouts {
                 0 => String::new(),
@@ -113,30 +150,31 @@ pub fn rollback(
                 started,
                 format!(
                     "workspaceId nullable on {}; NOT VALID checks re-added{retries}",
-                    if not_null.is_empty() {
+                    if plan.not_null.is_empty() {
                         "no table (it already was)".to_string()
                     } else {
-                        not_null.join(", ")
+                        plan.not_null.join(", ")
                     }
                 ),
             ));
-            if contract_applied {
+            if plan.contract_applied {
                 steps.push(Step {
                     duration: Duration::ZERO,
                     ..Step::done("mark rolled back", started, format!("`{CONTRACT}`"))
                 });
             }
-            Ok(steps.finish(
+            steps.finish(
                 true,
                 format!("✅ Rolled back: workspaceId is nullable again and `{CONTRACT}` is pending. Once the cause is fixed: `cargo xtask check`, then `cargo xtask migrate deploy` restores NOT NULL."),
-            ))
+            )
         }
         Err(error) => {
             steps.push(Step::error("drop NOT NULL", started, &error));
-            Ok(steps.finish(
-                false,
-                "❌ Nothing was changed (the rollback runs as one transaction). Fix the cause above, then run `cargo xtask rollback --yes` again.",
-            ))
+            let conclusion = match db::classify(&error) {
+                Failure::ConnectionLost => "❌ The connection was lost; the rollback runs as one transaction, so either all of it or none of it happened: once the server answers, run `cargo xtask rollback --yes` again (it reads what is there first).".to_string(),
+                _ => "❌ Nothing was changed (the rollback runs as one transaction). Fix the cause above, then run `cargo xtask rollback --yes` again.".to_string(),
+            };
+            steps.finish(false, conclusion)
         }
     }
 }
@@ -163,18 +201,20 @@ fn statements(client: &mut Client, not_null: &[String]) -> Result<Vec<String>> {
 }
 
 /// Runs the statements and the bookkeeping in one transaction under `lock_timeout`, retrying
-/// a lock timeout with backoff; returns how many lock timeouts it took.
+/// a lock timeout with backoff within the lock budget; returns how many lock timeouts it took.
 fn run_with_retries(
     client: &mut Client,
     statements: &[String],
     mark_contract: bool,
     deploy: &DeployOptions,
 ) -> Result<u32> {
-    let (outcome, lock_timeouts) = db::retry_on_lock_timeout(
+    let tries = db::retry_on_lock_timeout(
         "the rollback",
         deploy.lock_timeout,
-        deploy.lock_retries,
+        deploy.lock_budget,
         || {
+            let token = client.cancel_token();
+            let _cancellable = interrupt::register(token);
             let mut tx = client.transaction()?;
             tx.execute(
                 "SELECT set_config('lock_timeout', $1, true)",
@@ -189,14 +229,21 @@ fn run_with_retries(
             tx.commit()
         },
     );
-    outcome.map(|()| lock_timeouts).map_err(|error| {
-        let retries = match lock_timeouts {
-            0 => String::new(),
-            n => format!(" (after {n} lock timeout(s): something holds a lock on these tables; see pg_locks)"),
-        };
-        anyhow::anyhow!(
-            "the rollback failed{retries}: {}",
+    let lock_timeouts = tries.lock_timeouts;
+    tries.outcome.map(|()| lock_timeouts).map_err(|error| {
+        let why = if let Some(signal) = interrupt::stopped_by(&error) {
+            format!("{} cancelled it", interrupt::signal_name(signal))
+        } else if tries.gave_up {
+            format!("it could not get its locks in {lock_timeouts} tries of {} ms within the {} s lock budget (`--lock-timeout`): something holds a lock on these tables (see `pg_locks`)", deploy.lock_timeout.as_millis(), deploy.lock_budget.as_secs())
+        } else {
             db::describe_driver_error(&error)
-        )
+        };
+        let message = anyhow::anyhow!("the rollback failed: {why}");
+        match interrupt::requested() {
+            Some(signal) => anyhow::Error::new(error)
+                .context(interrupt::Interrupted(signal))
+                .context(message.to_string()),
+            None => anyhow::Error::new(error).context(message.to_string()),
+        }
     })
 }

@@ -2,6 +2,10 @@
 //! one), with 14 days of Google Ads metrics and an insight, and a second, empty workspace to
 //! switch to; removed afterwards by deleting the workspaces and the user, which cascades to
 //! everything the run made.
+//!
+//! A run holds an advisory lock on its user id while its fixtures exist. A run that was killed
+//! before it could clean up leaves them unlocked, and the next run removes them: fixtures whose
+//! lock it can take belong to no living run, on this machine or any other.
 
 use anyhow::{Context, Result};
 use postgres::Client;
@@ -31,9 +35,35 @@ const INSERT_INSIGHT: &str = r#"
     INSERT INTO "Insight" ("id", "userId", "workspaceId", "provider", "title", "body", "severity")
     VALUES ($2 || '_insight', $1, $2, 'google-ads', $3, 'Seeded by cargo xtask smoke.', 'info')"#;
 
+/// The advisory lock space of smoke runs: `pg_advisory_lock(SMOKE_LOCK_SPACE, hashtext(user id))`,
+/// the two-key form, so it never meets Prisma's one-key migration lock.
+const SMOKE_LOCK_SPACE: i32 = 0x0044_4853;
+
+/// Removes the fixtures of runs that are gone: one transaction, the try of each run's lock at
+/// transaction level (it fails while the run's session holds it). `OFFSET 0` keeps the name
+/// filter before the lock try, so no other user's id is ever locked.
+const REMOVE_STALE_SQL: &str = r#"
+    WITH stale AS (
+        SELECT smoke."id" FROM (
+            SELECT u."id" FROM "User" u WHERE u."id" LIKE 'datahub\_smoke\_%' OFFSET 0
+        ) smoke
+        WHERE pg_try_advisory_xact_lock($1, hashtext(smoke."id"))
+    ), workspaces AS (
+        DELETE FROM "Workspace" w USING stale
+        WHERE w."id" IN (stale."id" || '_ws', stale."id" || '_ws_2')
+    )
+    DELETE FROM "User" u USING stale WHERE u."id" = stale."id""#;
+
 impl Fixtures {
-    /// Creates the run's user (with a random password) and workspace, in one transaction.
+    /// Creates the run's user (with a random password) and workspace, in one transaction, and
+    /// takes the run's lock; first removes what killed runs left.
     pub(crate) fn create(client: &mut Client) -> Result<Fixtures> {
+        let stale = client
+            .execute(REMOVE_STALE_SQL, &[&SMOKE_LOCK_SPACE])
+            .context("cannot remove the smoke fixtures killed runs left behind")?;
+        if stale > 0 {
+            eprintln!("removed the smoke fixtures of {stale} earlier run(s) that were killed before they could clean up");
+        }
         let run = &datahub_core::password::random_token()[..16];
         let fixtures = Fixtures {
             user_id: format!("datahub_smoke_{run}"),
@@ -66,6 +96,12 @@ impl Fixtures {
         )
         .context("cannot seed the smoke workspace's insight")?;
         tx.commit().context("cannot commit the smoke fixtures")?;
+        client
+            .execute(
+                "SELECT pg_advisory_lock($1, hashtext($2))",
+                &[&SMOKE_LOCK_SPACE, &fixtures.user_id],
+            )
+            .context("cannot take the smoke run's lock")?;
         Ok(fixtures)
     }
 
@@ -91,6 +127,12 @@ impl Fixtures {
         client
             .execute(r#"DELETE FROM "User" WHERE "id" = $1"#, &[&self.user_id])
             .context("cannot remove the smoke user")?;
+        client
+            .execute(
+                "SELECT pg_advisory_unlock($1, hashtext($2))",
+                &[&SMOKE_LOCK_SPACE, &self.user_id],
+            )
+            .context("cannot release the smoke run's lock")?;
         Ok(())
     }
 }

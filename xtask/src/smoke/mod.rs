@@ -140,10 +140,19 @@ impl Report for SmokeReport {
 struct Checks(Vec<Check>);
 
 impl Checks {
+    /// Records a check; after SIGINT or SIGTERM every further check counts as not passed, so
+    /// the run stops short, cleans up and says so.
     fn record(&mut self, name: &str, result: Result<String>) -> bool {
-        let (ok, detail) = match result {
-            Ok(detail) => (true, detail),
-            Err(error) => (false, format!("{error:#}")),
+        let (ok, detail) = match (crate::interrupt::requested(), result) {
+            (Some(signal), _) => (
+                false,
+                format!(
+                    "not checked: interrupted by {}",
+                    crate::interrupt::signal_name(signal)
+                ),
+            ),
+            (None, Ok(detail)) => (true, detail),
+            (None, Err(error)) => (false, format!("{error:#}")),
         };
         eprintln!("{} {name}: {detail}", if ok { "✅" } else { "❌" });
         self.0.push(Check {
