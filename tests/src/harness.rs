@@ -9,6 +9,10 @@
 //! (initdb in a temp dir, a free port, as `postgres` when running as root) that a watchdog
 //! removes when the binary exits. Tests never skip for lack of a server. The `xtask` and
 //! `app` binaries the tests spawn are built once, here.
+//!
+//! A test that needs what a shared server cannot give (a streaming standby whose replay it
+//! pauses, `pg_stat_statements` loaded at start) starts an `OwnCluster`, whatever
+//! `TEST_DATABASE_URL` says.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use postgres::Client;
-use xtask::cluster::TempCluster;
+use xtask::cluster::{ClusterOptions, TempCluster, STANDBY_NAME};
 use xtask::db::{self, Connect, DatabaseUrl};
 use xtask::migrate::{self, DeployOptions};
 use xtask::migrations::{self, Migration};
@@ -166,6 +170,8 @@ fn template(target: &str) -> String {
 pub struct TestDb {
     pub name: String,
     url: String,
+    /// The server's maintenance database, from which this one is dropped.
+    admin_url: String,
 }
 
 impl TestDb {
@@ -175,6 +181,7 @@ impl TestDb {
         create_database(&name, None);
         TestDb {
             url: url_with_database(&server().base_url, &name),
+            admin_url: server().base_url.clone(),
             name,
         }
     }
@@ -187,6 +194,7 @@ impl TestDb {
         create_database(&name, Some(&template));
         TestDb {
             url: url_with_database(&server().base_url, &name),
+            admin_url: server().base_url.clone(),
             name,
         }
     }
@@ -226,12 +234,123 @@ impl Default for TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         // FORCE ends connections a failed test left open; a drop error must not hide the test's.
-        if let Ok(mut admin) = database_url(&server().base_url).connect() {
+        if let Ok(mut admin) = database_url(&self.admin_url).connect() {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 db::quote_ident(&self.name)
             ));
         }
+    }
+}
+
+/// A throwaway cluster of one test's own, with or without `TEST_DATABASE_URL`: one the test may
+/// restart (every other test shares the server of [`TestDb`], which no test may restart), a
+/// streaming standby (`pg_basebackup -R`, a second postmaster, named `STANDBY_NAME`) whose
+/// replay the test may pause, or `pg_stat_statements` loaded at start. Stopped and removed
+/// when dropped.
+pub struct OwnCluster {
+    cluster: TempCluster,
+}
+
+impl OwnCluster {
+    /// A primary with a standby, streaming by the time this returns.
+    pub fn with_standby() -> OwnCluster {
+        OwnCluster::start(ClusterOptions {
+            standby: true,
+            ..ClusterOptions::default()
+        })
+    }
+
+    /// A server that counts every statement's executions in `pg_stat_statements` (the
+    /// extension is created in its `postgres` database).
+    pub fn with_statement_stats() -> OwnCluster {
+        let own = OwnCluster::start(ClusterOptions {
+            settings: vec![(
+                "shared_preload_libraries".into(),
+                "'pg_stat_statements'".into(),
+            )],
+            ..ClusterOptions::default()
+        });
+        own.admin()
+            .batch_execute("CREATE EXTENSION pg_stat_statements")
+            .expect("create the pg_stat_statements extension");
+        own
+    }
+
+    fn start(options: ClusterOptions) -> OwnCluster {
+        let cluster = TempCluster::start_with(&binaries().xtask, &options)
+            .unwrap_or_else(|error| panic!("cannot start a throwaway PostgreSQL: {error:#}"));
+        OwnCluster { cluster }
+    }
+
+    /// A connection to the primary's `postgres` database.
+    pub fn admin(&self) -> Client {
+        connect(&self.cluster.url("postgres"))
+    }
+
+    /// A new database on the primary, migrated up to and including `target` (or empty).
+    pub fn database(&self, target: Option<&str>) -> TestDb {
+        let name = next_name("test");
+        self.admin()
+            .batch_execute(&format!("CREATE DATABASE {}", db::quote_ident(&name)))
+            .unwrap_or_else(|e| panic!("cannot create the test database `{name}`: {e}"));
+        let db = TestDb {
+            url: self.cluster.url(&name),
+            admin_url: self.cluster.url("postgres"),
+            name,
+        };
+        if let Some(target) = target {
+            db.deploy_to(target);
+        }
+        db
+    }
+
+    /// A connection to `database` on the standby (read only): the standby must have replayed
+    /// its creation.
+    pub fn standby(&self, database: &str) -> Client {
+        let url = self
+            .cluster
+            .standby_url(database)
+            .expect("this cluster runs no standby: use OwnCluster::with_standby");
+        connect(&url)
+    }
+
+    /// The standby's name in `pg_stat_replication`.
+    pub fn standby_name(&self) -> &'static str {
+        STANDBY_NAME
+    }
+
+    /// A plain cluster, like the shared one.
+    pub fn plain() -> OwnCluster {
+        let cluster = TempCluster::start_watched_by(&binaries().xtask)
+            .unwrap_or_else(|error| panic!("cannot start a throwaway PostgreSQL: {error:#}"));
+        OwnCluster { cluster }
+    }
+
+    /// A new database on it with the repository's migrations deployed up to `target`; its URL.
+    pub fn database_migrated_to(&self, target: &str) -> String {
+        let name = next_name("own");
+        let mut admin = connect(&self.cluster.url("postgres"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", db::quote_ident(&name)))
+            .unwrap_or_else(|e| panic!("cannot create `{name}`: {e}"));
+        let url = self.cluster.url(&name);
+        let parsed = database_url(&url);
+        let mut client = parsed.connect().expect("connect to the new database");
+        let options = DeployOptions {
+            to: Some(target.to_string()),
+            ..DeployOptions::default()
+        };
+        migrate::deploy(&mut client, &parsed, &repo_migrations(), &options)
+            .unwrap_or_else(|e| panic!("deploy to `{target}` failed: {e:#}"));
+        url
+    }
+
+    /// Restarts the server as a crash would: every session cut, WAL replayed at start.
+    pub fn restart(&self) {
+        self.cluster
+            .restart()
+            .unwrap_or_else(|e| panic!("cannot restart the throwaway PostgreSQL: {e:#}"));
     }
 }
 
@@ -372,48 +491,6 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
 /// Text of a process's stdout and stderr.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A PostgreSQL cluster of one test's own, which that test may restart. Every other test shares
-/// the server of [`TestDb`], which no test may restart; this one is always a throwaway cluster,
-/// with or without `TEST_DATABASE_URL`, and is removed when the value is dropped.
-pub struct OwnCluster {
-    cluster: TempCluster,
-}
-
-impl OwnCluster {
-    /// A plain cluster, like the shared one.
-    pub fn plain() -> OwnCluster {
-        let cluster = TempCluster::start_watched_by(&binaries().xtask)
-            .unwrap_or_else(|error| panic!("cannot start a throwaway PostgreSQL: {error:#}"));
-        OwnCluster { cluster }
-    }
-
-    /// A new database on it with the repository's migrations deployed up to `target`; its URL.
-    pub fn database_migrated_to(&self, target: &str) -> String {
-        let name = next_name("own");
-        let mut admin = connect(&self.cluster.url("postgres"));
-        admin
-            .batch_execute(&format!("CREATE DATABASE {}", db::quote_ident(&name)))
-            .unwrap_or_else(|e| panic!("cannot create `{name}`: {e}"));
-        let url = self.cluster.url(&name);
-        let parsed = database_url(&url);
-        let mut client = parsed.connect().expect("connect to the new database");
-        let options = DeployOptions {
-            to: Some(target.to_string()),
-            ..DeployOptions::default()
-        };
-        migrate::deploy(&mut client, &parsed, &repo_migrations(), &options)
-            .unwrap_or_else(|e| panic!("deploy to `{target}` failed: {e:#}"));
-        url
-    }
-
-    /// Restarts the server as a crash would: every session cut, WAL replayed at start.
-    pub fn restart(&self) {
-        self.cluster
-            .restart()
-            .unwrap_or_else(|e| panic!("cannot restart the throwaway PostgreSQL: {e:#}"));
-    }
 }
 
 /// A connection with the tests' application name, for URLs that are not a [`TestDb`]'s.

@@ -435,6 +435,9 @@ fn bad_worker_counts_and_time_limits() {
         ("--workers", "two"),
         ("--time-limit", "-1"),
         ("--time-limit", "soon"),
+        ("--max-replica-lag", "-1"),
+        ("--max-replica-lag", "1s"),
+        ("--max-replica-lag", "86400001"),
     ] {
         let output = run_xtask(
             &["backfill", flag, bad],
@@ -467,6 +470,8 @@ fn backfill_json_reports_rows_per_table() {
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(doc["dryRun"], false);
     assert_eq!(doc["stoppedEarly"], false);
+    // No standby streams from the tests' server: the backfill waits for none.
+    assert_eq!(doc["replica"], serde_json::Value::Null);
     assert_eq!(doc["rows"], nulls);
     let tables: Vec<&str> = doc["tables"]
         .as_array()

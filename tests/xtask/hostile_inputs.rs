@@ -77,6 +77,9 @@ const BAD_NUMBERS: &[&str] = &[
     "\u{FF11}",
 ];
 
+/// The numeric flags that take a comma-separated list (`bench --workers 2,1,4`).
+const LIST_FLAGS: &[(&[&str], &str)] = &[(&["bench"], "--workers")];
+
 const PASSWORD_FRAGMENTS: [&str; 2] = ["Pa55", "s3cr"];
 
 fn rows() -> Vec<Row> {
@@ -89,7 +92,14 @@ fn rows() -> Vec<Row> {
                 &args,
                 Db::None,
                 2,
-                &format!("`{flag} {value}` is not valid: it takes a whole number from"),
+                &format!(
+                    "`{flag} {value}` is not valid: it takes {}",
+                    if LIST_FLAGS.contains(&(command, flag)) {
+                        "whole numbers from"
+                    } else {
+                        "a whole number from"
+                    }
+                ),
             ));
         }
         let mut args = command.to_vec();

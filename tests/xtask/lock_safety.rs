@@ -307,6 +307,7 @@ fn assert_no_locks_left(db: &TestDb, client: &mut Client) {
         .query_one(
             "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
              WHERE l.pid <> $1 AND l.mode = 'AccessExclusiveLock'
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND c.relname IN ('Connection', 'MetricDaily', 'Insight', 'ChatMessage')",
             &[&me],
         )

@@ -19,6 +19,7 @@ mod migrate_status;
 mod prisma;
 mod recover;
 mod release;
+mod replica;
 mod rollback;
 mod smoke;
 mod snapshots;

@@ -4,10 +4,10 @@
 use std::time::Duration;
 use xtask::report::{Report, Style};
 
-use datahub_tests::harness::{app_bin, repo_migrations, run_xtask, text, TestDb};
+use datahub_tests::harness::{app_bin, repo_migrations, run_xtask, text, OwnCluster, TestDb};
 use xtask::backfill::BackfillOptions;
 use xtask::runbook::{release, ReleaseOptions, StepResult};
-use xtask::tenancy::INIT;
+use xtask::tenancy::{null_counts_sql, INIT};
 use xtask::AppBuild;
 
 use crate::assert_stable_snapshot;
@@ -159,6 +159,56 @@ fn release_refuses_a_failed_migration_and_names_recover() {
         null_count(&mut client) > 0,
         "release must not have backfilled"
     );
+}
+
+/// Before the index migrations no index covers `workspaceId`, so every count of NULLs scans the
+/// four tables. The release counts once (the backfill's count) and its gate reads what the
+/// backfill proved. `pg_stat_statements`, on a server of the test's own, counts the executions
+/// of the count query.
+#[test]
+fn the_release_counts_nulls_once() {
+    let cluster = OwnCluster::with_statement_stats();
+    let db = cluster.database(Some(INIT));
+    let mut client = db.client();
+    seed_small(&mut client);
+    let mut admin = cluster.admin();
+    let mut counts = || -> i64 {
+        admin
+            .query_one(
+                "SELECT coalesce(sum(s.calls), 0)::bigint FROM pg_stat_statements s
+                 JOIN pg_database d ON d.oid = s.dbid
+                 WHERE d.datname = $1 AND s.query = $2",
+                &[&db.name, &null_counts_sql()],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(counts(), 0);
+
+    let report = release(
+        &mut client,
+        &db.database_url(),
+        &repo_migrations(),
+        &options(),
+    )
+    .unwrap();
+    assert!(report.ok, "{}", report.render());
+    assert_eq!(counts(), 1, "{}", report.render());
+    let check = report.steps.iter().find(|s| s.name == "check").unwrap();
+    assert_eq!(check.result, StepResult::Done);
+    assert!(
+        check
+            .detail
+            .contains("(no NULLs), as the backfill proved; not counted again"),
+        "{}",
+        check.detail
+    );
+
+    // The observer sees every count: `cargo xtask check` is one more.
+    let out = run_xtask(&["check"], Some(db.url()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(counts(), 2);
+    assert_released(&mut client);
 }
 
 /// Next steps that are true. With the migration lock held elsewhere, release waits, then says

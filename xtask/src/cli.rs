@@ -86,6 +86,35 @@ pub(crate) fn number(
     }
 }
 
+/// A comma-separated list of whole numbers, each within `range`, e.g. `--workers 1,2,4`.
+pub(crate) fn number_list(
+    args: &mut Arguments,
+    flag: &'static str,
+    range: RangeInclusive<u64>,
+) -> Result<Option<Vec<u64>>> {
+    let raw: Option<String> = args.opt_value_from_str(flag).map_err(parse_error)?;
+    let Some(text) = raw else {
+        return Ok(None);
+    };
+    let numbers: Option<Vec<u64>> = text
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+        })
+        .collect();
+    match numbers {
+        Some(numbers) if !numbers.is_empty() => Ok(Some(numbers)),
+        _ => Err(usage(format!(
+            "`{flag} {text}` is not valid: it takes whole numbers from {} to {}, separated by commas",
+            range.start(),
+            range.end()
+        ))),
+    }
+}
+
 /// A string option that must not be empty.
 pub(crate) fn text(args: &mut Arguments, flag: &'static str) -> Result<Option<String>> {
     let raw: Option<String> = args.opt_value_from_str(flag).map_err(parse_error)?;
@@ -123,5 +152,20 @@ mod tests {
         }
         let mut args = args(&["--workers", "16"]);
         assert_eq!(number(&mut args, "--workers", 1..=16).unwrap(), Some(16));
+    }
+
+    #[test]
+    fn number_lists_check_every_number() {
+        for value in ["0,2", "1,17", "1,,2", "1;2", "", "1,two"] {
+            let mut args = args(&["--workers", value]);
+            let error = number_list(&mut args, "--workers", 1..=16).unwrap_err();
+            assert_eq!(crate::error::exit_code(&error), 2, "{value}");
+            assert!(error.to_string().contains("from 1 to 16"), "{error}");
+        }
+        let mut args = args(&["--workers", "2, 1,4"]);
+        assert_eq!(
+            number_list(&mut args, "--workers", 1..=16).unwrap(),
+            Some(vec![2, 1, 4])
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! A throwaway PostgreSQL cluster: initdb into a temporary directory, a free port on 127.0.0.1,
-//! stopped and removed afterwards. Used by `demo`, `bench` and the test harness.
+//! stopped and removed afterwards. Used by `demo`, `bench` and the test harness. On request it
+//! also runs a streaming standby of its own: `pg_basebackup -R` of the running primary into the
+//! same directory, started as a second postmaster on another free port.
 //!
 //! When we run as root the server runs as the `postgres` user (PostgreSQL refuses to run as
 //! root). A watchdog process (`xtask cluster-watchdog`, in a process group of its own so Ctrl-C
@@ -20,11 +22,29 @@ use crate::process;
 /// The hidden command the watchdog runs as: `xtask cluster-watchdog PID START ROOT BIN_DIR [USER]`.
 pub(crate) const WATCHDOG_COMMAND: &str = "cluster-watchdog";
 
+/// The standby's name: its `cluster_name`, so `application_name` in `pg_stat_replication`, and
+/// its replication slot on the primary.
+pub const STANDBY_NAME: &str = "standby1";
+
+/// What a cluster runs besides the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Start a streaming standby too (`STANDBY_NAME`), streaming by the time `start` returns.
+    pub standby: bool,
+    /// Extra `postgresql.conf` settings, written after the defaults, so they win.
+    pub settings: Vec<(String, String)>,
+}
+
+/// The standby's data directory, under the cluster's root.
+const STANDBY_DIR: &str = "standby";
+
 pub struct TempCluster {
     root: PathBuf,
     password: String,
     bin_dir: PathBuf,
     port: u16,
+    /// The standby's port, when it runs one.
+    standby_port: Option<u16>,
     run_as: Option<String>,
     stopped: bool,
 }
@@ -40,6 +60,11 @@ impl TempCluster {
     /// executable is a test binary, passes the built `xtask`). Fails with install advice when
     /// no PostgreSQL server is found.
     pub fn start_watched_by(xtask_program: &Path) -> Result<TempCluster> {
+        TempCluster::start_with(xtask_program, &ClusterOptions::default())
+    }
+
+    /// Starts a new cluster with `options` (a standby, extra settings), watched by `xtask_program`.
+    pub fn start_with(xtask_program: &Path, options: &ClusterOptions) -> Result<TempCluster> {
         let sh = Shell::new()?;
         let bin_dir = find_bin_dir(&sh)?;
         let run_as = is_root(&sh).then(|| "postgres".to_string());
@@ -55,15 +80,19 @@ impl TempCluster {
             root,
             bin_dir,
             port: 0,
+            standby_port: None,
             run_as,
             stopped: false,
         };
         cluster.spawn_watchdog(xtask_program)?;
-        cluster.init_and_start(&sh)?;
+        cluster.init_and_start(&sh, &options.settings)?;
+        if options.standby {
+            cluster.start_standby(&sh)?;
+        }
         Ok(cluster)
     }
 
-    fn init_and_start(&mut self, sh: &Shell) -> Result<()> {
+    fn init_and_start(&mut self, sh: &Shell, extra_settings: &[(String, String)]) -> Result<()> {
         if let Some(user) = &self.run_as {
             let root = &self.root;
             cmd!(sh, "chown -R {user} {root}")
@@ -101,12 +130,15 @@ impl TempCluster {
         let tls = self.make_certificate(sh);
         // Settings go into the configuration file, not through pg_ctl's `-o` (which pg_ctl hands
         // to a shell). Durability is pointless for a throwaway cluster; these make it fast.
-        let settings = format!(
+        let mut settings = format!(
             "\n# cargo xtask: a throwaway cluster\nport = {}\nunix_socket_directories = '{}'\nlisten_addresses = '127.0.0.1'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\nshared_buffers = 256MB\nssl = {}\n",
             self.port,
             self.root.display().to_string().replace('\'', "''"),
             if tls { "on" } else { "off" }
         );
+        for (name, value) in extra_settings {
+            settings.push_str(&format!("{name} = {value}\n"));
+        }
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)
             .with_context(|| format!("cannot read `{}`", conf.display()))?;
@@ -136,6 +168,94 @@ impl TempCluster {
             );
         }
         Ok(())
+    }
+
+    /// The standby: a base backup of the running primary over its Unix socket (`local
+    /// replication` is trusted, as initdb writes pg_hba.conf), with `-R` for `standby.signal` and
+    /// `primary_conninfo` and a replication slot so the primary keeps the WAL it has not sent;
+    /// then a second postmaster on a free port. Returns once the primary sees it streaming.
+    fn start_standby(&mut self, sh: &Shell) -> Result<()> {
+        let standby = self.root.join(STANDBY_DIR);
+        self.server_tool(
+            sh,
+            "pg_basebackup",
+            &[
+                "-h".into(),
+                self.root.clone().into(),
+                "-p".into(),
+                self.port.to_string().into(),
+                "-U".into(),
+                "postgres".into(),
+                "-D".into(),
+                standby.clone().into(),
+                "-R".into(),
+                "-X".into(),
+                "stream".into(),
+                "-c".into(),
+                "fast".into(),
+                "-C".into(),
+                "-S".into(),
+                STANDBY_NAME.into(),
+                "--no-sync".into(),
+            ],
+        )
+        .context("pg_basebackup of the throwaway cluster failed")?;
+        let port = free_port()?;
+        // The copied postgresql.conf has the primary's port; later lines win. The status
+        // interval makes the standby report its replay position at least every second.
+        let settings = format!(
+            "\n# cargo xtask: the throwaway cluster's standby\nport = {port}\ncluster_name = '{STANDBY_NAME}'\nwal_receiver_status_interval = 1s\n"
+        );
+        let conf = standby.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)
+            .with_context(|| format!("cannot read `{}`", conf.display()))?;
+        text.push_str(&settings);
+        std::fs::write(&conf, text)
+            .with_context(|| format!("cannot write `{}`", conf.display()))?;
+        let log = self.root.join("standby.log");
+        let started = self.server_tool(
+            sh,
+            "pg_ctl",
+            &[
+                "-D".into(),
+                standby.into(),
+                "-l".into(),
+                log.clone().into(),
+                "-w".into(),
+                "-t".into(),
+                "60".into(),
+                "start".into(),
+            ],
+        );
+        if let Err(error) = started {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "the throwaway PostgreSQL's standby did not start ({error:#}); its log says: {}",
+                tail.trim()
+            );
+        }
+        self.standby_port = Some(port);
+        let mut primary = db::Connect::connect(&self.database_url("postgres")?)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let streaming: bool = primary
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming')",
+                    &[&STANDBY_NAME],
+                )
+                .context("cannot read `pg_stat_replication` on the throwaway cluster")?
+                .get(0);
+            if streaming {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "the throwaway PostgreSQL's standby did not start streaming within 60 s; see `{}`",
+                    log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A self-signed certificate so clients can test `sslmode=require`; without the `openssl`
@@ -263,6 +383,16 @@ impl TempCluster {
         db::parse_url(&self.url(database))
     }
 
+    /// A superuser URL for `database` on the standby (read only), when the cluster runs one.
+    pub fn standby_url(&self, database: &str) -> Option<String> {
+        self.standby_port.map(|port| {
+            format!(
+                "postgresql://postgres:{}@127.0.0.1:{port}/{database}",
+                self.password
+            )
+        })
+    }
+
     /// A superuser URL over the Unix socket, which trusts the local user: no password in it,
     /// so it can be shown to a person.
     pub(crate) fn socket_url(&self, database: &str) -> String {
@@ -328,6 +458,22 @@ impl TempCluster {
         }
         self.stopped = true;
         if let Ok(sh) = Shell::new() {
+            // The standby first: stopped after its primary, it would retry connecting.
+            let standby = self.root.join(STANDBY_DIR);
+            if standby.join("postgresql.conf").exists() {
+                let _ = self.server_tool(
+                    &sh,
+                    "pg_ctl",
+                    &[
+                        "-D".into(),
+                        standby.into(),
+                        "-m".into(),
+                        "immediate".into(),
+                        "-w".into(),
+                        "stop".into(),
+                    ],
+                );
+            }
             let data = self.root.join("data");
             let _ = self.server_tool(
                 &sh,
@@ -378,6 +524,7 @@ pub(crate) fn watchdog(args: &[OsString]) -> i32 {
         password: String::new(),
         bin_dir: PathBuf::from(bin_dir),
         port: 0,
+        standby_port: None,
         run_as: rest.first().and_then(|u| u.to_str()).map(str::to_string),
         stopped: false,
     };

@@ -108,7 +108,7 @@ pub(crate) fn columns(client: &mut Client) -> Result<Vec<(String, Column)>> {
 /// `SELECT (count NULLs of table 1), (… of table 2), …`: one round trip, ACCESS SHARE. With
 /// the `workspaceId` indexes and fresh statistics each count is an index scan over the NULL
 /// entries; before the indexes exist (the release's gate runs before them) each is a table scan.
-pub(crate) fn null_counts_sql() -> String {
+pub fn null_counts_sql() -> String {
     let counts = DATAHUB_TABLES
         .iter()
         .map(|table| {
@@ -260,6 +260,27 @@ pub(crate) fn add_not_null_check_sql(table: &str) -> String {
         quote_ident(table),
         quote_ident(&not_null_check(table))
     )
+}
+
+/// How many of the four `"<Table>_workspaceId_not_null"` checks exist, validated or not, on
+/// their tables in the current schema: catalog read.
+const NOT_NULL_CHECKS_SQL: &str = r#"
+    SELECT count(*) FROM pg_constraint k
+    JOIN pg_class c ON c.oid = k.conrelid
+    WHERE k.contype = 'c' AND k.conname = ANY($1)
+      AND c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema())
+      AND k.conname = c.relname || '_workspaceId_not_null'"#;
+
+/// Whether all four NOT NULL checks exist: the expand adds them `NOT VALID`, so every row
+/// written since refuses a NULL `workspaceId` (the contract drops them once the column is NOT
+/// NULL; the emergency rollback adds them back).
+pub(crate) fn not_null_checks_present(client: &mut Client) -> Result<bool> {
+    let names: Vec<String> = DATAHUB_TABLES.iter().map(|t| not_null_check(t)).collect();
+    let count: i64 = client
+        .query_one(NOT_NULL_CHECKS_SQL, &[&names])
+        .context("cannot look up the `workspaceId` NOT NULL checks")?
+        .get(0);
+    Ok(count == DATAHUB_TABLES.len() as i64)
 }
 
 /// Whether the check constraint `$1` exists on table `$2` (quoted name): catalog read.

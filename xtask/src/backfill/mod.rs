@@ -4,10 +4,12 @@
 //!
 //! Table by table, in batches of physical (`ctid`) page ranges, so the heap is read in order;
 //! each batch is its own transaction, so a killed run keeps what it did and a re-run continues.
-//! A row whose `workspaceId` is set is never touched.
+//! A row whose `workspaceId` is set is never touched. Between batches the workers keep streaming
+//! standbys within `--max-replica-lag` (replica.rs).
 
 mod held;
 mod progress;
+pub(crate) mod replica;
 mod worker;
 
 use std::sync::atomic::Ordering;
@@ -24,19 +26,25 @@ use crate::db::{Connect, DatabaseUrl};
 use crate::error::Outcome;
 use crate::report::{self, thousands, Report, Style, Table};
 use crate::tenancy::{self, EXPAND};
+pub use replica::{ReplicaLagLimit, ReplicaSummary, DEFAULT_MAX_REPLICA_LAG};
 use worker::{TablePlan, WorkerState};
 
 pub(crate) const SUMMARY: &str = "fills NULL workspaceId values by the home-workspace rule";
 
 pub(crate) const HELP: &str = "\
 cargo xtask backfill [--batch-size N] [--workers N] [--time-limit SECONDS] [--lock-timeout SECONDS]
-                    [--dry-run] [--json]
+                     [--max-replica-lag MS] [--dry-run] [--json]
 Sets workspaceId to the user's home workspace on every Data Hub row where it is NULL: the
 earliest OWNER membership, else the earliest membership, else a personal workspace created for
 the user. Batches are physical page ranges of about N rows (default 10000), each its own
 transaction and shrunk when one takes over 0.5 s: safe to interrupt and run again.
 --workers N     N connections on disjoint page ranges (default 2, at most 16)
 --time-limit S  start no new batch after S seconds; the next run continues
+--max-replica-lag MS
+                before each batch, wait while a streaming standby's replay is MS or more
+                behind (and has WAL left to replay), saying which and how far; default 1000
+                when the server streams to a standby, none otherwise (0: every byte replayed);
+                reading the lag needs `pg_monitor`
 --lock-timeout S  how long to keep coming back for rows other transactions hold (default 60):
                 a batch waits at most 50 ms for a lock, fills its range around the held rows
                 and comes back for them; rows still held then are left NULL (exit 1)
@@ -54,6 +62,7 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let batch_size = cli::number(&mut args, "--batch-size", 1..=1_000_000)?;
     let workers = cli::number(&mut args, "--workers", 1..=16)?;
     let time_limit = cli::number(&mut args, "--time-limit", 1..=31_536_000)?;
+    let max_replica_lag = cli::number(&mut args, "--max-replica-lag", 0..=86_400_000)?;
     let lock_budget = cli::number(
         &mut args,
         "--lock-timeout",
@@ -71,6 +80,9 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     if let Some(n) = workers {
         options.workers = n as usize;
+    }
+    if let Some(ms) = max_replica_lag {
+        options.max_replica_lag = ReplicaLagLimit::Max(Duration::from_millis(ms));
     }
     if let Some(seconds) = lock_budget {
         options.lock_budget = Duration::from_secs(seconds);
@@ -93,6 +105,8 @@ pub struct BackfillOptions {
     pub workers: usize,
     /// Start no new batch after this long; a later run continues where this one stopped.
     pub time_limit: Option<Duration>,
+    /// Pause between batches while a streaming standby lags by this much.
+    pub max_replica_lag: ReplicaLagLimit,
     pub dry_run: bool,
     /// Print progress lines on stderr.
     pub progress: bool,
@@ -113,6 +127,7 @@ impl Default for BackfillOptions {
             batch_time: Duration::from_millis(500),
             workers: 2,
             time_limit: None,
+            max_replica_lag: ReplicaLagLimit::Auto,
             dry_run: false,
             progress: true,
             lock_budget: crate::db::LOCK_BUDGET,
@@ -138,6 +153,8 @@ pub struct BackfillReport {
     pub stopped_early: bool,
     pub tables: Vec<TableResult>,
     pub personal_workspaces: i64,
+    /// The standbys kept in step, when there were any (or a limit was given).
+    pub replica: Option<ReplicaSummary>,
     pub duration: Duration,
 }
 
@@ -169,9 +186,31 @@ pub fn backfill(
                 })
                 .collect(),
             personal_workspaces: personal,
+            replica: None,
             duration: started.elapsed(),
         });
     }
+    if nulls.iter().all(|(_, n)| *n == 0) {
+        // The count just made is the proof: nothing to fill, nothing to create.
+        return Ok(BackfillReport {
+            dry_run: false,
+            stopped_early: false,
+            tables: nulls
+                .into_iter()
+                .map(|(table, _)| TableResult {
+                    table,
+                    rows: 0,
+                    batches: 0,
+                    duration: Duration::ZERO,
+                    held: 0,
+                })
+                .collect(),
+            personal_workspaces: 0,
+            replica: None,
+            duration: started.elapsed(),
+        });
+    }
+    let gate = replica::gate(client, options.max_replica_lag, options.progress)?;
 
     let personal_workspaces: i64 = client
         .query_one(&tenancy::create_personal_sql(), &[])
@@ -187,7 +226,14 @@ pub fn backfill(
             .context("cannot load the home workspace of each user")?;
         crate::db::set_lock_timeout(connection, BATCH_LOCK_TIMEOUT)?;
     }
-    let result = backfill_tables(client, &mut worker_connections, nulls, options, started);
+    let result = backfill_tables(
+        client,
+        &mut worker_connections,
+        nulls,
+        options,
+        started,
+        gate.as_ref(),
+    );
     // The first connection goes on serving the caller (release, recover) after this.
     if !client.is_closed() {
         crate::db::set_lock_timeout(client, Duration::ZERO)?;
@@ -201,6 +247,7 @@ pub fn backfill(
         stopped_early,
         tables,
         personal_workspaces,
+        replica: gate.as_ref().map(|g| g.summary()),
         duration: started.elapsed(),
     })
 }
@@ -211,13 +258,21 @@ fn backfill_tables(
     nulls: Vec<(String, i64)>,
     options: &BackfillOptions,
     started: Instant,
+    gate: Option<&replica::ReplicaGate>,
 ) -> Result<(Vec<TableResult>, bool)> {
     let deadline = options.time_limit.map(|limit| started + limit);
     let mut tables = Vec::new();
     let mut stopped_early = false;
     for (table, total) in nulls {
-        let (result, stopped) =
-            backfill_table(client, worker_connections, &table, total, options, deadline)?;
+        let (result, stopped) = backfill_table(
+            client,
+            worker_connections,
+            &table,
+            total,
+            options,
+            deadline,
+            gate,
+        )?;
         tables.push(result);
         if stopped {
             stopped_early = true;
@@ -264,6 +319,7 @@ fn backfill_table(
     total: i64,
     options: &BackfillOptions,
     deadline: Option<Instant>,
+    replica: Option<&replica::ReplicaGate>,
 ) -> Result<(TableResult, bool)> {
     let started = Instant::now();
     let mut result = TableResult {
@@ -293,6 +349,7 @@ fn backfill_table(
         max_pages,
         batch_time: options.batch_time,
         deadline,
+        replica,
     };
     let errors: Vec<anyhow::Error> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
@@ -316,6 +373,7 @@ fn backfill_table(
                     total,
                     started.elapsed(),
                     state.held_rows.load(Ordering::SeqCst),
+                    replica.and_then(|r| r.waiting()),
                 );
                 last_report = Instant::now();
             }
@@ -340,6 +398,7 @@ fn backfill_table(
             total,
             started.elapsed(),
             state.held_rows.load(Ordering::SeqCst),
+            None,
         );
     }
     if state.out_of_time.load(Ordering::SeqCst) {
@@ -412,6 +471,15 @@ impl BackfillReport {
         self.total_rows() == 0 && self.personal_workspaces == 0
     }
 
+    /// Whether the run proves that no NULL is left: it ran to the end and no row stayed held by
+    /// another transaction, so each table either had none when it was counted or was swept
+    /// until its final scan found none. Together with the
+    /// expand's `CHECK ("workspaceId" IS NOT NULL) NOT VALID`, which refuses new NULLs, that
+    /// holds until the contract; the release's gate reads it instead of counting again.
+    pub fn proves_no_nulls(&self) -> bool {
+        !self.dry_run && !self.stopped_early && self.held() == 0
+    }
+
     fn table(&self, style: Style) -> Table {
         if self.dry_run {
             let mut table = Table::new(&["table", "rows to update"]);
@@ -479,8 +547,21 @@ impl Report for BackfillReport {
         } else {
             thousands((self.total_rows() as f64 / seconds.max(0.001)) as i64)
         };
+        let replica = match &self.replica {
+            None => String::new(),
+            Some(r) => format!(
+                "Replica lag limit {} ms ({}): paused {} time(s), {} in all.\n",
+                r.limit.as_millis(),
+                match r.standbys.len() {
+                    0 => "no standby at the start".to_string(),
+                    _ => r.standbys.join(", "),
+                },
+                r.waits,
+                style.seconds(r.waited)
+            ),
+        };
         format!(
-            "{}Personal workspaces created: {}\nBackfilled {} rows in {} ({rate} rows/s). {next}\n",
+            "{}Personal workspaces created: {}\n{replica}Backfilled {} rows in {} ({rate} rows/s). {next}\n",
             self.table(style).render(),
             self.personal_workspaces,
             thousands(self.total_rows()),
@@ -493,6 +574,12 @@ impl Report for BackfillReport {
             "dryRun": self.dry_run,
             "stoppedEarly": self.stopped_early,
             "personalWorkspaces": self.personal_workspaces,
+            "replica": self.replica.as_ref().map(|r| json!({
+                "maxReplicaLagMs": r.limit.as_millis() as u64,
+                "standbys": r.standbys,
+                "pauses": r.waits,
+                "pausedSeconds": r.waited.as_secs_f64(),
+            })),
             "rows": self.total_rows(),
             "seconds": self.duration.as_secs_f64(),
             "tables": self.tables.iter().map(|t| json!({

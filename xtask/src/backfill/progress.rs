@@ -1,12 +1,21 @@
-//! The backfill's progress line on stderr: rows done of the total, rate and time left.
+//! The backfill's progress line on stderr: rows done of the total, rate and time left, and why
+//! it pauses when it waits for a standby.
 
 use std::io::Write;
 use std::time::Duration;
 
 use crate::report::thousands;
 
-/// `held`: rows another transaction holds, which the backfill fills around and comes back for.
-pub(crate) fn print(table: &str, done: i64, total: i64, elapsed: Duration, held: i64) {
+/// `held`: rows another transaction holds, which the backfill fills around and comes back for;
+/// `waiting`: why the backfill pauses (a standby behind), when it does.
+pub(crate) fn print(
+    table: &str,
+    done: i64,
+    total: i64,
+    elapsed: Duration,
+    held: i64,
+    waiting: Option<String>,
+) {
     let seconds = elapsed.as_secs_f64().max(0.001);
     let rate = done as f64 / seconds;
     let remaining = (total - done).max(0) as f64;
@@ -19,8 +28,9 @@ pub(crate) fn print(table: &str, done: i64, total: i64, elapsed: Duration, held:
             thousands(n)
         ),
     };
+    let waiting = waiting.map(|why| format!("; {why}")).unwrap_or_default();
     eprintln!(
-        "  {table}: {} / {} rows ({percent}%), {} rows/s, ETA {eta:.0} s{held}",
+        "  {table}: {} / {} rows ({percent}%), {} rows/s, ETA {eta:.0} s{held}{waiting}",
         thousands(done),
         thousands(total),
         thousands(rate as i64)

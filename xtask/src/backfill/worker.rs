@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use postgres::Client;
 
 use super::held;
+use super::replica::ReplicaGate;
 use crate::{db, interrupt, tenancy};
 
 /// What the workers of one table read: the table, its size and the batch limits.
@@ -28,6 +29,8 @@ pub(crate) struct TablePlan<'a> {
     pub max_pages: i64,
     pub batch_time: Duration,
     pub deadline: Option<Instant>,
+    /// Waits before each batch while a standby lags (`--max-replica-lag`).
+    pub replica: Option<&'a ReplicaGate>,
 }
 
 /// What the workers of one table share: the next unclaimed page and the running totals.
@@ -59,6 +62,15 @@ pub(crate) fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) ->
         if let Some(deadline) = plan.deadline {
             if Instant::now() >= deadline && state.batches.load(Ordering::SeqCst) > 0 {
                 state.out_of_time.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+        }
+        if let Some(gate) = plan.replica {
+            if !gate.wait_for_standbys(client, plan.table, plan.deadline, &state.stop)? {
+                // Out of time while a standby lagged (unless another worker failed).
+                if !state.stop.load(Ordering::SeqCst) {
+                    state.out_of_time.store(true, Ordering::SeqCst);
+                }
                 return Ok(());
             }
         }

@@ -1,11 +1,18 @@
 //! `cargo xtask bench [--quick]`: the performance targets, each measured against its baseline on
 //! the same throwaway server in the same run, one line per figure with the ratio.
 //!
-//! Two twin databases are seeded once (the second is a file copy of the first, `CREATE DATABASE
-//! … TEMPLATE`), both at the expand migration: the baseline statements run on one, ours on the
-//! other, each with a simulated app writing alongside.
+//! The server streams to a standby of its own, as production servers do, and writes full-page
+//! images, so replica lag and WAL are measured as they would be there. One database is seeded
+//! before tenancy and copied by file (`CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY`, which
+//! the standby replays as a file copy too): twin copies at the expand migration for the step
+//! figures (the baseline statements on one, ours on the other), twin copies before tenancy for
+//! the whole release against the naive runbook (release.rs), and a copy per further worker
+//! count for the scaling curve (scaling.rs). A simulated app writes alongside each.
 
 mod app;
+mod release;
+mod replica;
+mod scaling;
 mod writer;
 
 use std::time::{Duration, Instant};
@@ -18,6 +25,7 @@ use xshell::{cmd, Shell};
 use crate::backfill::{self, BackfillOptions};
 use crate::check;
 use crate::cli::{self, Globals};
+use crate::cluster::ClusterOptions;
 use crate::cluster::TempCluster;
 use crate::db::{quote_ident, Connect, DatabaseUrl};
 use crate::error::Outcome;
@@ -26,21 +34,28 @@ use crate::migrations::Migration;
 use crate::report::{thousands, Table};
 use crate::seed::{self, SeedSize};
 use crate::tenancy::{DATAHUB_TABLES, EXPAND, INIT};
+use replica::LagSampler;
 use writer::{median, LockWatcher, Writer, WriterPlan};
 
 pub(crate) const SUMMARY: &str = "the performance targets, each against its baseline";
 
 pub(crate) const HELP: &str = "\
-cargo xtask bench [--quick] [--rows N] [--workers N] [--app]
-The performance targets on a throwaway PostgreSQL, each against its baseline measured in the
-same run:
+cargo xtask bench [--quick] [--rows N] [--workers N[,N…]] [--app]
+The performance targets on a throwaway PostgreSQL with a streaming standby, each against its
+baseline measured in the same run:
   backfill rows/s vs one UPDATE … FROM over the same rows (twin databases),
   a concurrent writer's insert p99 and longest wait on an already-backfilled row, during each,
+  the standby's replay lag and the WAL per row, during each,
   check latency after the backfill vs a table scan,
   the contract's longest ACCESS EXCLUSIVE hold (a probe's longest insert wait) vs plain SET NOT NULL,
-  migrate status wall time vs one psql query process.
+  migrate status wall time vs one psql query process,
+  the whole release (expand, backfill, check, indexes, contract) vs the naive runbook (expand
+  with its indexes in one transaction, one UPDATE per table, check, plain SET NOT NULL): wall
+  time, and the app's longest write wait and insert p99 during each.
 Full size: 5,000,000 MetricDaily rows (several minutes); --quick: 500,000; --rows N to choose.
---workers N: backfill workers (default 2). Exit 0 when every figure meets its target.
+--workers N: backfill workers (default 2); --workers 2,1,4: the first count for the figures,
+then the backfill once more per further count on a fresh copy: the scaling curve.
+Exit 0 when every figure meets its target.
 --app: the web app instead (release build, seeded database): /data requests/s and p99 at
 concurrency 1/16/64, /data p99 during a login flood vs without (≤ 3×), peak RSS during the
 flood (≤ 200 MB), /healthz with the database stopped (≤ 3 s).
@@ -68,7 +83,12 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let quick = args.contains("--quick");
     let web_app = args.contains("--app");
     let rows = cli::number(&mut args, "--rows", 1..=500_000_000)?;
-    let workers = cli::number(&mut args, "--workers", 1..=16)?.unwrap_or(2);
+    let counts: Vec<usize> = cli::number_list(&mut args, "--workers", 1..=16)?
+        .unwrap_or_else(|| vec![2])
+        .into_iter()
+        .map(|n| n as usize)
+        .collect();
+    let workers = counts[0];
     cli::finish(args, "bench")?;
     let rows = rows.unwrap_or(if quick { 500_000 } else { 5_000_000 });
     let users = rows.div_ceil((DAYS * PROVIDERS) as u64) as i32;
@@ -78,9 +98,18 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let started = Instant::now();
 
-    eprintln!("starting a throwaway PostgreSQL ...");
-    let mut cluster = TempCluster::start()?;
-    let result = bench(&cluster, &migrations, users, workers as usize);
+    eprintln!("starting a throwaway PostgreSQL with a streaming standby ...");
+    let program = std::env::current_exe().context("cannot find the xtask executable")?;
+    let mut cluster = TempCluster::start_with(
+        &program,
+        &ClusterOptions {
+            standby: true,
+            // WAL as a production server writes it: a full-page image of each page on its
+            // first change after a checkpoint.
+            settings: vec![("full_page_writes".into(), "on".into())],
+        },
+    )?;
+    let result = bench(&cluster, &migrations, users, &counts);
     cluster.stop();
     let (figures, version) = result?;
 
@@ -118,8 +147,9 @@ fn bench(
     cluster: &TempCluster,
     migrations: &[Migration],
     users: i32,
-    workers: usize,
+    counts: &[usize],
 ) -> Result<(Vec<Figure>, String)> {
+    let workers = counts[0];
     let mut figures = Vec::new();
     let mut admin = cluster.database_url("postgres")?.connect()?;
     let version: String = admin
@@ -127,16 +157,18 @@ fn bench(
         .context("cannot read the server version")?
         .get(0);
     admin
-        .batch_execute("CREATE DATABASE bench_ours")
+        .batch_execute("CREATE DATABASE bench_seed")
         .context("cannot create the bench database")?;
+    let seed = cluster.database_url("bench_seed")?;
     let ours = cluster.database_url("bench_ours")?;
     let twin = cluster.database_url("bench_baseline")?;
 
-    // Seed once, at the expand migration, then copy.
+    // Seed once, before tenancy: copies for the whole release; then at the expand migration:
+    // copies for the step figures, and the seed itself stays as the scaling curve's template.
     let started = Instant::now();
     {
-        let mut client = ours.connect()?;
-        deploy_to(&mut client, &ours, migrations, INIT)?;
+        let mut client = seed.connect()?;
+        deploy_to(&mut client, &seed, migrations, INIT)?;
         let size = SeedSize {
             users,
             days: DAYS,
@@ -151,38 +183,22 @@ fn bench(
         client.batch_execute(
             r#"INSERT INTO "User" ("id", "email", "name") VALUES ('bench_writer', 'writer@bench.invalid', 'Bench writer')"#,
         ).context("cannot create the bench writer's user")?;
-        deploy_to(&mut client, &ours, migrations, EXPAND)?;
-        client
-            .batch_execute("VACUUM ANALYZE; CHECKPOINT")
-            .context("cannot VACUUM ANALYZE the seeded bench data")?;
+        vacuum_analyze(&mut client)?;
     }
-    admin
-        .batch_execute("CREATE DATABASE bench_baseline TEMPLATE bench_ours")
-        .context("cannot copy the bench database")?;
+    copy_database(&mut admin, "bench_release", "bench_seed")?;
+    copy_database(&mut admin, "bench_naive", "bench_seed")?;
+    {
+        let mut client = seed.connect()?;
+        deploy_to(&mut client, &seed, migrations, EXPAND)?;
+        vacuum_analyze(&mut client)?;
+    }
+    copy_database(&mut admin, "bench_ours", "bench_seed")?;
+    copy_database(&mut admin, "bench_baseline", "bench_seed")?;
+    replica::settle(&mut admin)?;
     eprintln!(
         "seeded and copied in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-
-    // The first row in heap order: the first batch backfills it within its first fraction of
-    // a second; from then on the app's updates of it must not wait (after 1 s, to be sure).
-    let first_row = |client: &mut Client| -> Result<String> {
-        Ok(client
-            .query_one(
-                r#"SELECT "id" FROM "MetricDaily" ORDER BY ctid LIMIT 1"#,
-                &[],
-            )
-            .context("cannot find the first MetricDaily row")?
-            .get(0))
-    };
-    let plan = |client: &mut Client, first_day: i32| -> Result<WriterPlan> {
-        Ok(WriterPlan {
-            pause: Duration::from_millis(5),
-            update_id: Some(first_row(client)?),
-            update_after: Duration::from_secs(1),
-            first_day,
-        })
-    };
 
     // Backfill: one UPDATE … FROM per table on the twin, ours on the other.
     let mut base_client = twin.connect()?;
@@ -194,30 +210,25 @@ fn bench(
            WHERE NOT EXISTS (SELECT 1 FROM "WorkspaceMember" m WHERE m."userId" = u."id")"#,
         )
         .context("cannot create the baseline's personal workspaces")?;
+    replica::settle(&mut admin)?;
     eprintln!("baseline: one UPDATE … FROM per table, with the app writing alongside ...");
-    let writer = Writer::start(&twin, plan(&mut base_client, 0)?)?;
+    let writer = Writer::start(&twin, app_plan(&mut base_client)?)?;
+    let sampler = LagSampler::start(&twin)?;
+    let wal = replica::wal_position(&mut base_client)?;
     let started = Instant::now();
-    let mut base_rows = 0u64;
-    for table in DATAHUB_TABLES {
-        base_rows += base_client
-            .execute(
-                &format!(
-                    r#"UPDATE {} t SET "workspaceId" = h."workspaceId"
-                   FROM "datahub_home_workspace" h
-                   WHERE h."userId" = t."userId" AND t."workspaceId" IS NULL"#,
-                    quote_ident(table)
-                ),
-                &[],
-            )
-            .with_context(|| format!("the baseline UPDATE of `{table}` failed"))?;
-    }
+    let base_rows = release::one_update_per_table(&mut base_client, false)?;
     let base_seconds = started.elapsed().as_secs_f64();
+    let base_wal = replica::wal_since(&mut base_client, &wal)?;
+    let base_lag = sampler.finish()?;
     let base_app = writer.finish()?;
     let base_rate = base_rows as f64 / base_seconds;
 
     let mut our_client = ours.connect()?;
+    replica::settle(&mut admin)?;
     eprintln!("ours: cargo xtask backfill --workers {workers}, with the app writing alongside ...");
-    let writer = Writer::start(&ours, plan(&mut our_client, 0)?)?;
+    let writer = Writer::start(&ours, app_plan(&mut our_client)?)?;
+    let sampler = LagSampler::start(&ours)?;
+    let wal = replica::wal_position(&mut our_client)?;
     let report = backfill::backfill(
         &mut our_client,
         &ours,
@@ -226,6 +237,8 @@ fn bench(
             ..BackfillOptions::default()
         },
     )?;
+    let our_wal = replica::wal_since(&mut our_client, &wal)?;
+    let our_lag = sampler.finish()?;
     let our_app = writer.finish()?;
     let our_rows = report.total_rows() as f64;
     let our_rate = our_rows / report.duration.as_secs_f64();
@@ -272,6 +285,52 @@ fn bench(
         target: "< 100 ms".into(),
         met: Some(ours_wait < 100.0 && !our_app.updates.is_empty()),
     });
+    let limit_ms = report
+        .replica
+        .as_ref()
+        .map(|r| r.limit.as_secs_f64() * 1000.0)
+        .context("the bench's standby was not streaming when the backfill started")?;
+    let paused = report.replica.as_ref().map(|r| (r.waits, r.waited));
+    println!(
+        "replica lag during backfill: max {} ms (limit {} ms); during one UPDATE: max {} ms",
+        thousands(our_lag.max_ms as i64),
+        thousands(limit_ms as i64),
+        thousands(base_lag.max_ms as i64),
+    );
+    if let Some((waits, waited)) = paused {
+        println!(
+            "  (most WAL left to replay: {} kB during the backfill, {} kB during one UPDATE; the backfill paused {waits} time(s), {:.1} s in all)",
+            thousands(our_lag.max_bytes / 1024),
+            thousands(base_lag.max_bytes / 1024),
+            waited.as_secs_f64()
+        );
+    }
+    figures.push(Figure {
+        name: "replica lag during backfill",
+        ours: format!("{} ms", thousands(our_lag.max_ms as i64)),
+        baseline: format!("{} ms", thousands(base_lag.max_ms as i64)),
+        ratio: our_lag.max_ms / base_lag.max_ms.max(1.0),
+        target: format!("≤ {} ms (the limit)", thousands(limit_ms as i64)),
+        met: Some(our_lag.max_ms <= limit_ms),
+    });
+    let (our_wal_row, base_wal_row) = (
+        our_wal as f64 / our_rows.max(1.0),
+        base_wal as f64 / (base_rows as f64).max(1.0),
+    );
+    println!(
+        "WAL per row: backfill {} B, one UPDATE {} B",
+        thousands(our_wal_row as i64),
+        thousands(base_wal_row as i64)
+    );
+    figures.push(Figure {
+        name: "WAL per row",
+        ours: format!("{} B", thousands(our_wal_row as i64)),
+        baseline: format!("{} B", thousands(base_wal_row as i64)),
+        ratio: our_wal_row / base_wal_row,
+        target: "none (what the standby replays)".into(),
+        met: None,
+    });
+    let first_point = scaling::Point::new(workers, &report, ours_p99, our_lag, our_wal);
 
     // The index migrations (CONCURRENTLY) on ours, then check's latency vs a scan.
     let started = Instant::now();
@@ -324,6 +383,7 @@ fn bench(
                 pause: Duration::ZERO,
                 update_id: None,
                 update_after: Duration::ZERO,
+                update_once_filled: false,
                 first_day,
             },
         )
@@ -420,6 +480,95 @@ fn bench(
         target: "ratio ≤ 1.50".into(),
         met: Some(status / psql <= 1.5),
     });
+    drop(our_client);
+    drop(base_client);
+    for database in ["bench_ours", "bench_baseline"] {
+        drop_database(&mut admin, database)?;
+    }
+
+    // The whole release against the naive runbook, each on its copy from before tenancy.
+    let release_url = cluster.database_url("bench_release")?;
+    let naive_url = cluster.database_url("bench_naive")?;
+    replica::settle(&mut admin)?;
+    eprintln!("the whole release: release's database steps, with the app writing alongside ...");
+    let plan = release_app_plan(&mut release_url.connect()?)?;
+    let our_release = release::ours(
+        &release_url,
+        migrations,
+        &BackfillOptions {
+            workers,
+            ..BackfillOptions::default()
+        },
+        plan,
+    )?;
+    replica::settle(&mut admin)?;
+    eprintln!("the naive runbook, with the app writing alongside ...");
+    let plan = release_app_plan(&mut naive_url.connect()?)?;
+    let naive_release = release::naive(&naive_url, migrations, plan)?;
+    for database in ["bench_release", "bench_naive"] {
+        drop_database(&mut admin, database)?;
+    }
+    let ratio = naive_release.seconds / our_release.seconds;
+    println!(
+        "release ratio vs naive runbook: {ratio:.2} (ours {:.0} s, naive {:.0} s)",
+        our_release.seconds, naive_release.seconds
+    );
+    for (who, run) in [("ours", &our_release), ("naive", &naive_release)] {
+        println!(
+            "  {who}: the app's longest write wait {} ms ({}), insert p99 {:.1} ms; {}",
+            thousands_ms(run.longest_write_wait()),
+            run.slowest_write(),
+            run.app.insert_p99(),
+            run.describe_steps()
+        );
+    }
+    figures.push(Figure {
+        name: "whole release, wall time",
+        ours: format!("{:.1} s", our_release.seconds),
+        baseline: format!("{:.1} s", naive_release.seconds),
+        ratio,
+        target: "naive / ours ≥ 1.00".into(),
+        met: Some(ratio >= 1.0),
+    });
+    let (our_wait, naive_wait) = (
+        our_release.longest_write_wait(),
+        naive_release.longest_write_wait(),
+    );
+    figures.push(Figure {
+        name: "app write wait, release",
+        ours: format!("{} ms", thousands_ms(our_wait)),
+        baseline: format!("{} ms", thousands_ms(naive_wait)),
+        ratio: our_wait / naive_wait,
+        target: "≤ 100 ms".into(),
+        met: Some(our_wait <= 100.0),
+    });
+    figures.push(Figure {
+        name: "app insert p99, release",
+        ours: format!("{:.1} ms", our_release.app.insert_p99()),
+        baseline: format!("{:.1} ms", naive_release.app.insert_p99()),
+        ratio: our_release.app.insert_p99() / naive_release.app.insert_p99(),
+        target: "none (what the app feels)".into(),
+        met: None,
+    });
+
+    // The scaling curve: one more backfill per further worker count.
+    let mut points = vec![first_point];
+    if counts.len() > 1 {
+        let copy = cluster.database_url("bench_workers")?;
+        points.extend(scaling::measure(
+            &mut admin,
+            &copy,
+            "bench_workers",
+            "bench_seed",
+            &counts[1..],
+            app_plan,
+        )?);
+        println!(
+            "\nbackfill scaling (one UPDATE … FROM: {} rows/s):\n{}",
+            thousands(base_rate as i64),
+            scaling::table(&points, base_rate).render()
+        );
+    }
     Ok((figures, version))
 }
 
@@ -450,4 +599,76 @@ fn wall_times(runs: usize, mut run: impl FnMut() -> xshell::Result<()>) -> Resul
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(times)
+}
+
+/// `CREATE DATABASE name TEMPLATE template` by file copy: the standby replays it as a file copy
+/// too, instead of replaying every page as WAL. Two checkpoints, no connection to the template.
+fn copy_database(admin: &mut Client, name: &str, template: &str) -> Result<()> {
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY",
+            quote_ident(name),
+            quote_ident(template)
+        ))
+        .with_context(|| format!("cannot copy the bench database into `{name}`"))
+}
+
+fn drop_database(admin: &mut Client, name: &str) -> Result<()> {
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(name)
+        ))
+        .with_context(|| format!("cannot drop the bench database `{name}`"))
+}
+
+/// VACUUM cannot run in a transaction block, so not in one batch with other statements.
+fn vacuum_analyze(client: &mut Client) -> Result<()> {
+    client
+        .batch_execute("VACUUM ANALYZE")
+        .context("cannot VACUUM ANALYZE the seeded bench data")?;
+    client
+        .batch_execute("CHECKPOINT")
+        .context("cannot CHECKPOINT after seeding")
+}
+
+/// The simulated app: an insert every 5 ms, and from the first second on an update of the first
+/// row in heap order, which the backfill's first batch fills within its first fraction of a
+/// second: from then on the app's updates of it must not wait. (The one UPDATE has locked it
+/// by then, and holds it to its commit.)
+fn app_plan(client: &mut Client) -> Result<WriterPlan> {
+    let first_row: String = client
+        .query_one(
+            r#"SELECT "id" FROM "MetricDaily" ORDER BY ctid LIMIT 1"#,
+            &[],
+        )
+        .context("cannot find the first MetricDaily row")?
+        .get(0);
+    Ok(WriterPlan {
+        pause: Duration::from_millis(5),
+        update_id: Some(first_row),
+        update_after: Duration::from_secs(1),
+        update_once_filled: false,
+        first_day: 0,
+    })
+}
+
+/// The simulated app during a whole release: an insert every 5 ms and, from the moment the
+/// release has committed the first row's `workspaceId`, an update of that row: what an app
+/// writing to rows the release has dealt with feels, whatever the steps before took.
+fn release_app_plan(client: &mut Client) -> Result<WriterPlan> {
+    Ok(WriterPlan {
+        update_after: Duration::ZERO,
+        update_once_filled: true,
+        ..app_plan(client)?
+    })
+}
+
+/// Milliseconds with thousands separators and one decimal under 100.
+fn thousands_ms(ms: f64) -> String {
+    if ms < 100.0 {
+        format!("{ms:.1}")
+    } else {
+        thousands(ms as i64)
+    }
 }

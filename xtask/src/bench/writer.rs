@@ -17,6 +17,8 @@ pub(crate) struct Latencies {
     pub inserts: Vec<f64>,
     /// Updates of a row the step under test had already dealt with (see `Writer::start`).
     pub updates: Vec<f64>,
+    /// When the slowest write started, how long it took in ms, and what it was.
+    pub slowest: Option<(Instant, f64, &'static str)>,
 }
 
 impl Latencies {
@@ -30,6 +32,12 @@ impl Latencies {
 
     pub(crate) fn longest_update(&self) -> f64 {
         self.updates.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn record_slowest(&mut self, started: Instant, ms: f64, kind: &'static str) {
+        if self.slowest.is_none_or(|(_, worst, _)| ms > worst) {
+            self.slowest = Some((started, ms, kind));
+        }
     }
 }
 
@@ -58,6 +66,10 @@ pub(crate) struct WriterPlan {
     /// Also update the row with this id each iteration, once `update_after` has passed.
     pub update_id: Option<String>,
     pub update_after: Duration,
+    /// And only once the row's `workspaceId` is visibly set: the step under test has committed
+    /// it. A watcher of its own reads it, so the app's loop never waits on that read (a read
+    /// waits behind an ACCESS EXCLUSIVE lock too).
+    pub update_once_filled: bool,
     /// Where the inserted rows' dates start (each insert uses the next day, so the unique
     /// (userId, provider, date) key never collides between writers).
     pub first_day: i32,
@@ -69,15 +81,21 @@ impl Writer {
     pub(crate) fn start(url: &DatabaseUrl, plan: WriterPlan) -> Result<Writer> {
         let mut client = url.connect()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let filled = Arc::new(AtomicBool::new(!plan.update_once_filled));
+        if let (true, Some(id)) = (plan.update_once_filled, plan.update_id.clone()) {
+            watch_until_filled(url, id, filled.clone(), stop.clone())?;
+        }
+        // Prepared before the step under test starts, so no write goes untimed: a prepare
+        // waits behind an ACCESS EXCLUSIVE lock like any statement.
+        let insert = client.prepare(
+            r#"INSERT INTO "MetricDaily" ("id", "userId", "provider", "date", "impressions", "clicks", "spend", "conversions")
+               VALUES ('bench_' || $1::int, 'bench_writer', 'google-ads', date '1900-01-01' + $1::int, 1, 1, 1, 1)"#,
+        ).context("cannot prepare the writer's insert")?;
+        let update = client
+            .prepare(r#"UPDATE "MetricDaily" SET "clicks" = "clicks" + 1 WHERE "id" = $1"#)
+            .context("cannot prepare the writer's update")?;
         let stopping = stop.clone();
         let handle = std::thread::spawn(move || -> Result<Latencies> {
-            let insert = client.prepare(
-                r#"INSERT INTO "MetricDaily" ("id", "userId", "provider", "date", "impressions", "clicks", "spend", "conversions")
-                   VALUES ('bench_' || $1::int, 'bench_writer', 'google-ads', date '1900-01-01' + $1::int, 1, 1, 1, 1)"#,
-            )?;
-            let update = client
-                .prepare(r#"UPDATE "MetricDaily" SET "clicks" = "clicks" + 1 WHERE "id" = $1"#)
-                .context("cannot prepare the writer's update")?;
             let started = Instant::now();
             let mut latencies = Latencies::default();
             let mut day = plan.first_day;
@@ -86,15 +104,19 @@ impl Writer {
                 client
                     .execute(&insert, &[&day])
                     .context("the simulated app's insert failed")?;
-                latencies.inserts.push(t.elapsed().as_secs_f64() * 1000.0);
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                latencies.inserts.push(ms);
+                latencies.record_slowest(t, ms, "an insert");
                 day += 1;
                 if let Some(id) = &plan.update_id {
-                    if started.elapsed() >= plan.update_after {
+                    if started.elapsed() >= plan.update_after && filled.load(Ordering::SeqCst) {
                         let t = Instant::now();
                         client
                             .execute(&update, &[id])
                             .context("the simulated app's update failed")?;
-                        latencies.updates.push(t.elapsed().as_secs_f64() * 1000.0);
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        latencies.updates.push(ms);
+                        latencies.record_slowest(t, ms, "an update");
                     }
                 }
                 if !plan.pause.is_zero() {
@@ -112,6 +134,32 @@ impl Writer {
             .join()
             .map_err(|_| anyhow::anyhow!("the bench writer panicked"))?
     }
+}
+
+/// Sets `filled` once the row `id` of `MetricDaily` has a `workspaceId` (read through
+/// `to_jsonb`, so the query also runs before the column exists), polling from a connection of
+/// its own until then or until `stop`.
+fn watch_until_filled(
+    url: &DatabaseUrl,
+    id: String,
+    filled: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut client = url.connect()?;
+    std::thread::spawn(move || {
+        let probe = r#"SELECT coalesce((SELECT to_jsonb(t) ->> 'workspaceId' FROM "MetricDaily" t WHERE t."id" = $1), '') <> ''"#;
+        while !stop.load(Ordering::SeqCst) {
+            match client.query_one(probe, &[&id]) {
+                Ok(row) if row.get::<_, bool>(0) => {
+                    filled.store(true, Ordering::SeqCst);
+                    return;
+                }
+                // Not filled yet, or the read failed (the writer reports its own failures).
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Watches `pg_locks` from its own connection, as fast as it can, for granted ACCESS EXCLUSIVE

@@ -2,7 +2,7 @@
 //! from the primitives (`migrate`, `backfill`, `check`, `smoke`), reading the database before
 //! every step and ending with a report of steps, results, durations and rows.
 
-mod database_steps;
+pub(crate) mod database_steps;
 mod inspect;
 mod proof;
 pub(crate) mod recover;
