@@ -104,7 +104,12 @@ fn rows() -> Vec<Row> {
         }
         let mut args = command.to_vec();
         args.push(flag);
-        rows.push(row(&args, Db::None, 2, "doesn't have an associated value"));
+        rows.push(row(
+            &args,
+            Db::None,
+            2,
+            &format!("`{flag}` needs a value; see `cargo xtask --help`"),
+        ));
     }
     let at = "has an `@` where only the one before the host may be";
     for (url, says) in [
@@ -157,7 +162,7 @@ fn rows() -> Vec<Row> {
         &["check", "--database-url"],
         Db::None,
         2,
-        "doesn't have an associated value",
+        "`--database-url` needs a value; see `cargo xtask --help`",
     ));
     // Names and folders.
     for name in [

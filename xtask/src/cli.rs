@@ -63,7 +63,12 @@ pub(crate) fn finish(args: Arguments, command: &str) -> Result<()> {
 }
 
 pub(crate) fn parse_error(error: pico_args::Error) -> anyhow::Error {
-    usage(format!("{error}; see `cargo xtask --help`"))
+    match error {
+        pico_args::Error::OptionWithoutAValue(flag) => {
+            usage(format!("`{flag}` needs a value; see `cargo xtask --help`"))
+        }
+        other => usage(format!("{other}; see `cargo xtask --help`")),
+    }
 }
 
 /// A whole-number option within `range`, e.g. `--batch-size 10000`.

@@ -437,17 +437,26 @@ fn backfill_table(
         result.rows += came_back.filled;
         result.held = came_back.still_held;
     }
-    analyze(client, table)?;
+    analyze(client, table, options.lock_budget)?;
     result.duration = started.elapsed();
     Ok((result, false))
 }
 
-/// Fresh statistics, so `check` reads the index; skipped (said so) when another session holds a
-/// conflicting lock, since they only make `check` faster.
-fn analyze(client: &mut Client, table: &str) -> Result<()> {
-    match crate::interrupt::cancellable(client, |client| {
+/// Fresh statistics, so `check` and the contract's guard read the index instead of scanning
+/// (with the statistics from before the backfill, the planner takes every row for NULL).
+/// ANALYZE's SHARE UPDATE EXCLUSIVE blocks neither reads nor writes, so it may wait longer than
+/// a batch: for the autovacuum that 5 million updated rows start, which PostgreSQL cancels once
+/// a conflicting lock request has waited `deadlock_timeout` (1 s by default). Skipped (said so)
+/// only when the lock budget runs out.
+fn analyze(client: &mut Client, table: &str, budget: Duration) -> Result<()> {
+    crate::db::set_lock_timeout(client, budget)?;
+    let outcome = crate::interrupt::cancellable(client, |client| {
         client.batch_execute(&tenancy::analyze_sql(table))
-    }) {
+    });
+    if !client.is_closed() {
+        crate::db::set_lock_timeout(client, BATCH_LOCK_TIMEOUT)?;
+    }
+    match outcome {
         Ok(()) => Ok(()),
         Err(error) if crate::db::is_lock_timeout(&error) => {
             eprintln!("  {table}: ANALYZE skipped (another session holds a conflicting lock); `cargo xtask check` may scan the table");
