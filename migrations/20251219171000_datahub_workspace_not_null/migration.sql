@@ -43,7 +43,11 @@ BEGIN
     END IF;
 END $$;
 
--- VALIDATE scans each table under SHARE UPDATE EXCLUSIVE, which blocks neither reads nor writes.
+-- VALIDATE scans each table under SHARE UPDATE EXCLUSIVE, which blocks neither reads nor writes,
+-- so waiting for it queues no app query and the wait may be longer: past `deadlock_timeout`
+-- (1 s by default), after which PostgreSQL cancels an autovacuum that holds the table, as one
+-- does for minutes after a backfill has updated every row. A 500 ms try never outlasts it.
+SET LOCAL lock_timeout = '10s';
 ALTER TABLE "Connection" VALIDATE CONSTRAINT "Connection_workspaceId_not_null";
 ALTER TABLE "MetricDaily" VALIDATE CONSTRAINT "MetricDaily_workspaceId_not_null";
 ALTER TABLE "Insight" VALIDATE CONSTRAINT "Insight_workspaceId_not_null";
@@ -56,6 +60,9 @@ ALTER TABLE "ChatMessage" VALIDATE CONSTRAINT "ChatMessage_workspaceId_fkey";
 
 -- SET NOT NULL takes ACCESS EXCLUSIVE, held until commit, but skips its table scan because the
 -- validated check already proves there are no NULLs; the check is then redundant and dropped.
+-- ACCESS EXCLUSIVE queues every app query behind its request: short waits again. No autovacuum
+-- can hold these tables now, since this transaction holds SHARE UPDATE EXCLUSIVE on all four.
+SET LOCAL lock_timeout = '500ms';
 ALTER TABLE "Connection" ALTER COLUMN "workspaceId" SET NOT NULL;
 ALTER TABLE "Connection" DROP CONSTRAINT "Connection_workspaceId_not_null";
 ALTER TABLE "MetricDaily" ALTER COLUMN "workspaceId" SET NOT NULL;

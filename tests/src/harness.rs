@@ -261,6 +261,17 @@ impl OwnCluster {
         })
     }
 
+    /// A server with these `postgresql.conf` settings (name, value as the file writes it).
+    pub fn with_settings(settings: &[(&str, &str)]) -> OwnCluster {
+        OwnCluster::start(ClusterOptions {
+            settings: settings
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            ..ClusterOptions::default()
+        })
+    }
+
     /// A server that counts every statement's executions in `pg_stat_statements` (the
     /// extension is created in its `postgres` database).
     pub fn with_statement_stats() -> OwnCluster {

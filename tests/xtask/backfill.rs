@@ -11,7 +11,7 @@ use xtask::backfill::{backfill, BackfillOptions};
 use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
 
-use crate::support::{data_digest, rule_violations, workspace_assignment};
+use crate::support::{data_digest, rule_violations, seed_small, workspace_assignment};
 
 fn quiet() -> BackfillOptions {
     BackfillOptions {
@@ -620,4 +620,62 @@ fn rows_held_beyond_the_lock_budget_are_named_and_the_next_run_fills_them() {
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     let check = run_xtask(&["check"], Some(db.url()));
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+}
+
+/// The backfill ends with ANALYZE, so `check` and the contract's guard read the new index
+/// instead of taking every row for NULL. After a large backfill an autovacuum holds SHARE
+/// UPDATE EXCLUSIVE on the table for a while (a session holds it here, seen in `pg_locks`):
+/// ANALYZE waits for it, as it blocks neither reads nor writes, instead of giving up after a
+/// batch's 50 ms, and the statistics say no NULL is left.
+#[test]
+fn analyze_waits_for_an_autovacuum_and_leaves_statistics_without_nulls() {
+    let db = TestDb::migrated_to(INIT);
+    seed_small(&mut db.client());
+    db.deploy_to(EXPAND);
+    let mut observer = db.client();
+    observer.batch_execute(r#"ANALYZE "MetricDaily""#).unwrap();
+    let null_frac = |client: &mut Client| -> f32 {
+        client
+            .query_one(
+                "SELECT null_frac FROM pg_stats WHERE tablename = 'MetricDaily' AND attname = 'workspaceId'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(null_frac(&mut observer), 1.0);
+    let mut holder = db.client();
+    holder
+        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN SHARE UPDATE EXCLUSIVE MODE"#)
+        .unwrap();
+
+    let url = db.database_url();
+    let run = std::thread::spawn(move || {
+        let mut client = xtask::db::Connect::connect(&url).unwrap();
+        backfill(&mut client, &url, &quiet()).unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let analyze_waits: bool = observer
+            .query_one(
+                r#"SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                   WHERE l.relation = '"MetricDaily"'::regclass AND l.mode = 'ShareUpdateExclusiveLock'
+                     AND NOT l.granted AND a.query ILIKE 'ANALYZE%')"#,
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if analyze_waits {
+            break;
+        }
+        assert!(
+            !run.is_finished() && Instant::now() < deadline,
+            "the backfill's ANALYZE never waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    holder.batch_execute("COMMIT").unwrap();
+    let report = run.join().unwrap();
+    assert!(report.ok(), "{}", report.render());
+    assert_eq!(null_frac(&mut observer), 0.0);
 }

@@ -7,9 +7,11 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use datahub_tests::harness::{repo_migrations, run_xtask, text, Running, TestDb};
+use datahub_tests::harness::{repo_migrations, run_xtask, text, OwnCluster, Running, TestDb};
+use xtask::backfill::{backfill, BackfillOptions};
 use xtask::migrate::{self, state::State};
-use xtask::tenancy::{EXPAND, INIT};
+use xtask::seed::{seed_pre_tenancy, SeedSize};
+use xtask::tenancy::{before_contract, EXPAND, INIT};
 
 use crate::support::{assert_released, bookkeeping, seed_small};
 
@@ -225,4 +227,82 @@ fn a_statement_timeout_on_the_database_does_not_cut_the_tools_statements() {
     assert_released(&mut client);
     let rows = bookkeeping(&mut client);
     assert_eq!(rows.len(), repo_migrations().len(), "{rows:?}");
+}
+
+/// After a backfill has updated every row, autovacuum holds SHARE UPDATE EXCLUSIVE on the
+/// table, for minutes on a large one. PostgreSQL cancels an autovacuum that blocks a lock
+/// request only once the request has waited `deadlock_timeout` (1 s): a 500 ms try never
+/// does, so every try of the contract failed until the lock budget was spent. The contract's
+/// VALIDATE statements, whose lock no app query conflicts with, wait longer; here an
+/// autovacuum slowed to last far beyond the budget holds `MetricDaily` (seen in
+/// `pg_stat_activity`), and the deploy still applies the contract within a 5 s budget.
+#[test]
+fn the_contract_outwaits_deadlock_timeout_so_a_blocking_autovacuum_is_cancelled() {
+    let cluster = OwnCluster::with_settings(&[("autovacuum_naptime", "1")]);
+    let db = cluster.database(Some(INIT));
+    let mut client = db.client();
+    seed_pre_tenancy(
+        &mut client,
+        SeedSize {
+            users: 300,
+            days: 20,
+            providers_per_user: 2,
+        },
+    )
+    .unwrap();
+    db.deploy_to(EXPAND);
+    let url = db.database_url();
+    backfill(
+        &mut client,
+        &url,
+        &BackfillOptions {
+            progress: false,
+            ..BackfillOptions::default()
+        },
+    )
+    .unwrap();
+    let migrations = repo_migrations();
+    db.deploy_to(before_contract(&migrations).unwrap());
+
+    // An autovacuum of MetricDaily that sleeps 100 ms after every page: half a minute or more.
+    client
+        .batch_execute(
+            r#"ALTER TABLE "MetricDaily" SET (autovacuum_vacuum_threshold = 0,
+                 autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100,
+                 autovacuum_vacuum_cost_limit = 1);
+               UPDATE "MetricDaily" SET "clicks" = "clicks""#,
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let vacuuming: bool = client
+            .query_one(
+                r#"SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                   WHERE backend_type = 'autovacuum worker' AND query LIKE '%VACUUM%MetricDaily%')"#,
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if vacuuming {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no autovacuum of MetricDaily started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let out = run_xtask(
+        &["migrate", "deploy", "--lock-timeout", "5"],
+        Some(db.url()),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_released(&mut client);
 }

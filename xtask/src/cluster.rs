@@ -139,13 +139,34 @@ impl TempCluster {
         for (name, value) in extra_settings {
             settings.push_str(&format!("{name} = {value}\n"));
         }
+        self.configure_and_start(
+            sh,
+            &data,
+            &settings,
+            "server.log",
+            "the throwaway PostgreSQL",
+        )?;
+        Ok(())
+    }
+
+    /// Appends `settings` to the data directory's `postgresql.conf` (later lines win) and starts
+    /// its postmaster, logging to `log_name` under the cluster's root; a failed start shows the
+    /// log's tail.
+    fn configure_and_start(
+        &self,
+        sh: &Shell,
+        data: &Path,
+        settings: &str,
+        log_name: &str,
+        what: &str,
+    ) -> Result<()> {
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)
             .with_context(|| format!("cannot read `{}`", conf.display()))?;
-        text.push_str(&settings);
+        text.push_str(settings);
         std::fs::write(&conf, text)
             .with_context(|| format!("cannot write `{}`", conf.display()))?;
-        let log = self.root.join("server.log");
+        let log = self.root.join(log_name);
         let started = self.server_tool(
             sh,
             "pg_ctl",
@@ -163,7 +184,7 @@ impl TempCluster {
         if let Err(error) = started {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             bail!(
-                "the throwaway PostgreSQL did not start ({error:#}); its log says: {}",
+                "{what} did not start ({error:#}); its log says: {}",
                 tail.trim()
             );
         }
@@ -206,34 +227,13 @@ impl TempCluster {
         let settings = format!(
             "\n# cargo xtask: the throwaway cluster's standby\nport = {port}\ncluster_name = '{STANDBY_NAME}'\nwal_receiver_status_interval = 1s\n"
         );
-        let conf = standby.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf)
-            .with_context(|| format!("cannot read `{}`", conf.display()))?;
-        text.push_str(&settings);
-        std::fs::write(&conf, text)
-            .with_context(|| format!("cannot write `{}`", conf.display()))?;
-        let log = self.root.join("standby.log");
-        let started = self.server_tool(
+        self.configure_and_start(
             sh,
-            "pg_ctl",
-            &[
-                "-D".into(),
-                standby.into(),
-                "-l".into(),
-                log.clone().into(),
-                "-w".into(),
-                "-t".into(),
-                "60".into(),
-                "start".into(),
-            ],
-        );
-        if let Err(error) = started {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!(
-                "the throwaway PostgreSQL's standby did not start ({error:#}); its log says: {}",
-                tail.trim()
-            );
-        }
+            &standby,
+            &settings,
+            "standby.log",
+            "the throwaway PostgreSQL's standby",
+        )?;
         self.standby_port = Some(port);
         let mut primary = db::Connect::connect(&self.database_url("postgres")?)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -251,7 +251,7 @@ impl TempCluster {
             if std::time::Instant::now() >= deadline {
                 bail!(
                     "the throwaway PostgreSQL's standby did not start streaming within 60 s; see `{}`",
-                    log.display()
+                    self.root.join("standby.log").display()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));

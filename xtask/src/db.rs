@@ -358,8 +358,7 @@ pub(crate) fn retry_on_lock_timeout<T>(
             };
         }
         eprintln!(
-            "  {what} could not get its lock within {} ms (try {lock_timeouts}, {:.1} s of the {} s lock budget spent); retrying in {} ms",
-            per_try.as_millis(),
+            "  {what} could not get its locks within its `lock_timeout` (try {lock_timeouts}, {:.1} s of the {} s lock budget spent); retrying in {} ms",
             spent.as_secs_f64(),
             budget.as_secs(),
             wait.as_millis()

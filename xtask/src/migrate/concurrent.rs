@@ -175,6 +175,8 @@ impl Watcher {
             let outcome =
                 interrupt::cancellable(client, |client| client.batch_execute(&migration.script));
             done.store(true, Ordering::SeqCst);
+            // Woken at once, so the next migration does not wait for the watcher's poll.
+            watcher.thread().unpark();
             // The watcher's own errors (a lost second connection) only end the watching.
             let _ = watcher.join();
             outcome
@@ -201,7 +203,8 @@ fn watch(
     let mut last_report = Instant::now();
     let mut last_poll = Instant::now();
     while !done.load(Ordering::SeqCst) {
-        std::thread::sleep(POLL);
+        // Parked, not slept: the end of the build unparks it.
+        std::thread::park_timeout(POLL);
         let Some(row) = client.query_opt(PROGRESS_SQL, &[&pid])? else {
             continue;
         };
@@ -238,7 +241,7 @@ fn watch(
             interrupt::cancel(token);
             // One cancel is enough: the build is waiting, and a wait is always cancellable.
             while !done.load(Ordering::SeqCst) {
-                std::thread::sleep(POLL);
+                std::thread::park_timeout(POLL);
             }
         }
     }
