@@ -205,6 +205,9 @@ fn watch(
     while !done.load(Ordering::SeqCst) {
         // Parked, not slept: the end of the build unparks it.
         std::thread::park_timeout(POLL);
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
         let Some(row) = client.query_opt(PROGRESS_SQL, &[&pid])? else {
             continue;
         };
