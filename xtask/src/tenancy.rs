@@ -109,7 +109,13 @@ pub(crate) fn columns(client: &mut Client) -> Result<Vec<(String, Column)>> {
 /// the `workspaceId` indexes and fresh statistics each count is an index scan over the NULL
 /// entries; before the indexes exist (the release's gate runs before them) each is a table scan.
 pub fn null_counts_sql() -> String {
-    let counts = DATAHUB_TABLES
+    format!("SELECT {}", null_counts(", "))
+}
+
+/// `(SELECT count(*) … WHERE "workspaceId" IS NULL)` for each Data Hub table, in table order,
+/// joined by `separator`.
+pub(crate) fn null_counts(separator: &str) -> String {
+    DATAHUB_TABLES
         .iter()
         .map(|table| {
             format!(
@@ -118,8 +124,7 @@ pub fn null_counts_sql() -> String {
             )
         })
         .collect::<Vec<_>>()
-        .join(", ");
-    format!("SELECT {counts}")
+        .join(separator)
 }
 
 /// Whether the expand migration's view and functions exist (catalog reads).

@@ -194,16 +194,7 @@ fn naive_expand_sql(migrations: &[Migration]) -> Result<String> {
 /// The seed's guard (counts the NULLs, raises when there are any), then a plain `SET NOT NULL`
 /// per table, in one transaction: each takes ACCESS EXCLUSIVE and scans its table under it.
 fn naive_contract_sql() -> String {
-    let counts = DATAHUB_TABLES
-        .iter()
-        .map(|table| {
-            format!(
-                r#"(SELECT count(*) FROM {} WHERE "workspaceId" IS NULL)"#,
-                quote_ident(table)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" + ");
+    let counts = crate::tenancy::null_counts(" + ");
     let mut sql = format!(
         "BEGIN;\nDO $$ BEGIN IF {counts} > 0 THEN RAISE EXCEPTION 'Cannot enforce NOT NULL: NULL values found'; END IF; END $$;\n"
     );
