@@ -24,8 +24,11 @@ use tokio_postgres::Row;
 
 use crate::error::{AppError, AppResult};
 
-/// The name the app's connections show in `pg_stat_activity`, unless the URL sets its own.
-pub const APPLICATION_NAME: &str = "datahub-app";
+/// The name the app's connections show in `pg_stat_activity`, unless the URL sets its own:
+/// `datahub-app schema=<the newest migration this build knows>` (see `build.rs`).
+pub fn application_name() -> String {
+    datahub_core::app_application_name(env!("DATAHUB_SCHEMA"))
+}
 
 /// Connections in the pool unless the URL's `connection_limit` says otherwise.
 const DEFAULT_POOL_SIZE: usize = 10;
@@ -68,7 +71,7 @@ pub fn pool(raw_url: &str) -> Result<Pool> {
 
 fn pool_with(raw_url: &str, limits: &DbLimits) -> Result<Pool> {
     let url =
-        DatabaseUrl::parse(raw_url, APPLICATION_NAME).context("cannot read `DATABASE_URL`")?;
+        DatabaseUrl::parse(raw_url, &application_name()).context("cannot read `DATABASE_URL`")?;
     let mut config = url.config().clone();
     if config.get_tcp_user_timeout().is_none() {
         // Linux: data unacknowledged for this long ends the connection (a vanished host).

@@ -407,6 +407,13 @@ pub fn copy_of_migrations(dir: &Path) {
             target.join("migration.sql"),
         )
         .expect("copy migration.sql");
+        if migration.declaration.is_some() {
+            std::fs::copy(
+                migration.path.join(migrations::DECLARATION_FILE),
+                target.join(migrations::DECLARATION_FILE),
+            )
+            .expect("copy release.toml");
+        }
     }
 }
 

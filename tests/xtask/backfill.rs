@@ -70,9 +70,9 @@ fn home_of(client: &mut Client, table: &str, user: &str) -> String {
 fn every_row_follows_the_home_workspace_rule() {
     let db = rule_db();
     let mut client = db.client();
-    let report = backfill(&mut client, &db.database_url(), &quiet()).unwrap();
+    let report = backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
     assert_eq!(report.total_rows(), 24);
-    assert_eq!(report.personal_workspaces, 2);
+    assert_eq!(report.prepared, 2);
 
     let expected = [
         ("u_owner2", "ws_b"),          // earliest OWNER membership
@@ -127,9 +127,9 @@ fn every_row_follows_the_home_workspace_rule() {
 fn a_second_run_changes_nothing_and_says_so() {
     let db = rule_db();
     let mut client = db.client();
-    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
     let before = workspace_assignment(&mut client);
-    let again = backfill(&mut client, &db.database_url(), &quiet()).unwrap();
+    let again = backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
     assert!(again.changed_nothing());
     assert!(
         again.render().contains("Nothing to backfill"),
@@ -183,6 +183,7 @@ fn non_workspace_columns_are_unchanged() {
     let report = backfill(
         &mut client,
         &db.database_url(),
+        &crate::support::tenancy(),
         &BackfillOptions {
             batch_size: 500,
             ..quiet()
@@ -319,7 +320,7 @@ fn a_killed_backfill_resumes_to_the_same_state() {
 fn rows_the_old_app_writes_after_the_backfill_get_a_workspace() {
     let db = rule_db();
     let mut client = db.client();
-    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
     // The old app version knows nothing of workspaceId.
     client
         .batch_execute(
@@ -413,6 +414,7 @@ fn two_workers_in_small_batches_assign_exactly_as_one() {
         let report = backfill(
             &mut client,
             &db.database_url(),
+            &crate::support::tenancy(),
             &BackfillOptions {
                 workers,
                 batch_size: 50,
@@ -528,7 +530,7 @@ fn a_row_the_app_holds_is_filled_around_and_come_back_for() {
             batch_size: 200,
             ..quiet()
         };
-        backfill(&mut client, &url, &options).unwrap()
+        backfill(&mut client, &url, &crate::support::tenancy(), &options).unwrap()
     });
     let mut observer = db.client();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -652,7 +654,7 @@ fn analyze_waits_for_an_autovacuum_and_leaves_statistics_without_nulls() {
     let url = db.database_url();
     let run = std::thread::spawn(move || {
         let mut client = xtask::db::Connect::connect(&url).unwrap();
-        backfill(&mut client, &url, &quiet()).unwrap()
+        backfill(&mut client, &url, &crate::support::tenancy(), &quiet()).unwrap()
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

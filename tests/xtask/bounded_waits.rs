@@ -70,6 +70,7 @@ fn an_index_build_shows_what_it_waits_for_and_gives_up_within_the_budget() {
     xtask::backfill::backfill(
         &mut db.client(),
         &db.database_url(),
+        &crate::support::tenancy(),
         &xtask::backfill::BackfillOptions {
             progress: false,
             ..Default::default()
@@ -255,6 +256,7 @@ fn the_contract_outwaits_deadlock_timeout_so_a_blocking_autovacuum_is_cancelled(
     backfill(
         &mut client,
         &url,
+        &crate::support::tenancy(),
         &BackfillOptions {
             progress: false,
             ..BackfillOptions::default()

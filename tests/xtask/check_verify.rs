@@ -3,7 +3,8 @@
 
 use datahub_tests::harness::{run_xtask, text, TestDb};
 use xtask::backfill::{backfill, BackfillOptions};
-use xtask::check::{check, ALL_BACKFILLED};
+use crate::support::ALL_BACKFILLED;
+use xtask::check::check;
 use xtask::db::Connect;
 use xtask::report::{Report, Style};
 use xtask::tenancy::{CONTRACT, EXPAND, INIT};
@@ -22,7 +23,7 @@ fn quiet() -> BackfillOptions {
 #[test]
 fn check_before_expand_names_the_deploy_command() {
     let db = TestDb::migrated_to(INIT);
-    let report = check(&mut db.client()).unwrap();
+    let report = check(&mut db.client(), &crate::support::migrations()).unwrap();
     assert_stable_snapshot!("check_columns_missing", report.render_with(Style::SNAPSHOT));
     let output = run_xtask(&["check"], Some(db.url()));
     assert_eq!(output.status.code(), Some(1));
@@ -42,7 +43,7 @@ fn check_with_nulls_counts_per_table() {
         )
         .unwrap();
     db.deploy_to(EXPAND);
-    let report = check(&mut client).unwrap();
+    let report = check(&mut client, &crate::support::migrations()).unwrap();
     assert_stable_snapshot!("check_nulls", report.render_with(Style::SNAPSHOT));
     let output = run_xtask(&["check"], Some(db.url()));
     assert_eq!(output.status.code(), Some(1));
@@ -60,8 +61,8 @@ fn check_after_backfill_prints_exactly_the_runbook_line() {
     let mut client = db.client();
     insert_pre_tenancy_user(&mut client, "user_1");
     db.deploy_to(EXPAND);
-    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
-    let report = check(&mut client).unwrap();
+    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+    let report = check(&mut client, &crate::support::migrations()).unwrap();
     assert_stable_snapshot!("check_backfilled", report.render_with(Style::SNAPSHOT));
     let output = run_xtask(&["check"], Some(db.url()));
     assert_eq!(output.status.code(), Some(0));
@@ -87,7 +88,7 @@ fn verify_at_every_stage() {
         verify(&mut client).unwrap().render_with(Style::SNAPSHOT)
     );
 
-    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
     assert_stable_snapshot!(
         "verify_after_backfill",
         verify(&mut client).unwrap().render()

@@ -168,7 +168,7 @@ impl Database {
     fn backfill(&self) {
         let url = xtask::db::parse_url(&self.url).unwrap();
         let mut client = url.connect().unwrap();
-        backfill(&mut client, &url, &quiet()).unwrap();
+        backfill(&mut client, &url, &crate::support::tenancy(), &quiet()).unwrap();
     }
 }
 

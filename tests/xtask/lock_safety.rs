@@ -29,7 +29,7 @@ fn ready_for_contract() -> TestDb {
     let migrations = repo_migrations();
     let before_contract = xtask::tenancy::before_contract(&migrations).unwrap();
     db.deploy_to(EXPAND);
-    backfill(&mut client, &db.database_url(), &quiet()).unwrap();
+    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
     db.deploy_to(before_contract);
     db
 }
@@ -330,7 +330,7 @@ fn prisma_can_deploy_every_migration_file() {
     let mut client = db.client();
     for migration in repo_migrations() {
         if migration.name == CONTRACT {
-            backfill(&mut client, &db.database_url(), &quiet()).unwrap();
+            backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
         }
         client
             .batch_execute(&migration.script)

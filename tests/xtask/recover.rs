@@ -187,6 +187,7 @@ fn an_interrupted_concurrent_index_is_dropped_and_built_again() {
     xtask::backfill::backfill(
         &mut client,
         &db.database_url(),
+        &crate::support::tenancy(),
         &BackfillOptions {
             progress: false,
             ..BackfillOptions::default()
@@ -301,6 +302,7 @@ fn a_contract_committed_after_its_deploy_was_killed_is_resolved_as_applied() {
     xtask::backfill::backfill(
         &mut client,
         &db.database_url(),
+        &crate::support::tenancy(),
         &BackfillOptions {
             progress: false,
             ..BackfillOptions::default()

@@ -185,8 +185,21 @@ pub fn assert_released(client: &mut Client) {
     let status =
         xtask::migrate::status(client, &datahub_tests::harness::repo_migrations()).unwrap();
     assert!(status.is_up_to_date(), "{}", status.render());
-    assert!(xtask::check::check(client).unwrap().is_backfilled());
+    assert!(xtask::check::check(client, &migrations()).unwrap().is_backfilled());
     let columns = workspace_columns(client);
     assert_eq!(columns.len(), 4);
     assert!(columns.iter().all(|(_, n)| n == "NO"), "{columns:?}");
 }
+
+/// The repository's migrations folder, read.
+pub fn migrations() -> Vec<xtask::migrations::Migration> {
+    xtask::migrations::read_dir(&xtask::migrations::default_dir()).expect("read migrations")
+}
+
+/// The workspace tenancy release, as declared in the migrations folder.
+pub fn tenancy() -> xtask::releases::Release {
+    xtask::tenancy::release(&migrations()).expect("the tenancy release is declared")
+}
+
+/// `check`'s line for the tenancy release when nothing is left to fill.
+pub const ALL_BACKFILLED: &str = "✅ All Data Hub workspaceId values are backfilled (no NULLs).";

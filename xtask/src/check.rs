@@ -1,25 +1,27 @@
-//! `cargo xtask check`: are all Data Hub `workspaceId` values backfilled? The gate before the
-//! contract migration. Counts NULLs per table in one round trip, or reports that the columns do
-//! not exist (expand not applied).
+//! `cargo xtask check`: is every column a declared release fills backfilled? The gate before
+//! each contract. For each release (or `--release NAME`): the columns its contract sets NOT
+//! NULL, missing (expand not applied) or with their NULL counts, counted in one round trip per
+//! release; NOT NULL columns are read from the catalog, not counted.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use pico_args::Arguments;
-use postgres::error::SqlState;
 use postgres::Client;
 use serde_json::json;
 
 use crate::cli::{self, Globals};
 use crate::db::Connect;
 use crate::error::Outcome;
+use crate::migrations::Migration;
+use crate::releases::{self, Column, Release};
 use crate::report::{self, thousands, Report, Style, Table};
-use crate::tenancy::{self, Column, DATAHUB_TABLES, EXPAND};
 
-pub(crate) const SUMMARY: &str = "are all workspaceId values backfilled? (exit 0 / 1)";
+pub(crate) const SUMMARY: &str = "are all the columns releases fill backfilled? (exit 0 / 1)";
 
 pub(crate) const HELP: &str = "\
-cargo xtask check [--json]
-Counts NULL workspaceId values in the four Data Hub tables. Exit 0 when there are none, 1 when
-some remain (run `cargo xtask backfill`) or the columns do not exist yet (run the expand
+cargo xtask check [--release NAME] [--json]
+For every declared release (migrations/<expand>/release.toml), or only --release NAME, counts
+the NULLs left in the columns its contract sets NOT NULL. Exit 0 when there are none, 1 when
+some remain (run `cargo xtask backfill`) or a release's columns do not exist yet (run its expand
 migration).
 ";
 
@@ -29,118 +31,188 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         return Ok(Outcome::Ready);
     }
     let json = args.contains("--json");
+    let release: Option<String> = args
+        .opt_value_from_str("--release")
+        .map_err(cli::parse_error)?;
     cli::finish(args, "check")?;
+    let migrations = globals.migrations()?;
+    let declared = releases::load(&migrations)?;
+    let chosen: Vec<&Release> = match &release {
+        Some(name) => vec![releases::find(&declared, name)?],
+        None => declared.iter().filter(|r| !r.fills.is_empty()).collect(),
+    };
     let mut client = globals.url()?.connect()?;
-    report::emit(&check(&mut client)?, json)
+    report::emit(&check_releases(&mut client, &chosen)?, json)
 }
 
-pub const ALL_BACKFILLED: &str = "✅ All Data Hub workspaceId values are backfilled (no NULLs).";
+/// What `check` found for one release.
+#[derive(Debug, Clone)]
+pub struct ReleaseCheck {
+    pub release: String,
+    pub expand: String,
+    /// The line to print when nothing is left to fill.
+    pub backfilled: String,
+    /// Columns that do not exist: the expand is not applied.
+    pub missing: Vec<(String, String)>,
+    /// NULL counts per (table, column), NOT NULL columns as 0.
+    pub nulls: Vec<(String, String, i64)>,
+}
+
+impl ReleaseCheck {
+    pub fn is_backfilled(&self) -> bool {
+        self.missing.is_empty() && self.nulls.iter().all(|(_, _, n)| *n == 0)
+    }
+
+    pub fn total_nulls(&self) -> i64 {
+        self.nulls.iter().map(|(_, _, n)| n).sum()
+    }
+}
 
 #[derive(Debug, Clone)]
-pub enum CheckReport {
-    /// The expand migration is not (fully) applied: these tables lack the column.
-    MissingColumns { missing: Vec<String> },
-    /// NULL counts per table (all zero means backfilled).
-    Counts { nulls: Vec<(String, i64)> },
+pub struct CheckReport {
+    pub releases: Vec<ReleaseCheck>,
 }
 
-pub fn check(client: &mut Client) -> Result<CheckReport> {
-    match client.query_one(&tenancy::null_counts_sql(), &[]) {
-        Ok(row) => {
-            let nulls = DATAHUB_TABLES
-                .iter()
-                .enumerate()
-                .map(|(i, table)| (table.to_string(), row.get::<_, i64>(i)))
-                .collect();
-            return Ok(CheckReport::Counts { nulls });
-        }
-        Err(error)
-            if error.code() == Some(&SqlState::UNDEFINED_COLUMN)
-                || error.code() == Some(&SqlState::UNDEFINED_TABLE) => {}
-        Err(error) => {
-            return Err(error).context("cannot count NULL `workspaceId` values");
-        }
+/// Checks every declared release that fills columns.
+pub fn check(client: &mut Client, migrations: &[Migration]) -> Result<CheckReport> {
+    let declared = releases::load(migrations)?;
+    let chosen: Vec<&Release> = declared.iter().filter(|r| !r.fills.is_empty()).collect();
+    check_releases(client, &chosen)
+}
+
+/// Checks these releases.
+pub fn check_releases(client: &mut Client, chosen: &[&Release]) -> Result<CheckReport> {
+    let mut releases = Vec::new();
+    for release in chosen {
+        releases.push(check_release(client, release)?);
     }
-    let missing: Vec<String> = tenancy::columns(client)?
+    Ok(CheckReport { releases })
+}
+
+/// Checks one release: its columns' states, then the NULLs of the nullable ones.
+pub fn check_release(client: &mut Client, release: &Release) -> Result<ReleaseCheck> {
+    let state = release.columns(client)?;
+    let missing = state
+        .of(Column::Missing)
         .into_iter()
-        .filter(|(_, column)| *column == Column::Missing)
-        .map(|(table, _)| table)
+        .map(|f| (f.table.clone(), f.column.clone()))
         .collect();
-    Ok(CheckReport::MissingColumns { missing })
+    let nulls = release
+        .null_counts(client, &state)?
+        .into_iter()
+        .map(|(f, n)| (f.table, f.column, n))
+        .collect();
+    Ok(ReleaseCheck {
+        release: release.name.clone(),
+        expand: release.expand.clone(),
+        backfilled: release.backfilled.clone(),
+        missing,
+        nulls,
+    })
 }
 
 impl CheckReport {
     pub fn is_backfilled(&self) -> bool {
-        match self {
-            CheckReport::MissingColumns { .. } => false,
-            CheckReport::Counts { nulls } => nulls.iter().all(|(_, n)| *n == 0),
-        }
+        self.releases.iter().all(ReleaseCheck::is_backfilled)
     }
 
-    pub(crate) fn total_nulls(&self) -> i64 {
-        match self {
-            CheckReport::MissingColumns { .. } => 0,
-            CheckReport::Counts { nulls } => nulls.iter().map(|(_, n)| n).sum(),
-        }
+    pub fn total_nulls(&self) -> i64 {
+        self.releases.iter().map(ReleaseCheck::total_nulls).sum()
     }
 
-    /// One line: the runbook's success line, or the NULL counts, or the missing columns.
+    /// One line: each release's success line, or its NULL counts, or its missing columns.
     pub(crate) fn summary(&self) -> String {
-        match self {
-            CheckReport::MissingColumns { missing } => format!(
-                "no `workspaceId` column on {}: the expand migration is not applied",
-                missing.join(", ")
-            ),
-            CheckReport::Counts { .. } if self.is_backfilled() => ALL_BACKFILLED.to_string(),
-            CheckReport::Counts { nulls } => format!(
-                "{} NULL `workspaceId` values ({})",
-                thousands(self.total_nulls()),
-                nulls
-                    .iter()
-                    .map(|(t, n)| format!("{t}: {}", thousands(*n)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
+        self.releases
+            .iter()
+            .map(|r| {
+                if !r.missing.is_empty() {
+                    format!(
+                        "no {} column: the expand migration `{}` is not applied",
+                        columns(&r.missing),
+                        r.expand
+                    )
+                } else if r.is_backfilled() {
+                    r.backfilled.clone()
+                } else {
+                    format!(
+                        "{} NULL values left by the `{}` release ({})",
+                        thousands(r.total_nulls()),
+                        r.release,
+                        r.nulls
+                            .iter()
+                            .filter(|(_, _, n)| *n > 0)
+                            .map(|(t, c, n)| format!("{t}.{c}: {}", thousands(*n)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
+}
+
+/// `` `Connection`.`workspaceId`, `MetricDaily`.`workspaceId` ``
+fn columns(list: &[(String, String)]) -> String {
+    list.iter()
+        .map(|(t, c)| format!("`{t}`.`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Report for CheckReport {
     fn render_with(&self, _style: Style) -> String {
-        match self {
-            CheckReport::MissingColumns { missing } => format!(
-                "❌ no `workspaceId` column on {}: the expand migration `{EXPAND}` is not applied; run `cargo xtask migrate deploy --to {EXPAND}`\n",
-                missing.join(", ")
-            ),
-            CheckReport::Counts { .. } if self.is_backfilled() => format!("{ALL_BACKFILLED}\n"),
-            CheckReport::Counts { nulls } => {
-                let mut table = Table::new(&["table_name", "null_workspace_ids"]);
-                for (name, count) in nulls {
-                    table.push(vec![name.clone(), thousands(*count)]);
+        if self.releases.is_empty() {
+            return "✅ No declared release fills a column: nothing to check.\n".into();
+        }
+        let mut out = String::new();
+        for r in &self.releases {
+            if !r.missing.is_empty() {
+                out.push_str(&format!(
+                    "❌ no {} column: the expand migration `{}` of the `{}` release is not applied; run `cargo xtask migrate deploy --to {}` (or `cargo xtask release`)\n",
+                    columns(&r.missing),
+                    r.expand,
+                    r.release,
+                    r.expand
+                ));
+            } else if r.is_backfilled() {
+                out.push_str(&format!("{}\n", r.backfilled));
+            } else {
+                let mut table = Table::new(&["table_name", "column", "nulls"]);
+                for (name, column, count) in &r.nulls {
+                    table.push(vec![name.clone(), column.clone(), thousands(*count)]);
                 }
-                format!(
-                    "{}\n❌ {} Data Hub rows have no `workspaceId` yet; run `cargo xtask backfill`\n",
+                out.push_str(&format!(
+                    "{}\n❌ {} rows of the `{}` release have no value yet; run `cargo xtask backfill --release {}`\n",
                     table.render(),
-                    thousands(self.total_nulls())
-                )
+                    thousands(r.total_nulls()),
+                    r.release,
+                    r.release
+                ));
             }
         }
+        out
     }
 
     fn to_json(&self) -> serde_json::Value {
-        match self {
-            CheckReport::MissingColumns { missing } => json!({
-                "backfilled": false,
-                "columnsMissing": missing,
-                "next": format!("cargo xtask migrate deploy --to {EXPAND}"),
-            }),
-            CheckReport::Counts { nulls } => json!({
-                "backfilled": self.is_backfilled(),
-                "nulls": nulls.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
-                "totalNulls": self.total_nulls(),
-                "next": if self.is_backfilled() { serde_json::Value::Null } else { json!("cargo xtask backfill") },
-            }),
-        }
+        json!({
+            "backfilled": self.is_backfilled(),
+            "totalNulls": self.total_nulls(),
+            "releases": self.releases.iter().map(|r| json!({
+                "release": r.release,
+                "backfilled": r.is_backfilled(),
+                "columnsMissing": r.missing.iter().map(|(t, c)| format!("{t}.{c}")).collect::<Vec<_>>(),
+                "nulls": r.nulls.iter().map(|(t, c, n)| (format!("{t}.{c}"), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "totalNulls": r.total_nulls(),
+                "next": if !r.missing.is_empty() {
+                    json!(format!("cargo xtask migrate deploy --to {}", r.expand))
+                } else if r.is_backfilled() {
+                    serde_json::Value::Null
+                } else {
+                    json!(format!("cargo xtask backfill --release {}", r.release))
+                },
+            })).collect::<Vec<_>>(),
+        })
     }
 
     fn ok(&self) -> bool {

@@ -17,6 +17,7 @@ pub mod migrations;
 pub mod process;
 mod project;
 pub mod report;
+pub mod releases;
 pub mod runbook;
 pub mod seed;
 pub mod smoke;

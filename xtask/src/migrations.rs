@@ -26,6 +26,9 @@ pub struct Migration {
     pub script: String,
     /// Lowercase hex SHA-256 of the raw bytes of `migration.sql`, as Prisma records it.
     pub checksum: String,
+    /// `release.toml` beside `migration.sql`: the release this migration expands, declared
+    /// (see `releases`). Prisma reads only `migration.sql`, so the file is ours alone.
+    pub declaration: Option<String>,
 }
 
 /// The `migrations/` folder of this repository.
@@ -94,15 +97,32 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
                 script_path.display()
             ))
         })?;
+        let declaration = read_declaration(&path)?;
         migrations.push(Migration {
             name,
             path,
             script,
             checksum,
+            declaration,
         });
     }
     migrations.sort_by(|a, b| prisma_order(&a.name, &b.name));
     Ok(migrations)
+}
+
+/// The file that declares a release beside a migration's script.
+pub const DECLARATION_FILE: &str = "release.toml";
+
+fn read_declaration(path: &Path) -> Result<Option<String>> {
+    let file = path.join(DECLARATION_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(environment(format!(
+            "cannot read `{}` ({error}); save it as UTF-8 text or remove it",
+            file.display()
+        ))),
+    }
 }
 
 /// Prisma's order of migration names. Prisma 6's CLI sorts the folder with JavaScript's
@@ -335,6 +355,7 @@ mod tests {
             path: PathBuf::new(),
             script: script.into(),
             checksum: String::new(),
+            declaration: None,
         };
         assert_eq!(
             migration("-- note; with a semicolon\nCREATE INDEX CONCURRENTLY \"A_b_idx\" ON \"A\"(\"b\");\n")

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use postgres::Client;
 
-use super::worker::batch_error;
-use crate::{db, interrupt, tenancy};
+use super::plan::{batch_error, TablePlan};
+use crate::releases::rule;
+use crate::{db, interrupt};
 
 /// Fills pages `first` to `end` (exclusive) of `table` around the rows another transaction
 /// holds; returns the rows filled and the NULL rows left (held). When even the table lock is
@@ -20,11 +21,12 @@ use crate::{db, interrupt, tenancy};
 /// held, with one row standing for the unknown number.
 pub(crate) fn fill_around(
     client: &mut Client,
-    table: &str,
+    plan: &TablePlan,
     first: i64,
     end: i64,
 ) -> Result<(i64, i64)> {
-    let fill = tenancy::backfill_batch_skip_held_sql(table);
+    let table = plan.table;
+    let fill = plan.rule.batch_skip_held_sql(table, plan.column);
     let filled = match interrupt::cancellable(client, |client| {
         client.execute(fill.as_str(), &[&first, &end])
     }) {
@@ -32,7 +34,7 @@ pub(crate) fn fill_around(
         Err(error) if db::is_lock_timeout(&error) => return Ok((0, 1)),
         Err(error) => return Err(batch_error(error, table, first, end)),
     };
-    let count = tenancy::nulls_in_pages_sql(table);
+    let count = rule::nulls_in_pages_sql(table, plan.column);
     let left: i64 = match client.query_one(count.as_str(), &[&first, &end]) {
         Ok(row) => row.get(0),
         Err(error) if db::is_lock_timeout(&error) => 1,
@@ -54,20 +56,21 @@ pub(crate) struct CameBack {
 /// spent or the deadline passes, saying on the progress line how many rows are held.
 pub(crate) fn come_back(
     client: &mut Client,
-    table: &str,
+    plan: &TablePlan,
     mut ranges: Vec<(i64, i64)>,
     budget: Duration,
     deadline: Option<Instant>,
     progress: bool,
 ) -> Result<CameBack> {
     let started = Instant::now();
+    let table = plan.table;
     let mut filled = 0;
     let mut wait = Duration::from_millis(250);
     loop {
         let mut still_held = 0;
         let mut kept = Vec::new();
         for (first, end) in ranges {
-            let (done, left) = fill_around(client, table, first, end)?;
+            let (done, left) = fill_around(client, plan, first, end)?;
             filled += done;
             if left > 0 {
                 still_held += left;

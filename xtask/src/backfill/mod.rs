@@ -1,13 +1,14 @@
-//! `cargo xtask backfill`: sets `workspaceId` to the home workspace of `userId` on every Data
-//! Hub row where it is NULL. Assumes the expand migration is applied: it provides the columns,
-//! the rule as a view and the personal-workspace function.
+//! `cargo xtask backfill`: fills the columns a declared release fills, by its declared rule, on
+//! every row where they are NULL (`releases/`). Assumes the release's expand migration is
+//! applied: it provides the columns and whatever the rule reads.
 //!
-//! Table by table, in batches of physical (`ctid`) page ranges, so the heap is read in order;
+//! Column by column, in batches of physical (`ctid`) page ranges, so the heap is read in order;
 //! each batch is its own transaction, so a killed run keeps what it did and a re-run continues.
 //! A row whose `workspaceId` is set is never touched. Between batches the workers keep streaming
 //! standbys within `--max-replica-lag` (replica.rs).
 
 mod held;
+mod plan;
 mod progress;
 pub(crate) mod replica;
 mod worker;
@@ -20,23 +21,25 @@ use pico_args::Arguments;
 use postgres::Client;
 use serde_json::json;
 
-use crate::check::{self, CheckReport};
 use crate::cli::{self, Globals};
 use crate::db::{Connect, DatabaseUrl};
 use crate::error::Outcome;
+use crate::migrate::state::State;
+use crate::releases::{self, rule, Column, Fill, Release, Rule};
 use crate::report::{self, thousands, Report, Style, Table};
-use crate::tenancy::{self, EXPAND};
 pub use replica::{ReplicaLagLimit, ReplicaSummary, DEFAULT_MAX_REPLICA_LAG};
-use worker::{TablePlan, WorkerState};
+use plan::{TablePlan, WorkerState};
 
-pub(crate) const SUMMARY: &str = "fills NULL workspaceId values by the home-workspace rule";
+pub(crate) const SUMMARY: &str = "fills a release's new columns by its declared rule";
 
 pub(crate) const HELP: &str = "\
-cargo xtask backfill [--batch-size N] [--workers N] [--time-limit SECONDS] [--lock-timeout SECONDS]
-                     [--max-replica-lag MS] [--dry-run] [--json]
-Sets workspaceId to the user's home workspace on every Data Hub row where it is NULL: the
-earliest OWNER membership, else the earliest membership, else a personal workspace created for
-the user. Batches are physical page ranges of about N rows (default 10000), each its own
+cargo xtask backfill [--release NAME] [--batch-size N] [--workers N] [--time-limit SECONDS]
+                     [--lock-timeout SECONDS] [--max-replica-lag MS] [--dry-run] [--json]
+Fills the columns a release declares (migrations/<expand>/release.toml) on every row where they
+are NULL, by the release's rule: for workspace-tenancy, the user's home workspace (the earliest
+OWNER membership, else the earliest membership, else a personal workspace created for the
+user). Without --release: every release whose expand is applied and whose contract is not.
+Batches are physical page ranges of about N rows (default 10000), each its own
 transaction and shrunk when one takes over 0.5 s: safe to interrupt and run again.
 --workers N     N connections on disjoint page ranges (default 2, at most 16)
 --time-limit S  start no new batch after S seconds; the next run continues
@@ -49,7 +52,8 @@ transaction and shrunk when one takes over 0.5 s: safe to interrupt and run agai
                 a batch waits at most 50 ms for a lock, fills its range around the held rows
                 and comes back for them; rows still held then are left NULL (exit 1)
 --dry-run       only counts
-Needs the expand migration; ends with ANALYZE so `cargo xtask check` is fast.
+--release NAME  only this release
+Needs the release's expand migration; ends with ANALYZE so `cargo xtask check` is fast.
 ";
 
 pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
@@ -59,6 +63,9 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let json = args.contains("--json");
     let dry_run = args.contains("--dry-run");
+    let release: Option<String> = args
+        .opt_value_from_str("--release")
+        .map_err(cli::parse_error)?;
     let batch_size = cli::number(&mut args, "--batch-size", 1..=1_000_000)?;
     let workers = cli::number(&mut args, "--workers", 1..=16)?;
     let time_limit = cli::number(&mut args, "--time-limit", 1..=31_536_000)?;
@@ -87,9 +94,54 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     if let Some(seconds) = lock_budget {
         options.lock_budget = Duration::from_secs(seconds);
     }
+    let migrations = globals.migrations()?;
+    let declared = releases::load(&migrations)?;
     let mut client = url.connect()?;
-    let report = backfill(&mut client, &url, &options)?;
-    report::emit(&report, json)
+    let chosen = to_backfill(&mut client, &migrations, &declared, release.as_deref())?;
+    let mut outcome = Outcome::Ready;
+    if chosen.is_empty() {
+        println!("Nothing to backfill: no declared release is expanded and waiting for its contract; nothing was changed.");
+    }
+    for release in chosen {
+        let report = backfill(&mut client, &url, release, &options)?;
+        if report::emit(&report, json)? != Outcome::Ready {
+            outcome = Outcome::NotReady;
+        }
+    }
+    Ok(outcome)
+}
+
+/// The releases `backfill` fills: `--release NAME`, or every release with a rule whose expand
+/// is applied and whose contract is not. With none of those, a release whose expand is still
+/// pending is named (its backfill refuses with the command to run first).
+pub(crate) fn to_backfill<'a>(
+    client: &mut Client,
+    migrations: &[crate::migrations::Migration],
+    declared: &'a [Release],
+    name: Option<&str>,
+) -> Result<Vec<&'a Release>> {
+    if let Some(name) = name {
+        return Ok(vec![releases::find(declared, name)?]);
+    }
+    let status = crate::migrate::status(client, migrations)?;
+    let mut chosen = Vec::new();
+    let mut first_pending = None;
+    for release in declared.iter().filter(|r| r.rule.is_some()) {
+        let columns = release.columns(client)?;
+        match release.phase(&status, &columns) {
+            releases::Phase::Expanded if columns.any(Column::Nullable) => chosen.push(release),
+            releases::Phase::Pending if first_pending.is_none() => first_pending = Some(release),
+            _ => {}
+        }
+    }
+    if chosen.is_empty() {
+        if let Some(release) = first_pending {
+            if status.state_of(&release.expand) != Some(&State::Applied) {
+                chosen.push(release);
+            }
+        }
+    }
+    Ok(chosen)
 }
 
 #[derive(Debug, Clone)]
@@ -138,97 +190,112 @@ impl Default for BackfillOptions {
 #[derive(Debug, Clone)]
 pub struct TableResult {
     pub table: String,
+    pub column: String,
     /// Rows updated (or, in a dry run, rows that would be).
     pub rows: i64,
     pub batches: u64,
     pub duration: Duration,
     /// NULL rows other transactions still held when the lock budget ran out.
     pub held: i64,
+    /// NULL rows the rule gave no value (a row whose join finds nothing).
+    pub unfilled: i64,
 }
 
 #[derive(Debug, Clone)]
 pub struct BackfillReport {
+    /// The release filled.
+    pub release: String,
     pub dry_run: bool,
     /// The time limit stopped the run before every NULL was filled.
     pub stopped_early: bool,
     pub tables: Vec<TableResult>,
-    pub personal_workspaces: i64,
+    /// What the rule's `prepare` created (or would create), and what it counts.
+    pub prepared: i64,
+    pub prepared_label: String,
     /// The standbys kept in step, when there were any (or a limit was given).
     pub replica: Option<ReplicaSummary>,
     pub duration: Duration,
 }
 
-/// Backfills every table; `client` is the first worker, `url` opens the others.
+/// Backfills every column of `release`; `client` is the first worker, `url` opens the others.
 pub fn backfill(
     client: &mut Client,
     url: &DatabaseUrl,
+    release: &Release,
     options: &BackfillOptions,
 ) -> Result<BackfillReport> {
     let started = Instant::now();
-    let nulls = require_expand(client)?;
+    let Some(rule) = &release.rule else {
+        bail!(
+            "the release `{}` declares no backfill rule (`[backfill]` in `migrations/{}/release.toml`), so its columns are filled by whoever writes them; `cargo xtask check --release {}` counts what is left",
+            release.name, release.expand, release.name
+        );
+    };
+    let nulls = require_expand(client, release)?;
+    let report = |tables: Vec<TableResult>, prepared: i64, dry_run: bool| BackfillReport {
+        release: release.name.clone(),
+        dry_run,
+        stopped_early: false,
+        tables,
+        prepared,
+        prepared_label: rule.prepared().to_string(),
+        replica: None,
+        duration: started.elapsed(),
+    };
+    let untouched = |nulls: Vec<(Fill, i64)>, keep_counts: bool| -> Vec<TableResult> {
+        nulls
+            .into_iter()
+            .map(|(fill, rows)| TableResult {
+                table: fill.table,
+                column: fill.column,
+                rows: if keep_counts { rows } else { 0 },
+                batches: 0,
+                duration: Duration::ZERO,
+                held: 0,
+                unfilled: 0,
+            })
+            .collect()
+    };
 
     if options.dry_run {
-        let personal: i64 = client
-            .query_one(&tenancy::count_personal_sql(), &[])
-            .context("cannot count the personal workspaces a backfill would create")?
-            .get(0);
-        return Ok(BackfillReport {
-            dry_run: true,
-            stopped_early: false,
-            tables: nulls
-                .into_iter()
-                .map(|(table, rows)| TableResult {
-                    table,
-                    rows,
-                    batches: 0,
-                    duration: Duration::ZERO,
-                    held: 0,
-                })
-                .collect(),
-            personal_workspaces: personal,
-            replica: None,
-            duration: started.elapsed(),
-        });
+        let prepared: i64 = match rule.prepare_dry_run() {
+            Some(sql) => client
+                .query_one(sql, &[])
+                .with_context(|| format!("cannot count what the `{}` backfill would prepare", release.name))?
+                .get(0),
+            None => 0,
+        };
+        return Ok(report(untouched(nulls, true), prepared, true));
     }
     if nulls.iter().all(|(_, n)| *n == 0) {
         // The count just made is the proof: nothing to fill, nothing to create.
-        return Ok(BackfillReport {
-            dry_run: false,
-            stopped_early: false,
-            tables: nulls
-                .into_iter()
-                .map(|(table, _)| TableResult {
-                    table,
-                    rows: 0,
-                    batches: 0,
-                    duration: Duration::ZERO,
-                    held: 0,
-                })
-                .collect(),
-            personal_workspaces: 0,
-            replica: None,
-            duration: started.elapsed(),
-        });
+        return Ok(report(untouched(nulls, false), 0, false));
     }
     let gate = replica::gate(client, options.max_replica_lag, options.progress)?;
 
-    let personal_workspaces: i64 = client
-        .query_one(&tenancy::create_personal_sql(), &[])
-        .context("cannot create personal workspaces for users without a membership")?
-        .get(0);
+    let prepared: i64 = match rule.prepare() {
+        Some(sql) => client
+            .query_one(sql, &[])
+            .with_context(|| format!("cannot run the `{}` backfill's `prepare` step", release.name))?
+            .get(0),
+        None => 0,
+    };
     let mut worker_connections = Vec::new();
     for _ in 1..options.workers.max(1) {
         worker_connections.push(url.connect()?);
     }
     for connection in std::iter::once(&mut *client).chain(worker_connections.iter_mut()) {
-        connection
-            .batch_execute(&tenancy::load_home_mapping_sql())
-            .context("cannot load the home workspace of each user")?;
+        if let Some(sql) = rule.connection() {
+            connection
+                .batch_execute(sql)
+                .with_context(|| format!("cannot run the `{}` backfill's `connection` step", release.name))?;
+        }
         crate::db::set_lock_timeout(connection, BATCH_LOCK_TIMEOUT)?;
     }
     let result = backfill_tables(
         client,
         &mut worker_connections,
+        rule,
         nulls,
         options,
         started,
@@ -239,23 +306,24 @@ pub fn backfill(
         crate::db::set_lock_timeout(client, Duration::ZERO)?;
     }
     let (tables, stopped_early) = result?;
-    client
-        .batch_execute(tenancy::DROP_HOME_MAPPING_SQL)
-        .context("cannot drop the temporary home workspace mapping")?;
+    if let Some(sql) = rule.cleanup() {
+        client
+            .batch_execute(sql)
+            .with_context(|| format!("cannot run the `{}` backfill's `cleanup` step", release.name))?;
+    }
     Ok(BackfillReport {
-        dry_run: false,
         stopped_early,
-        tables,
-        personal_workspaces,
         replica: gate.as_ref().map(|g| g.summary()),
         duration: started.elapsed(),
+        ..report(tables, prepared, false)
     })
 }
 
 fn backfill_tables(
     client: &mut Client,
     worker_connections: &mut [Client],
-    nulls: Vec<(String, i64)>,
+    rule: &Rule,
+    nulls: Vec<(Fill, i64)>,
     options: &BackfillOptions,
     started: Instant,
     gate: Option<&replica::ReplicaGate>,
@@ -263,11 +331,12 @@ fn backfill_tables(
     let deadline = options.time_limit.map(|limit| started + limit);
     let mut tables = Vec::new();
     let mut stopped_early = false;
-    for (table, total) in nulls {
+    for (fill, total) in nulls {
         let (result, stopped) = backfill_table(
             client,
             worker_connections,
-            &table,
+            rule,
+            &fill,
             total,
             options,
             deadline,
@@ -282,62 +351,62 @@ fn backfill_tables(
     Ok((tables, stopped_early))
 }
 
-/// The expand migration provides what the backfill uses; without it there is nothing to fill.
-/// Returns the NULL count per table, from the same `check` that proves the columns exist.
-fn require_expand(client: &mut Client) -> Result<Vec<(String, i64)>> {
-    let (missing_columns, nulls) = match check::check(client)? {
-        CheckReport::MissingColumns { missing } => (missing, Vec::new()),
-        CheckReport::Counts { nulls } => (Vec::new(), nulls),
-    };
-    let helpers_exist: bool = client
-        .query_one(
-            tenancy::HELPERS_EXIST_SQL,
-            &[&tenancy::HOME_VIEW, &tenancy::ENSURE_PERSONAL_FUNCTION],
-        )
-        .context("cannot look up the expand migration's helpers")?
-        .get(0);
-    if !missing_columns.is_empty() || !helpers_exist {
+/// The expand migration provides what the backfill fills; without it there is nothing to fill.
+/// Returns the NULL count per column.
+fn require_expand(client: &mut Client, release: &Release) -> Result<Vec<(Fill, i64)>> {
+    let columns = release.columns(client)?;
+    let missing = columns.of(Column::Missing);
+    if !missing.is_empty() {
         bail!(
-            "the expand migration `{EXPAND}` is not applied (no `workspaceId` column on {}), so there is nothing to backfill: run `cargo xtask migrate deploy --to {EXPAND}` first",
-            if missing_columns.is_empty() {
-                "some tables".to_string()
-            } else {
-                missing_columns.join(", ")
-            }
+            "the expand migration `{}` of the `{}` release is not applied (no {} column), so there is nothing to backfill: run `cargo xtask migrate deploy --to {}` first (or `cargo xtask release`)",
+            release.expand,
+            release.name,
+            missing
+                .iter()
+                .map(|f| format!("`{}`.`{}`", f.table, f.column))
+                .collect::<Vec<_>>()
+                .join(", "),
+            release.expand
         );
     }
-    Ok(nulls)
+    release.null_counts(client, &columns)
 }
 
-/// Backfills one table: the heap's pages are handed out in ranges to the workers, each range
-/// one transaction, until every page was visited; then a sweep fills what the mapping missed.
+/// Backfills one column: the heap's pages are handed out in ranges to the workers, each range
+/// one transaction, until every page was visited; then a sweep fills what the batches missed.
 /// Returns the result and whether the time limit stopped it.
+#[allow(clippy::too_many_arguments)]
 fn backfill_table(
     client: &mut Client,
     worker_connections: &mut [Client],
-    table: &str,
+    rule: &Rule,
+    fill: &Fill,
     total: i64,
     options: &BackfillOptions,
     deadline: Option<Instant>,
     replica: Option<&replica::ReplicaGate>,
 ) -> Result<(TableResult, bool)> {
     let started = Instant::now();
+    let table = fill.table.as_str();
+    let column = fill.column.as_str();
     let mut result = TableResult {
         table: table.to_string(),
+        column: column.to_string(),
         rows: 0,
         batches: 0,
         duration: Duration::ZERO,
         held: 0,
+        unfilled: 0,
     };
     if total == 0 {
         if options.progress {
-            eprintln!("  {table}: no NULLs, skipped");
+            eprintln!("  {table}.{column}: no NULLs, skipped");
         }
         return Ok((result, false));
     }
     let (pages, rows_per_page): (i64, f64) = {
         let row = client
-            .query_one(tenancy::TABLE_PAGES_SQL, &[&crate::db::quote_ident(table)])
+            .query_one(rule::TABLE_PAGES_SQL, &[&crate::db::quote_ident(table)])
             .with_context(|| format!("cannot read the size of `{table}`"))?;
         (row.get(0), row.get(1))
     };
@@ -345,6 +414,8 @@ fn backfill_table(
     let state = WorkerState::default();
     let plan = TablePlan {
         table,
+        column,
+        rule,
         pages,
         max_pages,
         batch_time: options.batch_time,
@@ -406,29 +477,36 @@ fn backfill_table(
         return Ok((result, true));
     }
     let sweep_limit = i64::try_from(options.batch_size).unwrap_or(i64::MAX);
-    let sweep = tenancy::sweep_sql(table);
+    let sweep = rule.sweep_sql(table, column);
     loop {
         crate::interrupt::check()?;
-        let updated = crate::interrupt::cancellable(client, |client| {
-            client.execute(sweep.as_str(), &[&sweep_limit])
+        let swept = crate::interrupt::cancellable(client, |client| {
+            client.query(sweep.as_str(), &[&sweep_limit])
         });
-        let updated = match updated {
-            Ok(updated) => updated,
+        let (filled, left_null) = match swept {
+            Ok(rows) => {
+                let filled = rows.iter().filter(|r| r.get::<_, bool>(0)).count() as i64;
+                (filled, rows.len() as i64 - filled)
+            }
             // The table lock is taken (SKIP LOCKED covers rows): leave the rest to `check`.
-            Err(error) if crate::db::is_lock_timeout(&error) => 0,
-            Err(error) => return Err(worker::batch_error(error, table, 0, 0)),
+            Err(error) if crate::db::is_lock_timeout(&error) => (0, 0),
+            Err(error) => return Err(plan::batch_error(error, table, 0, 0)),
         };
-        if updated == 0 {
+        result.rows += filled;
+        if filled > 0 {
+            result.batches += 1;
+        }
+        // A sweep that filled nothing has only rows the rule gives no value left in its pick.
+        if filled == 0 {
+            result.unfilled = left_null;
             break;
         }
-        result.rows += updated as i64;
-        result.batches += 1;
     }
     let held = std::mem::take(&mut *state.held.lock().unwrap_or_else(|e| e.into_inner()));
     if !held.is_empty() {
         let came_back = held::come_back(
             client,
-            table,
+            &plan,
             held,
             options.lock_budget,
             deadline,
@@ -451,7 +529,7 @@ fn backfill_table(
 fn analyze(client: &mut Client, table: &str, budget: Duration) -> Result<()> {
     crate::db::set_lock_timeout(client, budget)?;
     let outcome = crate::interrupt::cancellable(client, |client| {
-        client.batch_execute(&tenancy::analyze_sql(table))
+        client.batch_execute(&rule::analyze_sql(table))
     });
     if !client.is_closed() {
         crate::db::set_lock_timeout(client, BATCH_LOCK_TIMEOUT)?;
@@ -477,7 +555,21 @@ impl BackfillReport {
     }
 
     pub fn changed_nothing(&self) -> bool {
-        self.total_rows() == 0 && self.personal_workspaces == 0
+        self.total_rows() == 0 && self.prepared == 0
+    }
+
+    /// NULL rows the rule gave no value.
+    pub fn unfilled(&self) -> i64 {
+        self.tables.iter().map(|t| t.unfilled).sum()
+    }
+
+    /// "Personal workspaces", from the rule's `prepared`.
+    fn prepared_title(&self) -> String {
+        let mut chars = self.prepared_label.chars();
+        match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => String::new(),
+        }
     }
 
     /// Whether the run proves that no NULL is left: it ran to the end and no row stayed held by
@@ -486,7 +578,7 @@ impl BackfillReport {
     /// expand's `CHECK ("workspaceId" IS NOT NULL) NOT VALID`, which refuses new NULLs, that
     /// holds until the contract; the release's gate reads it instead of counting again.
     pub fn proves_no_nulls(&self) -> bool {
-        !self.dry_run && !self.stopped_early && self.held() == 0
+        !self.dry_run && !self.stopped_early && self.held() == 0 && self.unfilled() == 0
     }
 
     fn table(&self, style: Style) -> Table {
@@ -526,13 +618,17 @@ impl Report for BackfillReport {
     fn render_with(&self, style: Style) -> String {
         if self.dry_run {
             return format!(
-                "Dry run: nothing was changed.\n{}Personal workspaces that would be created: {}\n",
+                "Dry run: nothing was changed.\n{}{} that would be created: {}\n",
                 self.table(style).render(),
-                self.personal_workspaces
+                self.prepared_title(),
+                self.prepared
             );
         }
         if self.changed_nothing() && self.held() == 0 {
-            return "Nothing to backfill: every Data Hub workspaceId is already set; nothing was changed.\n".into();
+            return format!(
+                "Nothing to backfill: every value the `{}` release fills is already set; nothing was changed.\n",
+                self.release
+            );
         }
         let seconds = self.duration.as_secs_f64();
         let held: Vec<String> = self
@@ -541,7 +637,20 @@ impl Report for BackfillReport {
             .filter(|t| t.held > 0)
             .map(|t| format!("{} of `{}`", thousands(t.held), t.table))
             .collect();
-        let next = if !held.is_empty() {
+        let unfilled: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|t| t.unfilled > 0)
+            .map(|t| format!("{} of `{}`.`{}`", thousands(t.unfilled), t.table, t.column))
+            .collect();
+        let next = if !unfilled.is_empty() {
+            format!(
+                "The rule of `{}` gives no value to {} row(s) and leaves them NULL (the contract would fail on them); fix those rows or the rule in `release.toml`, then run `cargo xtask backfill --release {}` again",
+                self.release,
+                unfilled.join(", "),
+                self.release
+            )
+        } else if !held.is_empty() {
             format!(
                 "{} row(s) were held by other transactions (row locks) for longer than the lock budget (`--lock-timeout`) and are left NULL; everything else is filled. Next: `cargo xtask backfill` again once those transactions end (`pg_stat_activity` shows the long ones)",
                 held.join(", ")
@@ -570,9 +679,10 @@ impl Report for BackfillReport {
             ),
         };
         format!(
-            "{}Personal workspaces created: {}\n{replica}Backfilled {} rows in {} ({rate} rows/s). {next}\n",
+            "{}{} created: {}\n{replica}Backfilled {} rows in {} ({rate} rows/s). {next}\n",
             self.table(style).render(),
-            self.personal_workspaces,
+            self.prepared_title(),
+            self.prepared,
             thousands(self.total_rows()),
             style.seconds(self.duration),
         )
@@ -582,7 +692,9 @@ impl Report for BackfillReport {
         json!({
             "dryRun": self.dry_run,
             "stoppedEarly": self.stopped_early,
-            "personalWorkspaces": self.personal_workspaces,
+            "release": self.release,
+            "prepared": self.prepared,
+            "preparedLabel": self.prepared_label,
             "replica": self.replica.as_ref().map(|r| json!({
                 "maxReplicaLagMs": r.limit.as_millis() as u64,
                 "standbys": r.standbys,
@@ -593,6 +705,8 @@ impl Report for BackfillReport {
             "seconds": self.duration.as_secs_f64(),
             "tables": self.tables.iter().map(|t| json!({
                 "table": t.table,
+                "column": t.column,
+                "unfilled": t.unfilled,
                 "rows": t.rows,
                 "batches": t.batches,
                 "seconds": t.duration.as_secs_f64(),
@@ -605,6 +719,6 @@ impl Report for BackfillReport {
     /// A backfill that ran is done, even when the time limit stopped it early (it says so);
     /// rows left NULL because other transactions held them are not done (exit 1).
     fn ok(&self) -> bool {
-        self.held() == 0
+        self.held() == 0 && self.unfilled() == 0
     }
 }

@@ -8,48 +8,18 @@
 //! update waits behind it) and fills the range around the held rows instead; the range is
 //! handed to `held` to come back for.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use postgres::Client;
 
 use super::held;
-use super::replica::ReplicaGate;
-use crate::{db, interrupt, tenancy};
-
-/// What the workers of one table read: the table, its size and the batch limits.
-pub(crate) struct TablePlan<'a> {
-    pub table: &'a str,
-    /// The table's size in pages when the backfill started; rows that move to later pages while
-    /// it runs already have a `workspaceId` (the trigger fills every row the app writes).
-    pub pages: i64,
-    /// The page range that holds about `--batch-size` rows: the largest a batch may claim.
-    pub max_pages: i64,
-    pub batch_time: Duration,
-    pub deadline: Option<Instant>,
-    /// Waits before each batch while a standby lags (`--max-replica-lag`).
-    pub replica: Option<&'a ReplicaGate>,
-}
-
-/// What the workers of one table share: the next unclaimed page and the running totals.
-#[derive(Default)]
-pub(crate) struct WorkerState {
-    pub next_page: AtomicI64,
-    pub rows: AtomicI64,
-    pub batches: AtomicU64,
-    /// Another worker failed: stop claiming.
-    pub stop: AtomicBool,
-    pub out_of_time: AtomicBool,
-    /// Page ranges with rows another transaction held, to come back for.
-    pub held: Mutex<Vec<(i64, i64)>>,
-    /// NULL rows left in those ranges when they were filled around.
-    pub held_rows: AtomicI64,
-}
+use super::plan::{batch_error, TablePlan, WorkerState};
+use crate::{db, interrupt};
 
 pub(crate) fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) -> Result<()> {
-    let sql = tenancy::backfill_batch_sql(plan.table);
+    let sql = plan.rule.batch_sql(plan.table, plan.column);
     let statement = client
         .prepare(&sql)
         .with_context(|| format!("cannot prepare the backfill batch of `{}`", plan.table))?;
@@ -85,7 +55,7 @@ pub(crate) fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) ->
         let updated = match batch {
             Ok(updated) => updated as i64,
             Err(error) if db::is_lock_timeout(&error) => {
-                let (updated, left) = held::fill_around(client, plan.table, first, end)?;
+                let (updated, left) = held::fill_around(client, plan, first, end)?;
                 if left > 0 {
                     state
                         .held
@@ -109,20 +79,3 @@ pub(crate) fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) ->
     }
 }
 
-/// A failed batch: rolled back whole, so nothing of it is left half done.
-pub(crate) fn batch_error(
-    error: postgres::Error,
-    table: &str,
-    first: i64,
-    end: i64,
-) -> anyhow::Error {
-    let what = format!(
-        "the backfill batch of `{table}` (pages {first} to {end}) was rolled back; the rows filled before it are kept: run `cargo xtask backfill` again to continue"
-    );
-    match interrupt::requested() {
-        Some(signal) if interrupt::stopped_by(&error).is_some() => {
-            anyhow::Error::new(interrupt::Interrupted(signal)).context(what)
-        }
-        _ => anyhow::Error::new(error).context(what),
-    }
-}

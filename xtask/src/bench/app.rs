@@ -106,6 +106,7 @@ fn bench(
         backfill::backfill(
             &mut client,
             &url,
+            &crate::tenancy::release(migrations)?,
             &BackfillOptions {
                 progress: false,
                 ..BackfillOptions::default()

@@ -251,6 +251,7 @@ fn bench(
     let report = backfill::backfill(
         &mut our_client,
         &ours,
+        &crate::tenancy::release(migrations)?,
         &BackfillOptions {
             workers,
             ..BackfillOptions::default()
@@ -360,10 +361,11 @@ fn bench(
         "index migrations (CREATE INDEX CONCURRENTLY) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    let tenancy = crate::tenancy::release(migrations)?;
     let mut check_ms = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
-        let report = check::check(&mut our_client)?;
+        let report = check::check_release(&mut our_client, &tenancy)?;
         check_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(report.is_backfilled(), "the backfill left NULLs");
     }
@@ -373,7 +375,7 @@ fn bench(
     let mut scan_ms = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        check::check(&mut our_client)?;
+        check::check_release(&mut our_client, &tenancy)?;
         scan_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     our_client
@@ -591,6 +593,7 @@ fn bench(
             "bench_workers",
             "bench_seed",
             &counts[1..],
+            &crate::tenancy::release(migrations)?,
             app_plan,
         )?);
         println!(

@@ -83,6 +83,7 @@ pub(crate) fn ours(
         migrations,
         &DeployOptions::default(),
         backfill,
+        &database_steps::Gates { app_deployed: true },
         &mut steps,
     )?;
     let seconds = started.elapsed().as_secs_f64();
@@ -115,6 +116,7 @@ pub(crate) fn naive(
     plan: WriterPlan,
 ) -> Result<ReleaseRun> {
     let expand = naive_expand_sql(migrations)?;
+    let tenancy = crate::tenancy::release(migrations)?;
     let mut client = url.connect()?;
     let writer = Writer::start(url, plan)?;
     let started = Instant::now();
@@ -134,7 +136,7 @@ pub(crate) fn naive(
         one_update_per_table(client, true).map(|_| ())
     })?;
     timed("check", &mut |client| {
-        if !check::check(client)?.is_backfilled() {
+        if !check::check_release(client, &tenancy)?.is_backfilled() {
             bail!("the naive runbook's UPDATEs left NULLs");
         }
         Ok(())

@@ -56,6 +56,7 @@ pub(crate) fn measure(
     copy_name: &str,
     template: &str,
     counts: &[usize],
+    release: &crate::releases::Release,
     plan: impl Fn(&mut Client) -> Result<WriterPlan>,
 ) -> Result<Vec<Point>> {
     let mut points = Vec::new();
@@ -77,6 +78,7 @@ pub(crate) fn measure(
             let report = backfill::backfill(
                 &mut client,
                 copy_url,
+                release,
                 &BackfillOptions {
                     workers,
                     ..BackfillOptions::default()

@@ -11,7 +11,7 @@ use postgres::Client;
 use serde_json::json;
 
 use super::state::{self, State};
-use super::{baseline, concurrent, history, logs};
+use super::{baseline, concurrent, enforces, history, logs};
 use crate::db::{self, quote_ident, DatabaseUrl};
 use crate::migrations::{self, Migration};
 use crate::report::{Report, Style};
@@ -28,6 +28,13 @@ pub struct DeployOptions {
     /// The total lock wait of one migration, all tries together (`--lock-timeout`), and the
     /// longest an index build may wait for other transactions.
     pub lock_budget: Duration,
+    /// Before a migration that sets a column NOT NULL or validates a constraint, count the rows
+    /// that would make it fail, and stop before it (recording nothing) when there are any.
+    /// Only the incident replays (`demo`) turn it off, to deploy as Prisma would.
+    pub check_rows: bool,
+    /// Migrations whose rows a gate has just proved (a release's backfill and check), so they
+    /// are not counted again.
+    pub proven: Vec<String>,
 }
 
 impl Default for DeployOptions {
@@ -37,6 +44,8 @@ impl Default for DeployOptions {
             lock_wait: Duration::from_secs(60),
             lock_timeout: db::LOCK_TRY,
             lock_budget: db::LOCK_BUDGET,
+            check_rows: true,
+            proven: Vec::new(),
         }
     }
 }
@@ -51,6 +60,9 @@ pub(crate) enum Left {
     RolledBack,
     /// The connection broke mid-script: the row says failed, the outcome is unknown.
     Unknown,
+    /// Not tried: rows the migration enforces a rule on break it (see `enforces`). Nothing was
+    /// applied or recorded.
+    Refused,
 }
 
 /// A deploy's error message, marked with what the attempt left.
@@ -172,6 +184,9 @@ fn deploy_locked(
             .is_none_or(|e| e.state.is_pending());
         if pending {
             crate::interrupt::check()?;
+            if options.check_rows && !options.proven.contains(&migration.name) {
+                refuse_known_failure(client, migrations, migration)?;
+            }
             report.applied.push(apply(client, url, migration, options)?);
         }
         if options.to.as_deref() == Some(migration.name.as_str()) {
@@ -179,6 +194,48 @@ fn deploy_locked(
         }
     }
     Ok(report)
+}
+
+/// Stops before `migration` when existing rows would make it fail: the NULLs of a column it sets
+/// NOT NULL, the rows a constraint it validates refuses. Nothing is applied or recorded; the
+/// error names each table, column and count, and the command that fills them.
+fn refuse_known_failure(
+    client: &mut Client,
+    migrations: &[Migration],
+    migration: &Migration,
+) -> Result<()> {
+    let violations = enforces::violations(client, &migration.script)?;
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let name = &migration.name;
+    let found = violations
+        .iter()
+        .map(|v| v.describe())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let declared = crate::releases::load(migrations).unwrap_or_default();
+    let fills = violations.iter().find_map(|v| {
+        let column = v.column.as_deref()?;
+        crate::releases::filling(&declared, v.enforcement.table(), column)
+    });
+    let next = match (fills, crate::releases::by_contract(&declared, name)) {
+        (Some(release), _) | (None, Some(release)) if release.rule.is_some() => format!(
+            "run `cargo xtask release` (or `cargo xtask backfill --release {}`, then deploy again): the `{}` release fills them",
+            release.name, release.name
+        ),
+        (Some(release), _) | (None, Some(release)) => format!(
+            "the `{}` release declares no backfill rule: fill those rows, then deploy again",
+            release.name
+        ),
+        _ => "no release declares how to fill them: declare one beside its expand migration (`cargo xtask release new --help`), or fix those rows by hand, then deploy again".to_string(),
+    };
+    Err(anyhow::Error::new(failure(
+        Left::Refused,
+        format!(
+            "migration `{name}` was not applied, because it would fail: {found}. Nothing was applied or recorded; {next}"
+        ),
+    )))
 }
 
 /// Prisma refuses to deploy over a failed migration (P3009); we also refuse over an edited or

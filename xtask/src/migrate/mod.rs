@@ -5,6 +5,8 @@ pub mod baseline;
 pub(crate) mod checksum;
 pub(crate) mod concurrent;
 pub mod deploy;
+pub mod effects;
+pub mod enforces;
 pub mod history;
 pub mod lint;
 pub(crate) mod logs;

@@ -127,6 +127,7 @@ mod tests {
             path: PathBuf::new(),
             script: script.into(),
             checksum: crate::migrations::checksum(script.as_bytes()),
+            declaration: None,
         }
     }
 

@@ -22,6 +22,10 @@ pub struct StatusReport {
     pub not_managed: Option<NotManaged>,
     /// The advice for a database that is not managed (it names the first migration).
     not_managed_advice: Option<String>,
+    /// Migrations that make existing rows obey a rule (NOT NULL, a validated constraint), by
+    /// name: a plain deploy would stop before them while rows break it, so the advice for
+    /// pending ones is the release, which backfills and gates first.
+    enforcing: Vec<String>,
 }
 
 pub fn status(client: &mut Client, migrations: &[Migration]) -> Result<StatusReport> {
@@ -38,6 +42,11 @@ pub fn status(client: &mut Client, migrations: &[Migration]) -> Result<StatusRep
             .collect(),
         not_managed_advice: not_managed.as_ref().map(|n| n.advice(migrations)),
         not_managed,
+        enforcing: migrations
+            .iter()
+            .filter(|m| !super::enforces::enforcements(&m.script).is_empty())
+            .map(|m| m.name.clone())
+            .collect(),
     })
 }
 
@@ -134,11 +143,19 @@ impl StatusReport {
                 _ => {}
             }
         }
-        let n_pending = self.pending().len();
+        let pending = self.pending();
+        let n_pending = pending.len();
+        let enforcing = pending
+            .iter()
+            .find(|e| self.enforcing.contains(&e.name));
         if n_pending > 0 && lines.is_empty() {
-            lines.push(format!(
-                "{n_pending} pending: run `cargo xtask migrate deploy`"
-            ));
+            lines.push(match enforcing {
+                Some(entry) => format!(
+                    "{n_pending} pending, among them `{}`, which makes existing rows obey NOT NULL or a constraint: run `cargo xtask release`, which backfills and checks before it (`migrate deploy` stops before it while rows would break it)",
+                    entry.name
+                ),
+                None => format!("{n_pending} pending: run `cargo xtask migrate deploy`"),
+            });
         }
         lines
     }

@@ -1,14 +1,15 @@
-//! The database half of the release, shared by `release` and `recover`: deploy `--to` expand,
-//! backfill, check, deploy the rest (the indexes, then the contract). Each step reads the
+//! The database half of a release, shared by `release` and `recover`: every pending migration
+//! in order, with each declared release's steps where they belong. After a release's expand is
+//! applied its backfill runs (before the index migrations that follow it, so the backfill's
+//! updates maintain no index on the new columns); before its contract the gate proves no NULL
+//! is left; before a migration the running app cannot survive, the new app must be live.
+//! Migrations no release declares are deployed as they come, and `migrate deploy` itself stops
+//! before one that existing rows would make fail (`migrate::enforces`). Each step reads the
 //! database first and is skipped, saying why, when it is already done.
-//!
-//! NULLs are counted once on this path. Before the index migrations no index covers
-//! `workspaceId`, so each count is a scan of all four tables: the backfill counts (it needs the
-//! totals), and the gate reads what the backfill proved rather than scanning again.
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use postgres::Client;
 
 use super::step::{Step, Steps};
@@ -16,10 +17,9 @@ use crate::backfill::{self, BackfillOptions};
 use crate::check;
 use crate::db::{self, DatabaseUrl, Failure};
 use crate::migrate::deploy::{self, Left};
-use crate::migrate::state::State;
 use crate::migrate::{self, DeployOptions, DeployReport};
 use crate::migrations::Migration;
-use crate::tenancy::{self, Column, EXPAND};
+use crate::releases::{self, Column, Release};
 
 /// Where a runbook stopped, and the command to run next.
 pub(crate) struct Stop {
@@ -36,126 +36,271 @@ impl Stop {
     }
 }
 
+/// What the database steps may do besides deploying.
+#[derive(Debug, Clone, Default)]
+pub struct Gates {
+    /// The app of this release is live (`release --app-url` smoke-tested it, or
+    /// `--app-deployed`): migrations the previous app cannot survive may run.
+    pub app_deployed: bool,
+}
+
+/// Where the next pending chunk of migrations ends, and what comes there.
+enum Point<'a> {
+    /// Deploy through this expand, then backfill its release.
+    AfterExpand(&'a Release),
+    /// Backfill (if not proven) and gate the release, then deploy its contract.
+    BeforeContract(&'a Release),
+    /// The previous app, still connected (these backends), cannot survive this migration.
+    BeforeNewApp(&'a Release, String, Vec<String>),
+}
+
 pub(crate) fn run(
     client: &mut Client,
     url: &DatabaseUrl,
     migrations: &[Migration],
     deploy_options: &DeployOptions,
     backfill_options: &BackfillOptions,
+    gates: &Gates,
     steps: &mut Steps,
 ) -> Result<Option<Stop>> {
-    // 1. deploy --to expand
-    if migrate::status(client, migrations)?.state_of(EXPAND) == Some(&State::Applied) {
-        steps.skipped("deploy expand", format!("`{EXPAND}` is already applied"));
-    } else {
-        let started = Instant::now();
-        let deploy = DeployOptions {
-            to: Some(EXPAND.to_string()),
-            ..deploy_options.clone()
-        };
-        match migrate::deploy(client, url, migrations, &deploy) {
-            Ok(report) => steps.push(Step::done("deploy expand", started, applied_names(&report))),
-            Err(error) => {
-                steps.push(Step::error("deploy expand", started, &error));
-                let next = next_after(&error, steps.command());
-                return Ok(Some(Stop::new("deploy expand", next)));
+    let declared = releases::load(migrations)?;
+    // Releases whose backfill, in this run, proved that no NULL is left.
+    let mut proven: Vec<String> = Vec::new();
+    let mut deployed_any = false;
+    loop {
+        let status = migrate::status(client, migrations)?;
+        let pending: Vec<String> = status.pending().iter().map(|e| e.name.clone()).collect();
+        if pending.is_empty() {
+            if !deployed_any {
+                steps.skipped("deploy", "no pending migrations");
             }
+            return Ok(None);
         }
-    }
-
-    // 2. backfill: its count of NULLs (a scan of each table) is the only one on this path.
-    let columns = tenancy::columns(client)?;
-    let contract_applied = columns.iter().all(|(_, c)| *c == Column::NotNull);
-    let mut backfilled = false;
-    if contract_applied {
-        steps.skipped(
-            "backfill",
-            "no NULLs: workspaceId is already NOT NULL on all 4 tables",
-        );
-    } else {
-        let started = Instant::now();
-        match backfill::backfill(client, url, backfill_options) {
-            Ok(report) => {
-                backfilled = report.proves_no_nulls();
-                if report.changed_nothing() && backfilled {
-                    steps.skipped("backfill", "no NULLs");
-                } else {
-                    steps.push(
-                        Step::done(
-                            "backfill",
-                            started,
-                            format!(
-                                "{} personal workspace(s) created",
-                                report.personal_workspaces
-                            ),
-                        )
-                        .with_rows(report.total_rows()),
-                    );
+        let sessions = if gates.app_deployed {
+            Vec::new()
+        } else {
+            app_sessions(client)?
+        };
+        let point = pending.iter().enumerate().find_map(|(i, name)| {
+            if let Some(release) = releases::by_contract(&declared, name) {
+                return Some((i, Point::BeforeContract(release)));
+            }
+            if let Some(release) = declared.iter().find(|r| r.needs_new_app.contains(name)) {
+                let old: Vec<String> = sessions
+                    .iter()
+                    .filter(|(_, known)| datahub_core::app_predates(known.as_deref(), name))
+                    .map(|(pid, _)| pid.to_string())
+                    .collect();
+                if !old.is_empty() {
+                    return Some((i, Point::BeforeNewApp(release, name.clone(), old)));
                 }
             }
-            Err(error) => {
-                steps.push(Step::error("backfill", started, &error));
-                let next = match db::classify(&error) {
-                    Failure::Other | Failure::PermissionDenied => format!("fix the cause above, then run `cargo xtask {}` again (the backfill continues where it stopped)", steps.command()),
-                    _ => next_after(&error, steps.command()),
+            match releases::by_expand(&declared, name) {
+                Some(release) if release.rule.is_some() => Some((i, Point::AfterExpand(release))),
+                _ => None,
+            }
+        });
+        // The chunk: everything before the point (and the expand itself, after which the
+        // backfill runs), or everything left.
+        let through = match &point {
+            None => pending.last().cloned(),
+            Some((i, Point::AfterExpand(_))) => Some(pending[*i].clone()),
+            Some((0, _)) => None,
+            Some((i, _)) => Some(pending[i - 1].clone()),
+        };
+        if let Some(to) = through {
+            let started = Instant::now();
+            let options = DeployOptions {
+                to: Some(to),
+                ..deploy_options.clone()
+            };
+            deployed_any = true;
+            match migrate::deploy(client, url, migrations, &options) {
+                Ok(report) => steps.push(Step::done("deploy", started, applied_names(&report))),
+                Err(error) => {
+                    steps.push(Step::error("deploy", started, &error));
+                    let next = next_after(&error, steps.command());
+                    return Ok(Some(Stop::new("deploy", next)));
+                }
+            }
+        }
+        match point {
+            None => return Ok(None),
+            Some((_, Point::AfterExpand(release))) => {
+                if let Some(stop) = backfill_step(client, url, release, backfill_options, &mut proven, steps)? {
+                    return Ok(Some(stop));
+                }
+            }
+            Some((_, Point::BeforeContract(release))) => {
+                let contract = release.contract.clone().unwrap_or_default();
+                if release.rule.is_some() && !proven.contains(&release.name) {
+                    if let Some(stop) = backfill_step(client, url, release, backfill_options, &mut proven, steps)? {
+                        return Ok(Some(stop));
+                    }
+                }
+                if let Some(stop) = gate(client, release, &proven, steps)? {
+                    return Ok(Some(stop));
+                }
+                let started = Instant::now();
+                let options = DeployOptions {
+                    to: Some(contract.clone()),
+                    proven: vec![contract],
+                    ..deploy_options.clone()
                 };
-                return Ok(Some(Stop::new("backfill", next)));
+                deployed_any = true;
+                match migrate::deploy(client, url, migrations, &options) {
+                    Ok(report) => steps.push(Step::done("deploy", started, applied_names(&report))),
+                    Err(error) => {
+                        steps.push(Step::error("deploy", started, &error));
+                        let next = next_after(&error, steps.command());
+                        return Ok(Some(Stop::new("deploy", next)));
+                    }
+                }
+            }
+            Some((_, Point::BeforeNewApp(release, name, backends))) => {
+                steps.push(Step::failed(
+                    "new app",
+                    Instant::now(),
+                    format!(
+                        "`{name}` (release `{}`) drops what the previous app uses, and an app that predates it is connected (backend {}): it runs once the app of this release is live",
+                        release.name,
+                        backends.join(", ")
+                    ),
+                ));
+                return Ok(Some(Stop::new(
+                    "new app",
+                    format!(
+                        "deploy the app of this release, then run `cargo xtask {} --app-url URL` (it smoke-tests the running app, then finishes) or `--app-deployed`",
+                        steps.command()
+                    ),
+                )));
             }
         }
     }
+}
 
-    // 3. check: the gate before the contract. A backfill that ran to the end has proved there
-    // is no NULL left (its count, or each table's final sweep, found none), and the expand's
-    // NOT NULL checks refuse new ones; only without that proof does the gate count again.
-    if contract_applied {
-        steps.skipped(
-            "check",
-            "workspaceId is NOT NULL on all 4 tables: no NULL can exist",
-        );
-    } else if backfilled && tenancy::not_null_checks_present(client)? {
+/// The app's connections to this database other than ours: (pid, the newest migration the app
+/// knows, when it names one). An app connected through a pooler, or under another
+/// `application_name`, is not seen: `--app-url` or `--app-deployed` say what cannot be seen.
+fn app_sessions(client: &mut Client) -> Result<Vec<(i32, Option<String>)>> {
+    let rows = client
+        .query(
+            "SELECT pid, application_name FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE $1 || '%'
+             ORDER BY pid",
+            &[&datahub_core::APP_NAME],
+        )
+        .context("cannot look for the app's connections in `pg_stat_activity`")?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let name: String = row.get(1);
+            let known = datahub_core::app_schema(&name)?;
+            Some((row.get(0), known.map(str::to_string)))
+        })
+        .collect())
+}
+
+/// The release's backfill, unless its columns are NOT NULL already.
+fn backfill_step(
+    client: &mut Client,
+    url: &DatabaseUrl,
+    release: &Release,
+    options: &BackfillOptions,
+    proven: &mut Vec<String>,
+    steps: &mut Steps,
+) -> Result<Option<Stop>> {
+    let name = format!("backfill {}", release.name);
+    let columns = release.columns(client)?;
+    if columns.all(Column::NotNull) {
+        steps.skipped(&name, format!("no NULLs: {} NOT NULL", release.describe_fills()));
+        proven.push(release.name.clone());
+        return Ok(None);
+    }
+    let started = Instant::now();
+    match backfill::backfill(client, url, release, options) {
+        Ok(report) => {
+            if report.proves_no_nulls() {
+                proven.push(release.name.clone());
+            }
+            if report.changed_nothing() && report.proves_no_nulls() {
+                steps.skipped(&name, "no NULLs");
+            } else {
+                let mut detail = format!("{} {} created", report.prepared, report.prepared_label);
+                if report.unfilled() > 0 {
+                    detail.push_str(&format!(
+                        "; the rule gives no value to {} row(s)",
+                        report.unfilled()
+                    ));
+                }
+                steps.push(Step::done(&name, started, detail).with_rows(report.total_rows()));
+            }
+            Ok(None)
+        }
+        Err(error) => {
+            steps.push(Step::error(&name, started, &error));
+            let next = match db::classify(&error) {
+                Failure::Other | Failure::PermissionDenied => format!("fix the cause above, then run `cargo xtask {}` again (the backfill continues where it stopped)", steps.command()),
+                _ => next_after(&error, steps.command()),
+            };
+            Ok(Some(Stop::new(&name, next)))
+        }
+    }
+}
+
+/// The gate before a contract. A backfill that ran to the end in this run has proved there is
+/// no NULL left, and the expand's NOT VALID checks refuse new ones: then nothing is counted
+/// again. Otherwise the NULLs are counted, and any stops the release here.
+fn gate(
+    client: &mut Client,
+    release: &Release,
+    proven: &[String],
+    steps: &mut Steps,
+) -> Result<Option<Stop>> {
+    let name = format!("check {}", release.name);
+    let columns = release.columns(client)?;
+    if columns.all(Column::NotNull) {
+        steps.skipped(&name, format!("{} NOT NULL: no NULL can exist", release.describe_fills()));
+        return Ok(None);
+    }
+    if proven.contains(&release.name) && release.new_nulls_refused(client, &columns)? {
         steps.push(
             Step::done(
-                "check",
+                &name,
                 Instant::now(),
                 format!(
                     "{}, as the backfill proved; not counted again",
-                    check::ALL_BACKFILLED.trim_end_matches('.')
+                    release.backfilled.trim_end_matches('.')
                 ),
             )
             .with_rows(0),
         );
-    } else {
-        let started = Instant::now();
-        let report = check::check(client)?;
-        if report.is_backfilled() {
-            steps.push(Step::done("check", started, check::ALL_BACKFILLED).with_rows(0));
-        } else {
-            steps.push(
-                Step::failed("check", started, report.summary()).with_rows(report.total_nulls()),
-            );
-            let next = format!(
-                "run `cargo xtask backfill`, then `cargo xtask {}` again",
-                steps.command()
-            );
-            return Ok(Some(Stop::new("check", next)));
-        }
+        return Ok(None);
     }
-
-    // 4. deploy the rest (indexes, contract)
-    if migrate::status(client, migrations)?.pending().is_empty() {
-        steps.skipped("deploy", "no pending migrations");
-    } else {
-        let started = Instant::now();
-        match migrate::deploy(client, url, migrations, deploy_options) {
-            Ok(report) => steps.push(Step::done("deploy", started, applied_names(&report))),
-            Err(error) => {
-                steps.push(Step::error("deploy", started, &error));
-                let next = next_after(&error, steps.command());
-                return Ok(Some(Stop::new("deploy", next)));
-            }
-        }
+    let started = Instant::now();
+    let report = check::check_release(client, release)?;
+    if report.is_backfilled() {
+        steps.push(Step::done(&name, started, release.backfilled.clone()).with_rows(0));
+        return Ok(None);
     }
-    Ok(None)
+    let summary = check::CheckReport {
+        releases: vec![report.clone()],
+    }
+    .summary();
+    steps.push(Step::failed(&name, started, summary).with_rows(report.total_nulls()));
+    let next = match &release.rule {
+        Some(_) => format!(
+            "run `cargo xtask backfill --release {}`, then `cargo xtask {}` again",
+            release.name,
+            steps.command()
+        ),
+        None => format!(
+            "the `{}` release declares no backfill rule: fill those rows, then run `cargo xtask {}` again",
+            release.name,
+            steps.command()
+        ),
+    };
+    Ok(Some(Stop::new(&name, next)))
 }
 
 /// The next step after a failed step, true to what happened: only a migration recorded as
@@ -163,6 +308,7 @@ pub(crate) fn run(
 pub(crate) fn next_after(error: &anyhow::Error, command: &str) -> String {
     let again = format!("`cargo xtask {command}`");
     match (deploy::left_by(error), db::classify(error)) {
+        (Some(Left::Refused), _) => format!("nothing was applied or recorded; do what the error above says, then run {again} again"),
         (Some(Left::Failed), _) => "run `cargo xtask recover`, which resolves the failed migration once it can prove what its script left behind".into(),
         (Some(Left::Unknown), _) => "once the server answers, run `cargo xtask recover`: it waits for the migration's backend if that still runs, then proves from the catalog whether the script was applied".into(),
         (_, Failure::Interrupted) => format!("nothing is left half done; run {again} again to continue"),

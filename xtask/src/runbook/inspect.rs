@@ -1,42 +1,49 @@
 //! What the database shows, read before every runbook step: the migration states, and for each
-//! Data Hub table whether `workspaceId` exists and whether it is nullable. The runbook decides
-//! from this, never from what a previous run believed.
+//! declared release the state of every column it fills. The runbook decides from this, never
+//! from what a previous run believed.
 
 use anyhow::Result;
 use postgres::Client;
 
 use crate::migrate::{self, StatusReport};
 use crate::migrations::Migration;
-use crate::tenancy::{self, Column};
+use crate::releases::{self, ColumnState, Release};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Inspection {
     pub status: StatusReport,
-    /// One per Data Hub table, in `DATAHUB_TABLES` order.
-    pub columns: Vec<(String, Column)>,
+    /// Each declared release with its columns' states, in the folder's order.
+    pub releases: Vec<(Release, ColumnState)>,
 }
 
 pub(crate) fn inspect(client: &mut Client, migrations: &[Migration]) -> Result<Inspection> {
     let status = migrate::status(client, migrations)?;
-    let columns = tenancy::columns(client)?;
-    Ok(Inspection { status, columns })
+    let mut found = Vec::new();
+    for release in releases::load(migrations)? {
+        let columns = release.columns(client)?;
+        found.push((release, columns));
+    }
+    Ok(Inspection {
+        status,
+        releases: found,
+    })
 }
 
 impl Inspection {
-    pub(crate) fn all_columns(&self, column: Column) -> bool {
-        self.columns.iter().all(|(_, c)| *c == column)
+    /// The release (with its columns) whose expand or contract is `name`.
+    pub(crate) fn release_of(&self, name: &str) -> Option<&(Release, ColumnState)> {
+        self.releases.iter().find(|(r, _)| {
+            !r.fills.is_empty() && (r.expand == name || r.contract.as_deref() == Some(name))
+        })
     }
 
-    pub(crate) fn any_column(&self, column: Column) -> bool {
-        self.columns.iter().any(|(_, c)| *c == column)
-    }
-
-    /// `Connection: nullable, MetricDaily: missing, …`
+    /// `workspace-tenancy: Connection.workspaceId: nullable, …` for each release that fills.
     pub(crate) fn describe_columns(&self) -> String {
-        self.columns
+        self.releases
             .iter()
-            .map(|(table, column)| format!("{table}: {}", column.label()))
+            .filter(|(r, _)| !r.fills.is_empty())
+            .map(|(r, c)| format!("{}: {}", r.name, c.describe()))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join("; ")
     }
 }

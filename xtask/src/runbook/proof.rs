@@ -2,28 +2,30 @@
 //! "failed" tells only that the tool which ran the script did not see it finish: killed with
 //! SIGKILL, or its connection lost, its backend may have gone on and committed. Each judgement
 //! is made under the migration lock, after every backend still running a migration script has
-//! finished (`migrate::running`), so it never reads a state that is still changing.
+//! finished (`migrate::running`), so it never reads a state that is still changing. Nothing
+//! here knows a particular release: each proof is derived from a declaration or the script.
 //!
 //! - an index migration (`CREATE INDEX CONCURRENTLY`): the index VALID and defined as the file
 //!   defines it → applied; INVALID (an interrupted build, which holds no data) → dropped and
 //!   rolled back; absent → rolled back; VALID but defined otherwise → a person decides;
-//! - the contract: NOT NULL on all four tables, its checks dropped, its foreign keys validated
-//!   → applied; NOT NULL nowhere → rolled back (it is one transaction); anything between → a
-//!   person decides;
-//! - the expand: every column, foreign key, trigger, view and function → applied; none →
-//!   rolled back; some → a person decides;
-//! - any other migration: its script is one transaction, so a recorded lock timeout or cancel
-//!   means it was rolled back whole and a new try is the fix; any other recorded error needs
-//!   its cause fixed; no recorded outcome at all cannot be judged without knowing the script.
+//! - a declared release's contract: every column it fills NOT NULL → applied; none → rolled
+//!   back (it is one transaction); anything between → a person decides;
+//! - a declared release's expand: every column it adds exists → applied; none → rolled back;
+//!   some → a person decides;
+//! - any other migration that is one transaction: what its statements create and drop
+//!   (`migrate::effects`) all there → applied; none → rolled back; some → a person decides;
+//!   without such effects, a recorded lock timeout or cancel means it was rolled back whole and
+//!   a new try is the fix; any other recorded error needs its cause fixed.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use postgres::Client;
 
 use super::inspect::Inspection;
 use crate::migrate::concurrent::{self, IndexState};
+use crate::migrate::effects;
 use crate::migrate::logs::database_error;
 use crate::migrations::Migration;
-use crate::tenancy::{self, Column, CONTRACT, DATAHUB_TABLES, EXPAND};
+use crate::releases::Column;
 
 /// What the database shows about one failed migration.
 #[derive(Debug, Clone)]
@@ -52,14 +54,8 @@ pub(crate) fn judge(
     name: &str,
 ) -> Result<Judgement> {
     let migration = migrations.iter().find(|m| m.name == name);
-    if name == CONTRACT {
-        return contract(client, inspection);
-    }
-    if name == EXPAND {
-        return expand(client, inspection);
-    }
-    if name == tenancy::CONNECTION_KEY {
-        return connection_key(client, name);
+    if let Some(judgement) = declared(inspection, name) {
+        return Ok(judgement);
     }
     let unprovable = |why: String| Judgement::Unprovable {
         name: name.to_string(),
@@ -73,6 +69,17 @@ pub(crate) fn judge(
     if let Some(index) = migration.concurrent_index() {
         return index_migration(client, migration, &index);
     }
+    // What its statements create and drop, when they say: applied, or changed another way,
+    // decide here; left nothing needs the recorded error to say whether a new try is the fix
+    // (without a recorded error, the catalog is the proof).
+    let mut left_nothing = None;
+    if !has_transaction_control(&migration.script) {
+        match by_effects(client, migration)? {
+            Some(rolled_back @ Judgement::RolledBack { .. }) => left_nothing = Some(rolled_back),
+            Some(judgement) => return Ok(judgement),
+            None => {}
+        }
+    }
     let logs = inspection
         .status
         .entries
@@ -82,6 +89,7 @@ pub(crate) fn judge(
         .filter(|logs| !logs.trim().is_empty());
     let by_hand = format!("by hand: compare the database with `migrations/{name}/migration.sql`, then `cargo xtask migrate resolve --applied {name}` or `--rolled-back {name}`");
     Ok(match logs {
+        None if left_nothing.is_some() => left_nothing.unwrap_or_else(|| unreachable!()),
         None => unprovable(format!(
             "it has no recorded outcome (the process that ran it stopped before it could record one), and recover knows no proof for what this script changes; {by_hand}"
         )),
@@ -178,133 +186,102 @@ fn index_migration(client: &mut Client, migration: &Migration, index: &str) -> R
     })
 }
 
-/// The four `workspaceId` foreign keys and NOT NULL checks, as the catalog shows them.
-const CONTRACT_CONSTRAINTS_SQL: &str = "
-    SELECT count(*) FILTER (WHERE con.contype = 'c' AND con.conname = c.relname || '_workspaceId_not_null')::int,
-           count(*) FILTER (WHERE con.contype = 'f' AND con.conname = c.relname || '_workspaceId_fkey' AND con.convalidated)::int
-    FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
-    WHERE c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema())
-      AND c.relname::text = ANY($1)";
-
-fn contract(client: &mut Client, inspection: &Inspection) -> Result<Judgement> {
-    let name = CONTRACT.to_string();
-    if inspection.all_columns(Column::Nullable) {
-        return Ok(Judgement::RolledBack {
-            name,
-            proof:
-                "no workspaceId column is NOT NULL, so its script (one transaction) left nothing"
-                    .into(),
-            drop_index: None,
-        });
-    }
-    let row = client
-        .query_one(CONTRACT_CONSTRAINTS_SQL, &[&tenancy::tables_param()])
-        .context("cannot read the contract's constraints")?;
-    let (checks, validated_keys): (i32, i32) = (row.get(0), row.get(1));
-    let tables = DATAHUB_TABLES.len() as i32;
-    if inspection.all_columns(Column::NotNull) && checks == 0 && validated_keys == tables {
-        return Ok(Judgement::Applied {
-            name,
-            proof: format!(
-                "workspaceId is NOT NULL on all {tables} tables, the NOT NULL checks are dropped and the {tables} foreign keys validated: its script committed"
-            ),
-        });
-    }
-    Ok(Judgement::Unprovable {
-        name,
-        why: format!(
-            "its failure is recorded, but the database shows only part of what it does ({}; {checks} NOT NULL checks left, {validated_keys} of {tables} foreign keys validated): it was changed another way. If all four are NOT NULL and that is intended, record it with `cargo xtask migrate resolve --applied {CONTRACT}`; otherwise run `cargo xtask rollback --yes` first",
-            inspection.describe_columns()
-        ),
-    })
-}
-
-/// The expand's foreign keys and triggers that exist.
-const EXPAND_OBJECTS_SQL: &str = "
-    SELECT (SELECT count(*) FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
-            WHERE c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema())
-              AND c.relname::text = ANY($1) AND con.conname = c.relname || '_workspaceId_fkey')::int,
-           (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-            WHERE c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema())
-              AND c.relname::text = ANY($1) AND t.tgname = c.relname || '_fill_workspaceId')::int";
-
-fn expand(client: &mut Client, inspection: &Inspection) -> Result<Judgement> {
-    let name = EXPAND.to_string();
-    let helpers: i32 = client
-        .query_one(
-            tenancy::EXPAND_LEFTOVERS_SQL,
-            &[
-                &tenancy::HOME_VIEW,
-                &tenancy::FILL_TRIGGER_FUNCTION,
-                &tenancy::HOME_ID_FUNCTION,
-            ],
-        )
-        .context("cannot look for the expand migration's view and functions")?
-        .get(0);
-    let row = client
-        .query_one(EXPAND_OBJECTS_SQL, &[&tenancy::tables_param()])
-        .context("cannot look for the expand migration's foreign keys and triggers")?;
-    let (keys, triggers): (i32, i32) = (row.get(0), row.get(1));
-    let tables = DATAHUB_TABLES.len() as i32;
-    if inspection.all_columns(Column::Missing) && helpers == 0 && keys == 0 && triggers == 0 {
-        return Ok(Judgement::RolledBack {
-            name,
-            proof: "none of its columns, foreign keys, triggers, view or functions exist".into(),
-            drop_index: None,
-        });
-    }
-    if !inspection.any_column(Column::Missing)
-        && helpers == 3
-        && keys == tables
-        && triggers == tables
-    {
-        return Ok(Judgement::Applied {
-            name,
-            proof: format!(
-                "all {tables} workspaceId columns, foreign keys and triggers and its view and two functions exist: its script committed"
-            ),
-        });
-    }
-    Ok(Judgement::Unprovable {
-        name,
-        why: format!(
-            "its failure is recorded, but part of what it creates exists ({}; {keys} of {tables} foreign keys, {triggers} of {tables} triggers, {helpers} of 3 for its view and two functions): it was changed another way. Compare the database with `migrations/{EXPAND}/migration.sql`; if everything is there, run `cargo xtask migrate resolve --applied {EXPAND}`",
-            inspection.describe_columns()
-        ),
-    })
-}
-
-/// The next release's key of `Connection`: the new unique constraint adopted and the old key
-/// dropped → applied (one transaction); neither → rolled back; one of the two → by hand.
-fn connection_key(client: &mut Client, name: &str) -> Result<Judgement> {
-    let row = client
-        .query_one(
-            tenancy::CONNECTION_KEYS_SQL,
-            &[&tenancy::CONNECTION_NEW_KEY, &tenancy::CONNECTION_OLD_KEY],
-        )
-        .context("cannot look up the keys of `Connection`")?;
-    let (adopted, old_key): (bool, bool) = (row.get(0), row.get(1));
-    let (new_key, old) = (tenancy::CONNECTION_NEW_KEY, tenancy::CONNECTION_OLD_KEY);
+/// A declared release's expand or contract, judged by the columns it fills: the expand adds
+/// them (nullable), the contract sets them NOT NULL, each in one transaction.
+fn declared(inspection: &Inspection, name: &str) -> Option<Judgement> {
+    let (release, columns) = inspection.release_of(name)?;
     let name = name.to_string();
-    Ok(match (adopted, old_key) {
-        (false, true) => Judgement::RolledBack {
+    let described = columns.describe();
+    let fills = release.describe_fills();
+    if release.contract.as_deref() == Some(name.as_str()) {
+        return Some(if columns.all(Column::NotNull) {
+            Judgement::Applied {
+                proof: format!("{fills} NOT NULL: its script committed"),
+                name,
+            }
+        } else if !columns.any(Column::NotNull) {
+            Judgement::RolledBack {
+                proof: format!("none of {fills} is NOT NULL, so its script (one transaction) left nothing"),
+                name,
+                drop_index: None,
+            }
+        } else {
+            Judgement::Unprovable {
+                why: format!(
+                    "its failure is recorded, but only part of what it does is there ({described}): it was changed another way. If every column is NOT NULL and that is intended, record it with `cargo xtask migrate resolve --applied {name}`; otherwise run `cargo xtask rollback --release {} --yes` first",
+                    release.name
+                ),
+                name,
+            }
+        });
+    }
+    Some(if !columns.any(Column::Missing) {
+        Judgement::Applied {
+            proof: format!("{fills} exist: its script committed"),
             name,
-            proof: format!("`{new_key}` is not a constraint and the old key `{old}` still exists"),
+        }
+    } else if columns.all(Column::Missing) {
+        Judgement::RolledBack {
+            proof: format!("none of {fills} exists, so its script (one transaction) left nothing"),
+            name,
             drop_index: None,
-        },
-        (true, false) => Judgement::Applied {
-            name,
-            proof: format!("`{new_key}` is the key of `Connection` and the old key `{old}` is gone: its script committed"),
-        },
-        _ => Judgement::Unprovable {
+        }
+    } else {
+        Judgement::Unprovable {
             why: format!(
-                "`{new_key}` is {}a constraint and the old key `{old}` {}: neither before nor after the migration; compare `Connection` with `migrations/{name}/migration.sql` and finish or undo it by hand",
-                if adopted { "" } else { "not " },
-                if old_key { "still exists" } else { "is gone" },
+                "its failure is recorded, but part of what it creates exists ({described}): it was changed another way. Compare the database with `migrations/{name}/migration.sql`; if everything is there, run `cargo xtask migrate resolve --applied {name}`"
             ),
             name,
-        },
+        }
     })
+}
+
+/// A one-transaction script judged by the objects it creates and drops.
+fn by_effects(client: &mut Client, migration: &Migration) -> Result<Option<Judgement>> {
+    let found = effects::effects(&migration.script);
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let mut after = Vec::new();
+    let mut before = Vec::new();
+    for effect in &found {
+        let exists = effect.object.exists(client)?;
+        let what = format!(
+            "{} {}",
+            effect.object.describe(),
+            if exists { "exists" } else { "does not exist" }
+        );
+        if exists == effect.exists_after {
+            after.push(what);
+        } else {
+            before.push(what);
+        }
+    }
+    let name = migration.name.clone();
+    Ok(Some(if before.is_empty() {
+        Judgement::Applied {
+            proof: format!("{}: its script committed", after.join(", ")),
+            name,
+        }
+    } else if after.is_empty() {
+        Judgement::RolledBack {
+            proof: format!(
+                "{}: its script (one transaction) left nothing",
+                before.join(", ")
+            ),
+            name,
+            drop_index: None,
+        }
+    } else {
+        Judgement::Unprovable {
+            why: format!(
+                "{}, but {}: neither before nor after the migration; compare the database with `migrations/{name}/migration.sql` and finish or undo it by hand",
+                after.join(", "),
+                before.join(", ")
+            ),
+            name,
+        }
+    }))
 }
 
 #[cfg(test)]

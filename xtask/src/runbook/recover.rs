@@ -3,7 +3,7 @@
 //! It first takes the migration lock and waits for every backend still running a migration
 //! script (a killed deploy's backend goes on, and may commit), so it never decides from a
 //! state that is still changing. Then three phases. **Inspect** reads the failed rows of
-//! `_prisma_migrations`, the `workspaceId` columns (the plan's scenario A: expand applied,
+//! `_prisma_migrations`, the columns each declared release fills (the plan's scenario A: expand applied,
 //! contract failed; scenario B: expand failed too) and, for each failed migration, what its
 //! script left behind (`proof`). **Plan** turns that into steps, pure: a failed migration is
 //! resolved as applied when the catalog proves its script committed, or as rolled back when it
@@ -31,12 +31,13 @@ use crate::migrate::state::State;
 use crate::migrate::{self, concurrent, running, DeployOptions, Resolution};
 use crate::migrations::Migration;
 use crate::report::{self, backticked, thousands, Report, Style};
-use crate::tenancy::{self, Column, CONTRACT, EXPAND, INIT};
+use crate::db::quote_ident;
+use crate::releases::Column;
 
 pub(crate) const SUMMARY: &str = "the recovery plan after a failed migration (scenario A/B)";
 
 pub(crate) const HELP: &str = "\
-cargo xtask recover [--dry-run] [--json] [--lock-wait SECONDS] [--lock-timeout SECONDS]
+cargo xtask recover [--dry-run] [--app-deployed] [--json] [--lock-wait SECONDS] [--lock-timeout SECONDS]
 The recovery plan after a failed or interrupted migration. Takes the migration lock, waits
 for any backend still running a migration script (naming its pid), then reads the failed
 rows of _prisma_migrations and what each migration left behind: a migration whose script
@@ -45,6 +46,8 @@ is resolved as applied, one that left nothing (or only an INVALID index, which i
 rolled back. Then it deploys up to expand, backfills, checks, deploys the rest, and ends with
 migrate status up to date. A state it cannot prove stops it, changing nothing.
 --dry-run         prints the plan and changes nothing (without waiting for the lock)
+--app-deployed    the app of the release is live: migrations the previous app cannot
+                  survive (a release's `needs_new_app`) may run
 --lock-wait S     how long to wait for the migration lock and for migrations still running
                   elsewhere (default 60)
 --lock-timeout S  the lock budget of each migration it deploys (default 60)
@@ -57,8 +60,10 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let json = args.contains("--json");
     let dry_run = args.contains("--dry-run");
+    let app_deployed = args.contains("--app-deployed");
     let mut options = RecoverOptions {
         dry_run,
+        gates: database_steps::Gates { app_deployed },
         ..Default::default()
     };
     migrate::take_lock_options(&mut args, &mut options.deploy)?;
@@ -74,6 +79,8 @@ pub struct RecoverOptions {
     pub dry_run: bool,
     pub deploy: DeployOptions,
     pub backfill: BackfillOptions,
+    /// Migrations the previous app cannot survive may run (`--app-deployed`).
+    pub gates: database_steps::Gates,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +127,20 @@ enum BackfillRows {
     NotNeeded,
     Nulls(i64),
     AllRows(i64),
+}
+
+impl BackfillRows {
+    /// Two releases' rows together: every row where any release's columns are missing.
+    fn add(self, other: BackfillRows) -> BackfillRows {
+        use BackfillRows::*;
+        match (self, other) {
+            (NotNeeded, x) | (x, NotNeeded) => x,
+            (Nulls(a), Nulls(b)) => Nulls(a + b),
+            (AllRows(a), Nulls(b)) | (Nulls(a), AllRows(b)) | (AllRows(a), AllRows(b)) => {
+                AllRows(a + b)
+            }
+        }
+    }
 }
 
 /// One step of the plan: what the dry run shows and the real run does.
@@ -233,22 +254,40 @@ fn inspect_all(
     for name in &failed {
         judgements.push(proof::judge(client, &inspection, migrations, name)?);
     }
-    let tables_exist = inspection.status.state_of(INIT) == Some(&State::Applied);
-    let backfill_rows =
-        if inspection.status.not_managed.is_some() || inspection.all_columns(Column::NotNull) {
-            BackfillRows::NotNeeded
-        } else if !tables_exist {
-            // Not even the init migration is applied: no Data Hub table, no row yet.
-            BackfillRows::AllRows(0)
-        } else if inspection.any_column(Column::Missing) {
-            let rows: i64 = client
-                .query_one(&tenancy::row_count_sql(), &[])
-                .context("cannot count the rows of the Data Hub tables")?
-                .get(0);
-            BackfillRows::AllRows(rows)
-        } else {
-            BackfillRows::Nulls(check::check(client)?.total_nulls())
-        };
+    // The rows the declared backfills would fill: NULLs where the columns exist, every row of
+    // the tables (that exist) where they do not yet.
+    let mut backfill_rows = BackfillRows::NotNeeded;
+    if inspection.status.not_managed.is_none() {
+        for (release, columns) in &inspection.releases {
+            if release.rule.is_none() || columns.all(Column::NotNull) {
+                continue;
+            }
+            let rows = if columns.any(Column::Missing) {
+                let mut tables: Vec<&str> = release.fills.iter().map(|f| f.table.as_str()).collect();
+                tables.dedup();
+                let mut rows = 0i64;
+                for table in tables {
+                    let count: Option<i64> = client
+                        .query_one(
+                            "SELECT CASE WHEN to_regclass($1) IS NULL THEN NULL ELSE 0 END::bigint",
+                            &[&quote_ident(table)],
+                        )
+                        .context("cannot look up a table a release fills")?
+                        .get(0);
+                    if count.is_some() {
+                        rows += client
+                            .query_one(format!("SELECT count(*) FROM {}", quote_ident(table)).as_str(), &[])
+                            .with_context(|| format!("cannot count the rows of `{table}`"))?
+                            .get::<_, i64>(0);
+                    }
+                }
+                BackfillRows::AllRows(rows)
+            } else {
+                BackfillRows::Nulls(check::check_release(client, release)?.total_nulls())
+            };
+            backfill_rows = backfill_rows.add(rows);
+        }
+    }
     Ok(Findings {
         inspection,
         failed,
@@ -265,17 +304,19 @@ fn describe(found: &Findings) -> Vec<String> {
             0 => "no failed migration in `_prisma_migrations`".to_string(),
             _ => format!("failed: {}", backticked(&found.failed)),
         },
-        format!(
-            "workspaceId columns: {}",
-            found.inspection.describe_columns()
-        ),
+        format!("columns: {}", found.inspection.describe_columns()),
         found.inspection.status.summary(),
     ]);
     let failed = |name: &str| found.failed.iter().any(|f| f == name);
-    if failed(EXPAND) && found.inspection.all_columns(Column::Missing) {
-        findings.push("scenario B of the recovery plan: the expand migration failed, the columns do not exist".into());
-    } else if failed(CONTRACT) && found.inspection.all_columns(Column::Nullable) {
-        findings.push("scenario A of the recovery plan: the columns exist and are nullable, the contract failed".into());
+    for (release, columns) in &found.inspection.releases {
+        if release.fills.is_empty() {
+            continue;
+        }
+        if failed(&release.expand) && columns.all(Column::Missing) {
+            findings.push(format!("scenario B of the recovery plan: the expand migration of `{}` failed, its columns do not exist", release.name));
+        } else if release.contract.as_deref().is_some_and(failed) && columns.all(Column::Nullable) {
+            findings.push(format!("scenario A of the recovery plan: the columns of `{}` exist and are nullable, its contract failed", release.name));
+        }
     }
     findings
 }
@@ -327,7 +368,15 @@ fn plan(found: &Findings) -> Plan {
     }
 
     let mut steps = Vec::new();
-    let mut expand_pending = status.state_of(EXPAND).is_none_or(State::is_pending);
+    // The first declared expand (of a release that fills) not applied, or rolled back below.
+    let pending_expand = |name: &str| status.state_of(name).is_none_or(State::is_pending);
+    let mut expand_pending: Option<String> = found
+        .inspection
+        .releases
+        .iter()
+        .filter(|(r, _)| r.rule.is_some())
+        .map(|(r, _)| r.expand.clone())
+        .find(|e| pending_expand(e));
     for judgement in &found.judgements {
         let (name, resolution, detail, drop_index) = match judgement {
             Judgement::RolledBack {
@@ -357,22 +406,27 @@ fn plan(found: &Findings) -> Plan {
                 drop_index,
             },
         });
-        expand_pending |= name == EXPAND && resolution == Resolution::RolledBack;
+        if expand_pending.is_none()
+            && resolution == Resolution::RolledBack
+            && found.inspection.releases.iter().any(|(r, _)| r.expand == *name)
+        {
+            expand_pending = Some(name.clone());
+        }
     }
-    if expand_pending {
+    if let Some(expand) = expand_pending {
         steps.push(PlannedStep {
             name: "deploy expand".into(),
-            detail: format!("apply `{EXPAND}`"),
+            detail: format!("apply up to `{expand}`"),
             action: Action::DatabaseStep,
         });
     }
     let backfill = match found.backfill_rows {
-        BackfillRows::NotNeeded => "nothing to do: workspaceId is NOT NULL".to_string(),
+        BackfillRows::NotNeeded => "nothing to do: every column the releases fill is NOT NULL or set".to_string(),
         BackfillRows::AllRows(rows) => format!(
-            "every row of the 4 tables ({}), once the columns exist",
+            "every row of the tables the releases fill ({}), once the columns exist",
             thousands(rows)
         ),
-        BackfillRows::Nulls(rows) => format!("{} rows with a NULL workspaceId", thousands(rows)),
+        BackfillRows::Nulls(rows) => format!("{} rows with a NULL the releases fill", thousands(rows)),
     };
     let last = status
         .entries
@@ -443,6 +497,7 @@ fn execute(
                     migrations,
                     &options.deploy,
                     &options.backfill,
+                    &options.gates,
                     &mut steps,
                 )? {
                     return Ok(steps.stopped(&stop.at, &stop.next));

@@ -12,7 +12,7 @@ use anyhow::Result;
 use pico_args::Arguments;
 use postgres::Client;
 
-use super::database_steps::{self, Stop};
+use super::database_steps::{self, Gates, Stop};
 use super::inspect;
 use super::step::{RunbookReport, Step, StepResult, Steps};
 use crate::app_build::{AppBuild, APP_BIN_ENV};
@@ -28,28 +28,50 @@ use crate::report;
 use crate::smoke::{self, SmokeOptions};
 
 pub(crate) const SUMMARY: &str =
-    "the Normal Deployment: deploy expand, backfill, check, deploy, build, smoke";
+    "every pending release, gated: deploy, backfill, check, contract, build, smoke";
 
 pub(crate) const HELP: &str = "\
-cargo xtask release [--batch-size N] [--lock-wait SECONDS] [--lock-timeout SECONDS] [--json]
-The release checklist's Normal Deployment:
-  1. deploy --to the expand migration   2. backfill   3. check (must pass)
-  4. deploy the rest (indexes, contract) 5. cargo build --release -p app   6. smoke
-Steps 1 to 4 run under the migration lock, after any migration still running elsewhere has
+cargo xtask release [--app-url URL | --app-deployed] [--batch-size N] [--lock-wait SECONDS]
+                    [--lock-timeout SECONDS] [--json]
+cargo xtask release new NAME --table TABLE --column COLUMN [--type TYPE]   (see `release new --help`)
+The release checklist's Normal Deployment, for every pending migration and every release
+declared beside its expand migration (migrations/<expand>/release.toml):
+  1. deploy each pending migration in order; right after a release's expand, its backfill;
+     before its contract, its check (must pass); before a migration the previous app cannot
+     survive (the release's needs_new_app), a stop while an app that predates it is connected
+     (the app names the newest migration it knows in pg_stat_activity's application_name)
+  2. cargo build --release -p app   3. smoke
+A migration no release declares that existing rows would make fail (NOT NULL over NULLs, a
+constraint they break) is not run: the release stops before it with the count.
+Step 1 runs under the migration lock, after any migration still running elsewhere has
 finished. Before each step it reads the database; a step already done is skipped and says
 why. It stops at the first failure and names the command to run next. Safe to run again at
 any time. --lock-wait: how long to wait for the migration lock (default 60 s). --lock-timeout:
-the lock budget of each migration (default 60 s; each try waits at most 500 ms). DATAHUB_APP_BIN=PATH uses a prebuilt app binary instead of step 5.
+the lock budget of each migration (default 60 s; each try waits at most 500 ms).
+--app-url URL: the new app is live at URL: it is smoke-tested first, then the migrations the
+previous app cannot survive run even while its connections linger (or behind a pooler, where
+they cannot be seen). --app-deployed: the same without the smoke test. DATAHUB_APP_BIN=PATH uses a
+prebuilt app binary instead of step 2.
 ";
 
 pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if let Ok(Some(sub)) = args.clone().subcommand() {
+        if sub == "new" {
+            let _ = args.subcommand();
+            return crate::releases::scaffold::run(args, globals);
+        }
+    }
     if cli::wants_help(&mut args) {
         print!("{HELP}");
         return Ok(Outcome::Ready);
     }
     let json = args.contains("--json");
+    let app_deployed = args.contains("--app-deployed");
+    let app_url: Option<String> = args.opt_value_from_str("--app-url").map_err(cli::parse_error)?;
     let batch_size = cli::number(&mut args, "--batch-size", 1..=1_000_000)?;
     let mut options = ReleaseOptions::default();
+    options.gates.app_deployed = app_deployed;
+    options.app_url = app_url;
     crate::migrate::take_lock_options(&mut args, &mut options.deploy)?;
     cli::finish(args, "release")?;
     let migrations = globals.migrations()?;
@@ -66,6 +88,10 @@ pub struct ReleaseOptions {
     pub deploy: DeployOptions,
     pub backfill: BackfillOptions,
     pub build: AppBuild,
+    /// What may run besides deploys (the new app is live).
+    pub gates: Gates,
+    /// The new app's URL: smoke-tested before the migrations it needs run.
+    pub app_url: Option<String>,
 }
 
 impl Default for ReleaseOptions {
@@ -74,6 +100,8 @@ impl Default for ReleaseOptions {
             deploy: DeployOptions::default(),
             backfill: BackfillOptions::default(),
             build: AppBuild::from_env(true),
+            gates: Gates::default(),
+            app_url: None,
         }
     }
 }
@@ -85,12 +113,44 @@ pub fn release(
     options: &ReleaseOptions,
 ) -> Result<RunbookReport> {
     let mut steps = Steps::new("release");
+    let mut gates = options.gates.clone();
+    if let Some(app_url) = &options.app_url {
+        // The new app is live: proven by the smoke test against it, before anything it needs.
+        let started = Instant::now();
+        let report = smoke::smoke(
+            client,
+            url,
+            &SmokeOptions {
+                url: Some(app_url.clone()),
+                app_bin: None,
+                browser: false,
+            },
+        )?;
+        let n_ok = report.checks.iter().filter(|c| c.ok).count();
+        if !report.passed() {
+            steps.push(Step::failed(
+                "new app",
+                started,
+                format!("{n_ok} of {} smoke checks passed at {app_url}", report.checks.len()),
+            ));
+            return Ok(steps.stopped(
+                "new app",
+                "fix what `cargo xtask smoke --url URL` reports about the running app, then run `cargo xtask release --app-url URL` again",
+            ));
+        }
+        steps.push(Step::done(
+            "new app",
+            started,
+            format!("live at {app_url}: {n_ok} of {} smoke checks passed", report.checks.len()),
+        ));
+        gates.app_deployed = true;
+    }
     // The database steps decide under the migration lock, after every migration still running
     // elsewhere (a killed deploy's backend, another tool) has finished: two releases, or a
     // release and a recover, take turns instead of deciding from each other's half-done work.
     let stop = db::with_migration_lock(client, options.deploy.lock_wait, migrations, |client| {
         running::wait_for_others(client, migrations, options.deploy.lock_wait)?;
-        database_part(client, url, migrations, options, &mut steps)
+        database_part(client, url, migrations, options, &gates, &mut steps)
     })?;
     if let Some(stop) = stop {
         return Ok(steps.stopped(&stop.at, &stop.next));
@@ -169,6 +229,7 @@ fn database_part(
     url: &DatabaseUrl,
     migrations: &[Migration],
     options: &ReleaseOptions,
+    gates: &Gates,
     steps: &mut Steps,
 ) -> Result<Option<Stop>> {
     let state = inspect::inspect(client, migrations)?;
@@ -212,6 +273,7 @@ fn database_part(
         migrations,
         &options.deploy,
         &options.backfill,
+        gates,
         steps,
     )
 }

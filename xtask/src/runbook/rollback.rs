@@ -1,12 +1,12 @@
-//! `cargo xtask rollback --yes`: the release checklist's Emergency Rollback. `workspaceId`
-//! becomes nullable again on the four tables and the contract migration is marked rolled back,
-//! in one transaction under Prisma's advisory lock, so `migrate deploy` brings it back later.
+//! `cargo xtask rollback --yes`: the release checklist's Emergency Rollback, for the release
+//! contracted last (or `--release NAME`) and no other. The columns its contract made NOT NULL
+//! become nullable again and the contract migration is marked rolled back, in one transaction
+//! under Prisma's advisory lock, so `migrate deploy` (or `release`) brings it back later.
 //! Without `--yes` it only prints what it would do.
 //!
-//! It also re-adds the expand step's `CHECK ("workspaceId" IS NOT NULL) NOT VALID` constraints
-//! (brief locks, no scan), which returns the tables to exactly their post-expand state: the
-//! expand trigger still fills `workspaceId` on every insert and update, so the checks reject
-//! nothing the app writes, and the contract re-deploys without an ACCESS EXCLUSIVE scan.
+//! It also re-adds the `CHECK (column IS NOT NULL) NOT VALID` constraints the release's expand
+//! added and its contract dropped (brief locks, no scan), which returns the tables to exactly
+//! their post-expand state, and the contract re-deploys without an ACCESS EXCLUSIVE scan.
 
 use std::time::{Duration, Instant};
 
@@ -26,15 +26,16 @@ use crate::migrate::state::State;
 use crate::migrate::DeployOptions;
 use crate::migrations::Migration;
 use crate::report;
-use crate::tenancy::{self, Column, CONTRACT, DATAHUB_TABLES};
+use crate::releases::{self, rule, Column, Release};
 
-pub(crate) const SUMMARY: &str = "the Emergency Rollback: workspaceId nullable again";
+pub(crate) const SUMMARY: &str = "the Emergency Rollback of the release contracted last";
 
 pub(crate) const HELP: &str = "\
-cargo xtask rollback [--yes] [--lock-wait SECONDS] [--lock-timeout SECONDS]
-The release checklist's Emergency Rollback. Makes workspaceId nullable again on the four Data
-Hub tables and marks the contract migration rolled back, in one transaction; `cargo xtask
-migrate deploy` brings NOT NULL back. Without --yes it prints what it would do and changes
+cargo xtask rollback [--release NAME] [--yes] [--lock-wait SECONDS] [--lock-timeout SECONDS]
+The release checklist's Emergency Rollback of the release contracted last (or --release NAME):
+the columns its contract made NOT NULL become nullable again and the contract migration is
+marked rolled back, in one transaction; `cargo xtask release` brings NOT NULL back. It refuses
+when it cannot tell which release was contracted last. Without --yes it prints what it would do and changes
 nothing. With --yes it decides under the migration lock, after any migration still running
 has finished. Each try waits at most 500 ms for a table lock; tries repeat until
 --lock-timeout seconds of lock waits are spent (default 60).
@@ -46,25 +47,41 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         return Ok(Outcome::Ready);
     }
     let yes = args.contains("--yes");
+    let release: Option<String> = args
+        .opt_value_from_str("--release")
+        .map_err(cli::parse_error)?;
     let mut deploy = DeployOptions::default();
     crate::migrate::take_lock_options(&mut args, &mut deploy)?;
     cli::finish(args, "rollback")?;
     let migrations = globals.migrations()?;
     let mut client = globals.url()?.connect()?;
-    let report = rollback(&mut client, &migrations, yes, &deploy)?;
+    let report = rollback_release(&mut client, &migrations, release.as_deref(), yes, &deploy)?;
     report::emit(&report, false)
 }
 
+/// Rolls back the release contracted last.
 pub fn rollback(
     client: &mut Client,
     migrations: &[Migration],
     yes: bool,
     deploy: &DeployOptions,
 ) -> Result<RunbookReport> {
+    rollback_release(client, migrations, None, yes, deploy)
+}
+
+/// Rolls back `release` (by name), or the release contracted last.
+pub fn rollback_release(
+    client: &mut Client,
+    migrations: &[Migration],
+    release: Option<&str>,
+    yes: bool,
+    deploy: &DeployOptions,
+) -> Result<RunbookReport> {
     if !yes {
         let mut steps = Steps::new("rollback (preview)");
-        return Ok(match decide(client, migrations)? {
+        return Ok(match decide(client, migrations, release)? {
             Decision::Nothing(why) => steps.finish(true, why),
+            Decision::Refuse(why) => steps.finish(false, why),
             Decision::RollBack(plan) => {
                 for sql in &plan.statements {
                     steps.planned("sql", sql.clone());
@@ -72,12 +89,12 @@ pub fn rollback(
                 if plan.contract_applied {
                     steps.planned(
                         "mark rolled back",
-                        format!("`{CONTRACT}` in `_prisma_migrations` (rolled_back_at = now())"),
+                        format!("`{}` in `_prisma_migrations` (rolled_back_at = now())", plan.contract),
                     );
                 }
                 steps.finish(
                     true,
-                    "Preview only: nothing was changed. Run `cargo xtask rollback --yes` to do this.",
+                    format!("Preview only: nothing was changed. Run `cargo xtask rollback --release {} --yes` to do this.", plan.release),
                 )
             }
         });
@@ -87,8 +104,9 @@ pub fn rollback(
     db::with_migration_lock(client, deploy.lock_wait, migrations, |client| {
         running::wait_for_others(client, migrations, deploy.lock_wait)?;
         let steps = Steps::new("rollback");
-        match decide(client, migrations)? {
+        match decide(client, migrations, release)? {
             Decision::Nothing(why) => Ok(steps.finish(true, why)),
+            Decision::Refuse(why) => Ok(steps.finish(false, why)),
             Decision::RollBack(plan) => Ok(execute(client, &plan, deploy, steps)),
         }
     })
@@ -96,6 +114,8 @@ pub fn rollback(
 
 /// What the rollback would do, from what the database shows now.
 struct Plan {
+    release: String,
+    contract: String,
     statements: Vec<String>,
     not_null: Vec<String>,
     contract_applied: bool,
@@ -103,35 +123,88 @@ struct Plan {
 
 enum Decision {
     Nothing(String),
+    Refuse(String),
     RollBack(Plan),
 }
 
-fn decide(client: &mut Client, migrations: &[Migration]) -> Result<Decision> {
+fn decide(client: &mut Client, migrations: &[Migration], name: Option<&str>) -> Result<Decision> {
     let state = inspect::inspect(client, migrations)?;
-    let not_null: Vec<String> = state
-        .columns
+    let applied = |m: &str| state.status.state_of(m) == Some(&State::Applied);
+    let position = |m: &str| migrations.iter().position(|x| x.name == m);
+    let contracted: Vec<&(Release, releases::ColumnState)> = state
+        .releases
         .iter()
-        .filter(|(_, c)| *c == Column::NotNull)
-        .map(|(t, _)| t.clone())
+        .filter(|(r, c)| {
+            r.contract.as_deref().is_some_and(|k| applied(k)) || (!r.fills.is_empty() && c.any(Column::NotNull))
+        })
         .collect();
-    let contract_applied = state.status.state_of(CONTRACT) == Some(&State::Applied);
+    let chosen = match name {
+        Some(name) => {
+            let release = releases::find(
+                &state.releases.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
+                name,
+            )?
+            .name
+            .clone();
+            state.releases.iter().find(|(r, _)| r.name == release)
+        }
+        None => {
+            // The release contracted last: the latest contract (in the folder's order) that is
+            // recorded applied. A release whose columns are NOT NULL without its contract
+            // recorded was changed by hand: which came last cannot be told from the database.
+            let by_hand: Vec<&str> = contracted
+                .iter()
+                .filter(|(r, _)| !r.contract.as_deref().is_some_and(|k| applied(k)))
+                .map(|(r, _)| r.name.as_str())
+                .collect();
+            if !by_hand.is_empty() && contracted.len() > 1 {
+                return Ok(Decision::Refuse(format!(
+                    "❌ Nothing was changed: the columns of {} are NOT NULL without their contract recorded applied, so which release was contracted last cannot be told. Name it: `cargo xtask rollback --release NAME`.",
+                    by_hand.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            contracted
+                .iter()
+                .max_by_key(|(r, _)| r.contract.as_deref().and_then(position))
+                .copied()
+        }
+    };
+    let Some((release, columns)) = chosen else {
+        return Ok(Decision::Nothing(
+            "Nothing to roll back: no declared release has its contract applied.".to_string(),
+        ));
+    };
+    let Some(contract) = release.contract.clone() else {
+        return Ok(Decision::Refuse(format!(
+            "❌ Nothing was changed: the `{}` release has no contract (it fills no column), so there is no NOT NULL to undo; undo its migrations with a new migration (`cargo xtask migrate new NAME`).",
+            release.name
+        )));
+    };
+    let not_null: Vec<String> = columns
+        .of(Column::NotNull)
+        .into_iter()
+        .map(|f| format!("{}.{}", f.table, f.column))
+        .collect();
+    let contract_applied = applied(&contract);
     if not_null.is_empty() && !contract_applied {
         return Ok(Decision::Nothing(format!(
-            "Nothing to roll back: workspaceId is not NOT NULL on any table and `{CONTRACT}` is {}.",
+            "Nothing to roll back: no column of the `{}` release is NOT NULL and `{contract}` is {}.",
+            release.name,
             state
                 .status
-                .state_of(CONTRACT)
+                .state_of(&contract)
                 .map(State::label)
                 .unwrap_or("unknown")
         )));
     }
     Ok(Decision::RollBack(Plan {
-        statements: statements(client, &not_null)?,
+        release: release.name.clone(),
+        statements: statements(client, release, columns)?,
+        contract,
         not_null,
         contract_applied,
     }))
 }
-
 fn execute(
     client: &mut Client,
     plan: &Plan,
@@ -139,7 +212,8 @@ fn execute(
     mut steps: Steps,
 ) -> RunbookReport {
     let started = Instant::now();
-    match run_with_retries(client, &plan.statements, plan.contract_applied, deploy) {
+    let contract = plan.contract_applied.then_some(plan.contract.as_str());
+    match run_with_retries(client, &plan.statements, contract, deploy) {
         Ok(lock_timeouts) => {
             let retries = match lock_timeouts {
                 0 => String::new(),
@@ -149,9 +223,9 @@ fn execute(
                 "drop NOT NULL",
                 started,
                 format!(
-                    "workspaceId nullable on {}; NOT VALID checks re-added{retries}",
+                    "nullable again: {}; NOT VALID checks re-added{retries}",
                     if plan.not_null.is_empty() {
-                        "no table (it already was)".to_string()
+                        "no column (each already was)".to_string()
                     } else {
                         plan.not_null.join(", ")
                     }
@@ -160,12 +234,15 @@ fn execute(
             if plan.contract_applied {
                 steps.push(Step {
                     duration: Duration::ZERO,
-                    ..Step::done("mark rolled back", started, format!("`{CONTRACT}`"))
+                    ..Step::done("mark rolled back", started, format!("`{}`", plan.contract))
                 });
             }
             steps.finish(
                 true,
-                format!("✅ Rolled back: workspaceId is nullable again and `{CONTRACT}` is pending. Once the cause is fixed: `cargo xtask check`, then `cargo xtask migrate deploy` restores NOT NULL."),
+                format!(
+                    "✅ Rolled back `{}`: its columns are nullable again and `{}` is pending. Once the cause is fixed: `cargo xtask check --release {}`, then `cargo xtask release` restores NOT NULL.",
+                    plan.release, plan.contract, plan.release
+                ),
             )
         }
         Err(error) => {
@@ -179,22 +256,29 @@ fn execute(
     }
 }
 
-/// DROP NOT NULL where it is set, and the NOT VALID check where it is missing.
-fn statements(client: &mut Client, not_null: &[String]) -> Result<Vec<String>> {
+/// DROP NOT NULL where it is set, and the expand's NOT VALID check where it is missing.
+fn statements(
+    client: &mut Client,
+    release: &Release,
+    columns: &releases::ColumnState,
+) -> Result<Vec<String>> {
     let mut statements = Vec::new();
-    for table in DATAHUB_TABLES {
-        if not_null.iter().any(|t| t == table) {
-            statements.push(tenancy::drop_not_null_sql(table));
+    for (fill, column) in &columns.fills {
+        if *column == Column::NotNull {
+            statements.push(rule::drop_not_null_sql(&fill.table, &fill.column));
         }
+        if *column == Column::Missing {
+            continue;
+        }
+        let Some(check) = &fill.not_null_check else {
+            continue;
+        };
         let has_check = client
-            .query_opt(
-                tenancy::CHECK_EXISTS_SQL,
-                &[&tenancy::not_null_check(table), &quote_ident(table)],
-            )
-            .with_context(|| format!("cannot look up the NOT NULL check of `{table}`"))?
+            .query_opt(rule::CHECK_EXISTS_SQL, &[check, &quote_ident(&fill.table)])
+            .with_context(|| format!("cannot look up the check `{check}` of `{}`", release.name))?
             .is_some();
         if !has_check {
-            statements.push(tenancy::add_not_null_check_sql(table));
+            statements.push(rule::add_not_null_check_sql(&fill.table, &fill.column, check));
         }
     }
     Ok(statements)
@@ -205,7 +289,7 @@ fn statements(client: &mut Client, not_null: &[String]) -> Result<Vec<String>> {
 fn run_with_retries(
     client: &mut Client,
     statements: &[String],
-    mark_contract: bool,
+    mark_contract: Option<&str>,
     deploy: &DeployOptions,
 ) -> Result<u32> {
     let tries = db::retry_on_lock_timeout(
@@ -223,8 +307,8 @@ fn run_with_retries(
             for sql in statements {
                 tx.batch_execute(sql)?;
             }
-            if mark_contract {
-                history::mark_applied_rolled_back(&mut tx, CONTRACT)?;
+            if let Some(contract) = mark_contract {
+                history::mark_applied_rolled_back(&mut tx, contract)?;
             }
             tx.commit()
         },

@@ -15,7 +15,8 @@ use crate::db::Connect;
 use crate::error::Outcome;
 use crate::migrate::{self, state::State};
 use crate::migrations::Migration;
-use crate::report;
+use crate::releases::{self, Phase};
+use crate::report::{self, thousands};
 
 pub(crate) const SUMMARY: &str = "the Quick Status Check: migrate status, check, build";
 
@@ -80,7 +81,7 @@ pub fn status(
     }
 
     let started = Instant::now();
-    let report = check::check(client)?;
+    let report = check::check(client, migrations)?;
     let backfilled = report.is_backfilled();
     steps.push(Step {
         result: result(backfilled),
@@ -89,6 +90,41 @@ pub fn status(
     if !backfilled && next.is_empty() {
         next.push("`cargo xtask backfill`".into());
     }
+
+    // Each declared release's phase, from the same migration states and NULL counts.
+    let started = Instant::now();
+    let declared = releases::load(migrations)?;
+    let phases = declared
+        .iter()
+        .map(|release| {
+            let columns = release.columns(client)?;
+            let applied = |name: &str| status.state_of(name) == Some(&State::Applied);
+            let phase = match release.phase(&status, &columns) {
+                Phase::Pending => "pending".to_string(),
+                Phase::Contracted => "contracted".to_string(),
+                Phase::Expanded if release.fills.is_empty() => {
+                    let waiting: Vec<&String> =
+                        release.needs_new_app.iter().filter(|m| !applied(m)).collect();
+                    format!("expanded; `{}` waits for the new app", waiting.first().map(|s| s.as_str()).unwrap_or("?"))
+                }
+                Phase::Expanded => match report.releases.iter().find(|r| r.release == release.name) {
+                    Some(r) if r.is_backfilled() => "backfilled and gated; contract pending".to_string(),
+                    Some(r) => format!("expanded, {} NULLs left to backfill", thousands(r.total_nulls())),
+                    None => "expanded".to_string(),
+                },
+            };
+            Ok(format!("{}: {phase}", release.name))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    steps.push(Step::done(
+        "releases",
+        started,
+        if phases.is_empty() {
+            "none declared".to_string()
+        } else {
+            phases.join("; ")
+        },
+    ));
 
     let started = Instant::now();
     let built = build.build();

@@ -1,0 +1,49 @@
+-- Expand: every daily metric row names the connection it was measured through
+-- ("MetricDaily"."connectionId", nullable for now). No existing row is changed here;
+-- `cargo xtask backfill --release metric-connection` fills the column afterwards.
+
+SET LOCAL lock_timeout = '500ms';
+
+-- AlterTable
+ALTER TABLE "MetricDaily" ADD COLUMN "connectionId" TEXT;
+
+-- AddForeignKey
+ALTER TABLE "MetricDaily" ADD CONSTRAINT "MetricDaily_connectionId_fkey" FOREIGN KEY ("connectionId") REFERENCES "Connection"("id") ON DELETE CASCADE ON UPDATE CASCADE NOT VALID;
+
+-- The connection of a metric row: the workspace's connection of the row's user for its
+-- provider, created DISCONNECTED when the user never connected it (an id derived from the
+-- three, so running this twice, or from two sessions at once, creates it once).
+CREATE FUNCTION "datahub_metric_connection_id"(workspace_id TEXT, user_id TEXT, provider TEXT) RETURNS TEXT
+LANGUAGE plpgsql AS $$
+DECLARE
+    found_id TEXT;
+BEGIN
+    SELECT c."id" INTO found_id FROM "Connection" c
+    WHERE c."workspaceId" = workspace_id AND c."userId" = user_id AND c."provider" = provider;
+    IF found_id IS NULL THEN
+        found_id := 'conn_' || md5(workspace_id || '/' || user_id || '/' || provider);
+        INSERT INTO "Connection" ("id", "workspaceId", "userId", "provider", "status")
+        VALUES (found_id, workspace_id, user_id, provider, 'DISCONNECTED')
+        ON CONFLICT DO NOTHING;
+        SELECT c."id" INTO found_id FROM "Connection" c
+        WHERE c."workspaceId" = workspace_id AND c."userId" = user_id AND c."provider" = provider;
+    END IF;
+    RETURN found_id;
+END;
+$$;
+
+-- The previous app writes metric rows without it: a trigger fills it.
+CREATE FUNCTION "datahub_fill_metric_connection_id"() RETURNS TRIGGER
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW."connectionId" := "datahub_metric_connection_id"(NEW."workspaceId", NEW."userId", NEW."provider");
+    RETURN NEW;
+END;
+$$;
+
+-- CreateTrigger
+CREATE TRIGGER "MetricDaily_fill_connectionId" BEFORE INSERT OR UPDATE ON "MetricDaily"
+FOR EACH ROW WHEN (NEW."connectionId" IS NULL) EXECUTE FUNCTION "datahub_fill_metric_connection_id"();
+
+-- The contract's NOT NULL, announced: enforced on new and changed rows, existing ones unscanned.
+ALTER TABLE "MetricDaily" ADD CONSTRAINT "MetricDaily_connectionId_not_null" CHECK ("connectionId" IS NOT NULL) NOT VALID;
