@@ -70,7 +70,13 @@ fn home_of(client: &mut Client, table: &str, user: &str) -> String {
 fn every_row_follows_the_home_workspace_rule() {
     let db = rule_db();
     let mut client = db.client();
-    let report = backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+    let report = backfill(
+        &mut client,
+        &db.database_url(),
+        &crate::support::tenancy(),
+        &quiet(),
+    )
+    .unwrap();
     assert_eq!(report.total_rows(), 24);
     assert_eq!(report.prepared, 2);
 
@@ -127,9 +133,21 @@ fn every_row_follows_the_home_workspace_rule() {
 fn a_second_run_changes_nothing_and_says_so() {
     let db = rule_db();
     let mut client = db.client();
-    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+    backfill(
+        &mut client,
+        &db.database_url(),
+        &crate::support::tenancy(),
+        &quiet(),
+    )
+    .unwrap();
     let before = workspace_assignment(&mut client);
-    let again = backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+    let again = backfill(
+        &mut client,
+        &db.database_url(),
+        &crate::support::tenancy(),
+        &quiet(),
+    )
+    .unwrap();
     assert!(again.changed_nothing());
     assert!(
         again.render().contains("Nothing to backfill"),
@@ -320,7 +338,13 @@ fn a_killed_backfill_resumes_to_the_same_state() {
 fn rows_the_old_app_writes_after_the_backfill_get_a_workspace() {
     let db = rule_db();
     let mut client = db.client();
-    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+    backfill(
+        &mut client,
+        &db.database_url(),
+        &crate::support::tenancy(),
+        &quiet(),
+    )
+    .unwrap();
     // The old app version knows nothing of workspaceId.
     client
         .batch_execute(
@@ -365,7 +389,9 @@ fn refuses_before_the_expand_migration() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains(&format!("the expand migration `{EXPAND}` is not applied")),
+        stderr.contains(&format!(
+            "the expand migration `{EXPAND}` of the `workspace-tenancy` release is not applied"
+        )),
         "{stderr}"
     );
     assert!(

@@ -1,9 +1,9 @@
 //! `check` in its three outcomes and `verify` at every stage of the release, as snapshots that
 //! read like the recovery plan's expected output.
 
+use crate::support::ALL_BACKFILLED;
 use datahub_tests::harness::{run_xtask, text, TestDb};
 use xtask::backfill::{backfill, BackfillOptions};
-use crate::support::ALL_BACKFILLED;
 use xtask::check::check;
 use xtask::db::Connect;
 use xtask::report::{Report, Style};
@@ -61,7 +61,13 @@ fn check_after_backfill_prints_exactly_the_runbook_line() {
     let mut client = db.client();
     insert_pre_tenancy_user(&mut client, "user_1");
     db.deploy_to(EXPAND);
-    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+    backfill(
+        &mut client,
+        &db.database_url(),
+        &crate::support::tenancy(),
+        &quiet(),
+    )
+    .unwrap();
     let report = check(&mut client, &crate::support::migrations()).unwrap();
     assert_stable_snapshot!("check_backfilled", report.render_with(Style::SNAPSHOT));
     let output = run_xtask(&["check"], Some(db.url()));
@@ -88,7 +94,13 @@ fn verify_at_every_stage() {
         verify(&mut client).unwrap().render_with(Style::SNAPSHOT)
     );
 
-    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+    backfill(
+        &mut client,
+        &db.database_url(),
+        &crate::support::tenancy(),
+        &quiet(),
+    )
+    .unwrap();
     assert_stable_snapshot!(
         "verify_after_backfill",
         verify(&mut client).unwrap().render()

@@ -18,7 +18,7 @@ fn the_demo_replays_the_incident_and_recovers() {
         "scenario A of the recovery plan",
         "✅ Recovered: Database schema is up to date, no NULLs.",
         "the app builds and passed the smoke test.",
-        " smoke         | done    |",
+        " smoke  | done    |",
         "✅ 4 foreign keys to Workspace(id) ON DELETE CASCADE: ok",
         "20 users, ",
         "demo finished in ",

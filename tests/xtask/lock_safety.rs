@@ -29,7 +29,13 @@ fn ready_for_contract() -> TestDb {
     let migrations = repo_migrations();
     let before_contract = xtask::tenancy::before_contract(&migrations).unwrap();
     db.deploy_to(EXPAND);
-    backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+    backfill(
+        &mut client,
+        &db.database_url(),
+        &crate::support::tenancy(),
+        &quiet(),
+    )
+    .unwrap();
     db.deploy_to(before_contract);
     db
 }
@@ -247,11 +253,28 @@ fn a_contract_failing_at_validate_holds_nothing_and_runs_again() {
         )
         .unwrap();
     let url = db.database_url();
-    let error = migrate::deploy(
+    // Counted first, the orphan stops the deploy before the contract, recording nothing.
+    let refused = migrate::deploy(
         &mut client,
         &url,
         &repo_migrations(),
         &DeployOptions::default(),
+    )
+    .unwrap_err();
+    let message = format!("{refused:#}");
+    assert!(message.contains("was not applied, because it would fail"), "{message}");
+    assert!(message.contains("`Insight_workspaceId_fkey`"), "{message}");
+    let status = migrate::status(&mut client, &repo_migrations()).unwrap();
+    assert_eq!(status.state_of(CONTRACT), Some(&State::Pending));
+    // Deployed as Prisma deploys it, without the count, it fails at VALIDATE and holds nothing.
+    let error = migrate::deploy(
+        &mut client,
+        &url,
+        &repo_migrations(),
+        &DeployOptions {
+            check_rows: false,
+            ..DeployOptions::default()
+        },
     )
     .unwrap_err();
     let message = format!("{error:#}");
@@ -330,7 +353,13 @@ fn prisma_can_deploy_every_migration_file() {
     let mut client = db.client();
     for migration in repo_migrations() {
         if migration.name == CONTRACT {
-            backfill(&mut client, &db.database_url(), &crate::support::tenancy(), &quiet()).unwrap();
+            backfill(
+                &mut client,
+                &db.database_url(),
+                &crate::support::tenancy(),
+                &quiet(),
+            )
+            .unwrap();
         }
         client
             .batch_execute(&migration.script)

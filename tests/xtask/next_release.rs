@@ -108,7 +108,11 @@ fn the_next_release_ships_by_adding_files() {
         "backfill metric-connection",
         "check metric-connection",
     ] {
-        assert!(steps.contains(&step.to_string()), "{steps:?}\n{}", report.render());
+        assert!(
+            steps.contains(&step.to_string()),
+            "{steps:?}\n{}",
+            report.render()
+        );
     }
     assert_eq!(connection_column(&mut client), Some(false));
     assert_eq!(misfiled(&mut client), 0);
@@ -116,7 +120,11 @@ fn the_next_release_ships_by_adding_files() {
     // Real Prisma reads the same folder, declarations and all, and agrees.
     let prisma = prisma().migrate(dir.path(), db.url(), &["status"]);
     assert_eq!(prisma.code, Some(0), "{}", prisma.all());
-    assert!(prisma.all().contains("Database schema is up to date!"), "{}", prisma.all());
+    assert!(
+        prisma.all().contains("Database schema is up to date!"),
+        "{}",
+        prisma.all()
+    );
 
     // `check` names both releases' lines; `status` shows each release contracted.
     let check = run_xtask(
@@ -126,12 +134,19 @@ fn the_next_release_ships_by_adding_files() {
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
     let out = text(&check.stdout);
     assert!(out.contains(ALL_BACKFILLED), "{out}");
-    assert!(out.contains("`metric-connection` release are backfilled"), "{out}");
+    assert!(
+        out.contains("`metric-connection` release are backfilled"),
+        "{out}"
+    );
 
     // The emergency rollback undoes the release contracted last, and only it.
     let rolled = rollback(&mut client, &folder, true, &DeployOptions::default()).unwrap();
     assert!(rolled.ok, "{}", rolled.render());
-    assert!(rolled.render().contains("metric-connection"), "{}", rolled.render());
+    assert!(
+        rolled.render().contains("metric-connection"),
+        "{}",
+        rolled.render()
+    );
     assert_eq!(connection_column(&mut client), Some(true));
     let columns = workspace_columns(&mut client);
     assert!(columns.iter().all(|(_, n)| n == "NO"), "{columns:?}");
@@ -141,7 +156,13 @@ fn the_next_release_ships_by_adding_files() {
 
     // `check` gates the pending contract; `release` brings it back.
     let check = run_xtask(
-        &["--migrations-dir", dir.path().to_str().unwrap(), "check", "--release", "metric-connection"],
+        &[
+            "--migrations-dir",
+            dir.path().to_str().unwrap(),
+            "check",
+            "--release",
+            "metric-connection",
+        ],
         Some(db.url()),
     );
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
@@ -169,7 +190,8 @@ fn a_null_written_by_hand_after_a_rollback_is_gated_and_filled() {
             r#"ALTER TABLE "MetricDaily" DROP CONSTRAINT "MetricDaily_connectionId_not_null";
                ALTER TABLE "MetricDaily" DISABLE TRIGGER "MetricDaily_fill_connectionId";
                UPDATE "MetricDaily" SET "connectionId" = NULL WHERE "id" IN (SELECT "id" FROM "MetricDaily" ORDER BY "id" LIMIT 7);
-               ALTER TABLE "MetricDaily" ENABLE TRIGGER "MetricDaily_fill_connectionId";"#,
+               ALTER TABLE "MetricDaily" ENABLE TRIGGER "MetricDaily_fill_connectionId";
+               ALTER TABLE "MetricDaily" ADD CONSTRAINT "MetricDaily_connectionId_not_null" CHECK ("connectionId" IS NOT NULL) NOT VALID;"#,
         )
         .unwrap();
     let check = run_xtask(
@@ -179,13 +201,25 @@ fn a_null_written_by_hand_after_a_rollback_is_gated_and_filled() {
     assert_eq!(check.status.code(), Some(1), "{}", text(&check.stdout));
     let out = text(&check.stdout);
     assert!(out.contains("MetricDaily"), "{out}");
-    assert!(out.contains("cargo xtask backfill --release metric-connection"), "{out}");
+    assert!(
+        out.contains("cargo xtask backfill --release metric-connection"),
+        "{out}"
+    );
     let backfill = run_xtask(
         &["--migrations-dir", dir.path().to_str().unwrap(), "backfill"],
         Some(db.url()),
     );
-    assert_eq!(backfill.status.code(), Some(0), "{}", text(&backfill.stderr));
-    assert!(text(&backfill.stdout).contains("Backfilled 7 rows"), "{}", text(&backfill.stdout));
+    assert_eq!(
+        backfill.status.code(),
+        Some(0),
+        "{}",
+        text(&backfill.stderr)
+    );
+    assert!(
+        text(&backfill.stdout).contains("Backfilled 7 rows"),
+        "{}",
+        text(&backfill.stdout)
+    );
     let again = release(&mut client, &db.database_url(), &folder, &options()).unwrap();
     assert!(again.ok, "{}", again.render());
     assert_eq!(misfiled(&mut client), 0);
@@ -202,26 +236,47 @@ fn without_its_declaration_no_command_deploys_the_contract_into_its_nulls() {
     let report = release(&mut client, &db.database_url(), &folder, &options()).unwrap();
     assert!(!report.ok, "{}", report.render());
     let rendered = report.render();
-    assert!(rendered.contains(&format!("migration `{CONTRACT}` was not applied")), "{rendered}");
-    assert!(rendered.contains("`MetricDaily`.`connectionId` has"), "{rendered}");
-    assert!(rendered.contains("no release declares how to fill them"), "{rendered}");
+    assert!(
+        rendered.contains(&format!("migration `{CONTRACT}` was not applied")),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("`MetricDaily`.`connectionId` has"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("no release declares how to fill them"),
+        "{rendered}"
+    );
     assert!(failed_rows(&mut client).is_empty(), "{rendered}");
     assert_eq!(connection_column(&mut client), Some(true));
     let status = migrate::status(&mut client, &folder).unwrap();
     assert_eq!(status.pending().len(), 1);
     assert!(
-        status.advice().iter().any(|a| a.contains("cargo xtask release")),
+        status
+            .advice()
+            .iter()
+            .any(|a| a.contains("cargo xtask release")),
         "{:?}",
         status.advice()
     );
 
     // `migrate deploy` and `recover` stop there too, exit 1, recording nothing.
     let deploy = run_xtask(
-        &["--migrations-dir", dir.path().to_str().unwrap(), "migrate", "deploy"],
+        &[
+            "--migrations-dir",
+            dir.path().to_str().unwrap(),
+            "migrate",
+            "deploy",
+        ],
         Some(db.url()),
     );
     assert_eq!(deploy.status.code(), Some(1), "{}", text(&deploy.stderr));
-    assert!(text(&deploy.stderr).contains("NULL value(s) and the migration sets it NOT NULL"), "{}", text(&deploy.stderr));
+    assert!(
+        text(&deploy.stderr).contains("NULL value(s) and the migration sets it NOT NULL"),
+        "{}",
+        text(&deploy.stderr)
+    );
     let recovered = recover(
         &mut client,
         &db.database_url(),
@@ -236,7 +291,11 @@ fn without_its_declaration_no_command_deploys_the_contract_into_its_nulls() {
     )
     .unwrap();
     assert!(!recovered.report.ok, "{}", recovered.render());
-    assert!(recovered.render().contains("was not applied"), "{}", recovered.render());
+    assert!(
+        recovered.render().contains("was not applied"),
+        "{}",
+        recovered.render()
+    );
     assert!(failed_rows(&mut client).is_empty());
     // Real Prisma sees the contract pending, nothing failed.
     let prisma = prisma().migrate(dir.path(), db.url(), &["status"]);
@@ -262,13 +321,23 @@ fn a_pre_tenancy_database_with_data_is_never_deployed_into_the_incident() {
     let mut client = db.client();
     seed_small(&mut client);
     let status = run_xtask(&["migrate", "status"], Some(db.url()));
-    assert!(text(&status.stdout).contains("run `cargo xtask release`"), "{}", text(&status.stdout));
+    assert!(
+        text(&status.stdout).contains("run `cargo xtask release`"),
+        "{}",
+        text(&status.stdout)
+    );
 
     let deploy = run_xtask(&["migrate", "deploy"], Some(db.url()));
     assert_eq!(deploy.status.code(), Some(1), "{}", text(&deploy.stderr));
     let stderr = text(&deploy.stderr);
-    assert!(stderr.contains("`20251219171000_datahub_workspace_not_null` was not applied"), "{stderr}");
-    assert!(stderr.contains("the `workspace-tenancy` release fills them"), "{stderr}");
+    assert!(
+        stderr.contains("`20251219171000_datahub_workspace_not_null` was not applied"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the `workspace-tenancy` release fills them"),
+        "{stderr}"
+    );
     assert!(failed_rows(&mut client).is_empty(), "{stderr}");
     let columns = workspace_columns(&mut client);
     assert!(columns.iter().all(|(_, n)| n == "YES"), "{columns:?}");
@@ -314,10 +383,17 @@ fn the_key_swap_waits_until_the_previous_app_is_gone() {
     assert!(!first.ok, "{}", first.render());
     let rendered = first.render();
     assert!(rendered.contains("new app"), "{rendered}");
-    assert!(rendered.contains("20260112090100_connection_workspace_user_provider_key"), "{rendered}");
+    assert!(
+        rendered.contains("20260112090100_connection_workspace_user_provider_key"),
+        "{rendered}"
+    );
     let status = migrate::status(&mut client, &repo).unwrap();
     assert_eq!(
-        status.pending().iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        status
+            .pending()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
         ["20260112090100_connection_workspace_user_provider_key"]
     );
     assert!(failed_rows(&mut client).is_empty());
@@ -325,7 +401,10 @@ fn the_key_swap_waits_until_the_previous_app_is_gone() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failed) = old_app.join().unwrap();
     assert!(ok > 0);
-    assert!(failed.is_empty(), "the previous app's connect failed: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "the previous app's connect failed: {failed:?}"
+    );
 
     // The previous app is gone (the new one names this release's schema): the swap runs.
     let second = release(&mut client, &db.database_url(), &repo, &options()).unwrap();
@@ -358,7 +437,12 @@ fn release_new_scaffolds_a_release_the_engine_reads() {
         None,
     );
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert_eq!(text(&output.stdout).matches("created ").count(), 3, "{}", text(&output.stdout));
+    assert_eq!(
+        text(&output.stdout).matches("created ").count(),
+        3,
+        "{}",
+        text(&output.stdout)
+    );
     let folder = migrations::read_dir(dir.path()).unwrap();
     let declared = xtask::releases::load(&folder).unwrap();
     let release = xtask::releases::find(&declared, "metric-currency").unwrap();
@@ -367,7 +451,11 @@ fn release_new_scaffolds_a_release_the_engine_reads() {
         release.fills[0].not_null_check.as_deref(),
         Some("MetricDaily_currency_not_null")
     );
-    assert!(folder.last().unwrap().name.ends_with("_metric_currency_not_null"));
+    assert!(folder
+        .last()
+        .unwrap()
+        .name
+        .ends_with("_metric_currency_not_null"));
 
     // A misspelled key in a declaration is an error naming it (exit 2), for every command.
     let declaration = folder[folder.len() - 2].path.join("release.toml");
@@ -378,5 +466,9 @@ fn release_new_scaffolds_a_release_the_engine_reads() {
         Some("postgresql://u@127.0.0.1:1/db"),
     );
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
-    assert!(text(&output.stderr).contains("unknown key `contrat`"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("unknown key `contrat`"),
+        "{}",
+        text(&output.stderr)
+    );
 }

@@ -24,7 +24,7 @@ fn status_of_a_released_database_is_ready() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["ok"], true);
-    assert_eq!(doc["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["steps"].as_array().unwrap().len(), 4);
 }
 
 #[test]

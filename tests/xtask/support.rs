@@ -185,7 +185,9 @@ pub fn assert_released(client: &mut Client) {
     let status =
         xtask::migrate::status(client, &datahub_tests::harness::repo_migrations()).unwrap();
     assert!(status.is_up_to_date(), "{}", status.render());
-    assert!(xtask::check::check(client, &migrations()).unwrap().is_backfilled());
+    assert!(xtask::check::check(client, &migrations())
+        .unwrap()
+        .is_backfilled());
     let columns = workspace_columns(client);
     assert_eq!(columns.len(), 4);
     assert!(columns.iter().all(|(_, n)| n == "NO"), "{columns:?}");

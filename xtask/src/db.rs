@@ -193,6 +193,7 @@ const LOCK_HOLDER_SQL: &str = "
            coalesce(extract(epoch FROM now() - a.query_start)::float8, 0)
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted
+      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
       AND l.classid = ($1::bigint >> 32)::int::oid AND l.objid = ($1::bigint & 4294967295)::oid
       AND l.objsubid = 1
     ORDER BY a.pid

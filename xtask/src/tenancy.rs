@@ -60,8 +60,6 @@ pub(crate) enum Column {
     NotNull,
 }
 
-
-
 /// The `workspaceId` column of each table, from the catalog (visible to any role that can read
 /// the tables, owner or not). ACCESS SHARE on nothing: catalog reads only.
 const COLUMNS_SQL: &str = r#"

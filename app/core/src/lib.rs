@@ -54,10 +54,16 @@ mod tests {
         let name = app_application_name("20260112090100_connection_workspace_user_provider_key");
         assert_eq!(name.len(), 63);
         let known = app_schema(&name).unwrap();
-        assert!(!app_predates(known, "20260112090100_connection_workspace_user_provider_key"));
+        assert!(!app_predates(
+            known,
+            "20260112090100_connection_workspace_user_provider_key"
+        ));
         assert!(app_predates(known, "20260301000000_next"));
         assert!(app_predates(app_schema("datahub-app").unwrap(), "1_a"));
         assert_eq!(app_schema("psql"), None);
-        assert!(!app_predates(Some("20260301000000_next"), "20260112090100_key"));
+        assert!(!app_predates(
+            Some("20260301000000_next"),
+            "20260112090100_key"
+        ));
     }
 }

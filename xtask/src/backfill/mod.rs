@@ -27,8 +27,8 @@ use crate::error::Outcome;
 use crate::migrate::state::State;
 use crate::releases::{self, rule, Column, Fill, Release, Rule};
 use crate::report::{self, thousands, Report, Style, Table};
-pub use replica::{ReplicaLagLimit, ReplicaSummary, DEFAULT_MAX_REPLICA_LAG};
 use plan::{TablePlan, WorkerState};
+pub use replica::{ReplicaLagLimit, ReplicaSummary, DEFAULT_MAX_REPLICA_LAG};
 
 pub(crate) const SUMMARY: &str = "fills a release's new columns by its declared rule";
 
@@ -261,7 +261,12 @@ pub fn backfill(
         let prepared: i64 = match rule.prepare_dry_run() {
             Some(sql) => client
                 .query_one(sql, &[])
-                .with_context(|| format!("cannot count what the `{}` backfill would prepare", release.name))?
+                .with_context(|| {
+                    format!(
+                        "cannot count what the `{}` backfill would prepare",
+                        release.name
+                    )
+                })?
                 .get(0),
             None => 0,
         };
@@ -276,7 +281,12 @@ pub fn backfill(
     let prepared: i64 = match rule.prepare() {
         Some(sql) => client
             .query_one(sql, &[])
-            .with_context(|| format!("cannot run the `{}` backfill's `prepare` step", release.name))?
+            .with_context(|| {
+                format!(
+                    "cannot run the `{}` backfill's `prepare` step",
+                    release.name
+                )
+            })?
             .get(0),
         None => 0,
     };
@@ -286,9 +296,12 @@ pub fn backfill(
     }
     for connection in std::iter::once(&mut *client).chain(worker_connections.iter_mut()) {
         if let Some(sql) = rule.connection() {
-            connection
-                .batch_execute(sql)
-                .with_context(|| format!("cannot run the `{}` backfill's `connection` step", release.name))?;
+            connection.batch_execute(sql).with_context(|| {
+                format!(
+                    "cannot run the `{}` backfill's `connection` step",
+                    release.name
+                )
+            })?;
         }
         crate::db::set_lock_timeout(connection, BATCH_LOCK_TIMEOUT)?;
     }
@@ -307,9 +320,12 @@ pub fn backfill(
     }
     let (tables, stopped_early) = result?;
     if let Some(sql) = rule.cleanup() {
-        client
-            .batch_execute(sql)
-            .with_context(|| format!("cannot run the `{}` backfill's `cleanup` step", release.name))?;
+        client.batch_execute(sql).with_context(|| {
+            format!(
+                "cannot run the `{}` backfill's `cleanup` step",
+                release.name
+            )
+        })?;
     }
     Ok(BackfillReport {
         stopped_early,

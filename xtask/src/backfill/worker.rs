@@ -78,4 +78,3 @@ pub(crate) fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) ->
         }
     }
 }
-

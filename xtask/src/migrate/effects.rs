@@ -67,7 +67,10 @@ pub fn effects(script: &str) -> Vec<Effect> {
             if let Some(i) = found.iter().position(|e| e.object == object) {
                 found.remove(i);
             } else {
-                found.push(Effect { object, exists_after });
+                found.push(Effect {
+                    object,
+                    exists_after,
+                });
             }
         };
         match (at(0), at(1)) {
@@ -87,21 +90,39 @@ pub fn effects(script: &str) -> Vec<Effect> {
                     match (at(i), at(i + 1)) {
                         ("ADD", "CONSTRAINT") => {
                             if let Some(name) = words.get(i + 2) {
-                                push(Object::Constraint { table: table.clone(), name: unquote(name) }, true);
+                                push(
+                                    Object::Constraint {
+                                        table: table.clone(),
+                                        name: unquote(name),
+                                    },
+                                    true,
+                                );
                             }
                             i += 3;
                         }
                         ("DROP", "CONSTRAINT") => {
                             let j = if at(i + 2) == "IF" { i + 4 } else { i + 2 };
                             if let Some(name) = words.get(j) {
-                                push(Object::Constraint { table: table.clone(), name: unquote(name) }, false);
+                                push(
+                                    Object::Constraint {
+                                        table: table.clone(),
+                                        name: unquote(name),
+                                    },
+                                    false,
+                                );
                             }
                             i = j + 1;
                         }
                         ("ADD", "COLUMN") => {
                             if at(i + 2) != "IF" {
                                 if let Some(name) = words.get(i + 2) {
-                                    push(Object::Column { table: table.clone(), name: unquote(name) }, true);
+                                    push(
+                                        Object::Column {
+                                            table: table.clone(),
+                                            name: unquote(name),
+                                        },
+                                        true,
+                                    );
                                 }
                             }
                             i += 3;
@@ -109,7 +130,13 @@ pub fn effects(script: &str) -> Vec<Effect> {
                         ("DROP", "COLUMN") => {
                             if at(i + 2) != "IF" {
                                 if let Some(name) = words.get(i + 2) {
-                                    push(Object::Column { table: table.clone(), name: unquote(name) }, false);
+                                    push(
+                                        Object::Column {
+                                            table: table.clone(),
+                                            name: unquote(name),
+                                        },
+                                        false,
+                                    );
                                 }
                             }
                             i += 3;
@@ -134,7 +161,12 @@ pub fn effects(script: &str) -> Vec<Effect> {
                     continue;
                 }
                 if let Some(name) = words.get(i) {
-                    push(Object::Relation { name: unquote(name) }, true);
+                    push(
+                        Object::Relation {
+                            name: unquote(name),
+                        },
+                        true,
+                    );
                 }
             }
             ("DROP", "INDEX") | ("DROP", "TABLE") => {
@@ -146,7 +178,12 @@ pub fn effects(script: &str) -> Vec<Effect> {
                     continue;
                 }
                 if let Some(name) = words.get(i) {
-                    push(Object::Relation { name: unquote(name) }, false);
+                    push(
+                        Object::Relation {
+                            name: unquote(name),
+                        },
+                        false,
+                    );
                 }
             }
             _ => {}
@@ -235,19 +272,29 @@ mod tests {
                     exists_after: true
                 },
                 Effect {
-                    object: Object::Relation { name: "Connection_userId_provider_key".into() },
+                    object: Object::Relation {
+                        name: "Connection_userId_provider_key".into()
+                    },
                     exists_after: false
                 },
                 Effect {
-                    object: Object::Column { table: "MetricDaily".into(), name: "connectionId".into() },
+                    object: Object::Column {
+                        table: "MetricDaily".into(),
+                        name: "connectionId".into()
+                    },
                     exists_after: true
                 },
                 Effect {
-                    object: Object::Constraint { table: "MetricDaily".into(), name: "x_fkey".into() },
+                    object: Object::Constraint {
+                        table: "MetricDaily".into(),
+                        name: "x_fkey".into()
+                    },
                     exists_after: true
                 },
                 Effect {
-                    object: Object::Relation { name: "a_idx".into() },
+                    object: Object::Relation {
+                        name: "a_idx".into()
+                    },
                     exists_after: true
                 },
             ]

@@ -52,7 +52,9 @@ impl Enforcement {
                 format!("a new NOT NULL column `{table}`.`{column}` without a default")
             }
             Enforcement::Constraint {
-                table, name: Some(name), ..
+                table,
+                name: Some(name),
+                ..
             } => format!("the constraint `{name}` on `{table}`"),
             Enforcement::Constraint { table, .. } => format!("a new constraint on `{table}`"),
         }
@@ -207,7 +209,11 @@ fn tokenize(sql: &str) -> Vec<(Token, usize, usize)> {
                 Token::Other(sql[start..i].to_string())
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
-                while i < bytes.len() && ((bytes[i] as char).is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'$') {
+                while i < bytes.len()
+                    && ((bytes[i] as char).is_ascii_alphanumeric()
+                        || bytes[i] == b'_'
+                        || bytes[i] == b'$')
+                {
                     i += 1;
                 }
                 Token::Word(sql[start..i].to_string())
@@ -243,11 +249,15 @@ type Spanned = (Token, usize, usize);
 fn alter_table(tokens: &[Spanned]) -> Option<(String, Vec<&[Spanned]>)> {
     let mut i = 0;
     let next = |i: usize| tokens.get(i).map(|t| &t.0);
-    if !(next(0).is_some_and(|t| is_word(t, "ALTER")) && next(1).is_some_and(|t| is_word(t, "TABLE"))) {
+    if !(next(0).is_some_and(|t| is_word(t, "ALTER"))
+        && next(1).is_some_and(|t| is_word(t, "TABLE")))
+    {
         return None;
     }
     i += 2;
-    if next(i).is_some_and(|t| is_word(t, "IF")) && next(i + 1).is_some_and(|t| is_word(t, "EXISTS")) {
+    if next(i).is_some_and(|t| is_word(t, "IF"))
+        && next(i + 1).is_some_and(|t| is_word(t, "EXISTS"))
+    {
         i += 2;
     }
     if next(i).is_some_and(|t| is_word(t, "ONLY")) {
@@ -431,7 +441,10 @@ pub fn violations(client: &mut Client, script: &str) -> Result<Vec<Violation>> {
     for enforcement in enforcements(script) {
         let table = enforcement.table().to_string();
         let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quote_ident(&table)])
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&quote_ident(&table)],
+            )
             .context("cannot look up a table the migration enforces a rule on")?
             .get(0);
         if !exists {
@@ -459,9 +472,8 @@ pub fn violations(client: &mut Client, script: &str) -> Result<Vec<Violation>> {
                     None => None,
                 };
                 let expression = check.clone().or_else(|| {
-                    name.as_ref().and_then(|n| {
-                        added.iter().find(|(k, _)| k == n).map(|(_, e)| e.clone())
-                    })
+                    name.as_ref()
+                        .and_then(|n| added.iter().find(|(k, _)| k == n).map(|(_, e)| e.clone()))
                 });
                 match (catalog, expression, foreign_key) {
                     (Some(Catalog::Validated), _, _) => continue,
@@ -506,7 +518,10 @@ pub fn violations(client: &mut Client, script: &str) -> Result<Vec<Violation>> {
             }
             Err(error) => {
                 return Err(error).with_context(|| {
-                    format!("cannot count the rows that would break {}", enforcement.describe())
+                    format!(
+                        "cannot count the rows that would break {}",
+                        enforcement.describe()
+                    )
                 })
             }
         };
@@ -656,15 +671,24 @@ mod tests {
             checks_added(script),
             vec![
                 ("Insight_x_check".to_string(), r#""x" > 0"#.to_string()),
-                ("Insight_y_check".to_string(), r#"("y" IS NOT NULL)"#.to_string()),
+                (
+                    "Insight_y_check".to_string(),
+                    r#"("y" IS NOT NULL)"#.to_string()
+                ),
             ]
         );
     }
 
     #[test]
     fn not_null_checks_are_recognised_as_written_and_as_printed() {
-        assert_eq!(not_null_of(r#"("workspaceId" IS NOT NULL)"#).as_deref(), Some("workspaceId"));
-        assert_eq!(not_null_of("currency IS NOT NULL").as_deref(), Some("currency"));
+        assert_eq!(
+            not_null_of(r#"("workspaceId" IS NOT NULL)"#).as_deref(),
+            Some("workspaceId")
+        );
+        assert_eq!(
+            not_null_of("currency IS NOT NULL").as_deref(),
+            Some("currency")
+        );
         assert_eq!(not_null_of(r#""x" > 0"#), None);
     }
 }

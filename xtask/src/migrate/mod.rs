@@ -40,7 +40,7 @@ pub(crate) const SUMMARY: &str =
 
 pub(crate) const HELP: &str = "\
 cargo xtask migrate status [--json]
-cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS] [--lock-timeout SECONDS]
+cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS] [--lock-timeout SECONDS] [--skip-row-check]
 cargo xtask migrate resolve --rolled-back NAME | --applied NAME
 cargo xtask migrate new NAME
 cargo xtask migrate plan [NAME…] [--all] [--json | --format text|markdown|json] [--shadow-url URL]
@@ -55,7 +55,11 @@ deploy    applies pending migrations in order (up to and including --to NAME), e
           resolve --applied). Each try of a script waits at most 500 ms for a table lock,
           so the app is never queued behind it for longer; tries repeat with backoff until
           --lock-timeout seconds of lock waits are spent (default 60), then the attempt is
-          recorded as rolled back and deploy exits 1. An index build (CONCURRENTLY) shows
+          recorded as rolled back and deploy exits 1. Before a migration that sets a column NOT
+          NULL or validates a constraint, the rows that would make it fail are counted: if any,
+          deploy stops before it (exit 1), applies and records nothing, and names table,
+          column, count and the release that fills them. --skip-row-check deploys as
+          `npx prisma migrate deploy` does, into whatever the rows say (the incident replays). An index build (CONCURRENTLY) shows
           its phase and the backends it waits for, and gives up after waiting
           --lock-timeout seconds in all.
 resolve   --rolled-back: a failed migration becomes pending again (its script was rolled back)
@@ -142,7 +146,10 @@ fn run_status(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
 
 fn run_deploy(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let to = cli::text(&mut args, "--to")?;
-    let mut options = DeployOptions::default();
+    let mut options = DeployOptions {
+        check_rows: !args.contains("--skip-row-check"),
+        ..DeployOptions::default()
+    };
     take_lock_options(&mut args, &mut options)?;
     cli::finish(args, "migrate deploy")?;
     let migrations = globals.migrations()?;

@@ -44,7 +44,22 @@ pub fn status(client: &mut Client, migrations: &[Migration]) -> Result<StatusRep
         not_managed,
         enforcing: migrations
             .iter()
-            .filter(|m| !super::enforces::enforcements(&m.script).is_empty())
+            .filter(|m| {
+                // NOT NULL on a column, or VALIDATE of a constraint added NOT VALID earlier: rules
+                // for rows that exist before the migration (a constraint added validated is, in
+                // practice, on a table the same migrations create).
+                super::enforces::enforcements(&m.script).iter().any(|e| {
+                    matches!(
+                        e,
+                        super::enforces::Enforcement::NotNull { .. }
+                            | super::enforces::Enforcement::Constraint {
+                                check: None,
+                                foreign_key: false,
+                                ..
+                            }
+                    )
+                })
+            })
             .map(|m| m.name.clone())
             .collect(),
     })
@@ -145,9 +160,7 @@ impl StatusReport {
         }
         let pending = self.pending();
         let n_pending = pending.len();
-        let enforcing = pending
-            .iter()
-            .find(|e| self.enforcing.contains(&e.name));
+        let enforcing = pending.iter().find(|e| self.enforcing.contains(&e.name));
         if n_pending > 0 && lines.is_empty() {
             lines.push(match enforcing {
                 Some(entry) => format!(

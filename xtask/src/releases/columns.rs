@@ -74,7 +74,9 @@ impl Release {
         let columns: Vec<String> = self.fills.iter().map(|f| f.column.clone()).collect();
         let rows = client
             .query(COLUMNS_SQL, &[&tables, &columns])
-            .with_context(|| format!("cannot look up the columns of the `{}` release", self.name))?;
+            .with_context(|| {
+                format!("cannot look up the columns of the `{}` release", self.name)
+            })?;
         Ok(ColumnState {
             fills: self
                 .fills
@@ -97,7 +99,11 @@ impl Release {
     /// The NULL count of each nullable column (0 for NOT NULL ones, which cannot hold one; the
     /// missing ones are left out), in one round trip. With an index on the column and fresh
     /// statistics each count is an index scan over the NULL entries, a table scan otherwise.
-    pub fn null_counts(&self, client: &mut Client, state: &ColumnState) -> Result<Vec<(Fill, i64)>> {
+    pub fn null_counts(
+        &self,
+        client: &mut Client,
+        state: &ColumnState,
+    ) -> Result<Vec<(Fill, i64)>> {
         let nullable = state.of(Column::Nullable);
         let mut counts: Vec<(Fill, i64)> = Vec::new();
         if !nullable.is_empty() {
@@ -113,9 +119,9 @@ impl Release {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let row = client
-                .query_one(sql.as_str(), &[])
-                .with_context(|| format!("cannot count the NULLs of the `{}` release", self.name))?;
+            let row = client.query_one(sql.as_str(), &[]).with_context(|| {
+                format!("cannot count the NULLs of the `{}` release", self.name)
+            })?;
             for (i, fill) in nullable.iter().enumerate() {
                 counts.push(((*fill).clone(), row.get(i)));
             }
@@ -138,7 +144,10 @@ impl Release {
                 return Ok(false);
             };
             let present = client
-                .query_opt(super::rule::CHECK_EXISTS_SQL, &[check, &quote_ident(&fill.table)])
+                .query_opt(
+                    super::rule::CHECK_EXISTS_SQL,
+                    &[check, &quote_ident(&fill.table)],
+                )
                 .with_context(|| format!("cannot look up the check `{check}`"))?
                 .is_some();
             if !present {
@@ -158,13 +167,7 @@ impl Release {
         match &self.contract {
             Some(contract) if applied(contract) && state.all(Column::NotNull) => Phase::Contracted,
             Some(_) => Phase::Expanded,
-            None if self
-                .needs_new_app
-                .iter()
-                .all(|name| applied(name)) =>
-            {
-                Phase::Contracted
-            }
+            None if self.needs_new_app.iter().all(|name| applied(name)) => Phase::Contracted,
             None => Phase::Expanded,
         }
     }

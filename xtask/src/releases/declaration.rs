@@ -50,7 +50,13 @@ pub(crate) struct RuleText {
     pub cleanup: Option<String>,
 }
 
-const TOP_KEYS: [&str; 5] = ["name", "contract", "needs_new_app", "backfilled", "backfill"];
+const TOP_KEYS: [&str; 5] = [
+    "name",
+    "contract",
+    "needs_new_app",
+    "backfilled",
+    "backfill",
+];
 const RULE_KEYS: [&str; 9] = [
     "value",
     "from",
@@ -81,13 +87,12 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Declaration> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(err(format!(
-                "`{prefix}{key}` must be a non-empty string"
-            ))),
+            Some(_) => Err(err(format!("`{prefix}{key}` must be a non-empty string"))),
         }
     };
-    let name = text_of(&table, "name", "")?
-        .ok_or_else(|| err("`name` is missing: name the release, e.g. `name = \"metric-connection\"`".into()))?;
+    let name = text_of(&table, "name", "")?.ok_or_else(|| {
+        err("`name` is missing: name the release, e.g. `name = \"metric-connection\"`".into())
+    })?;
     if !name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
@@ -102,10 +107,16 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Declaration> {
             .iter()
             .map(|item| match item {
                 toml::Value::String(s) => Ok(s.clone()),
-                _ => Err(err("`needs_new_app` must be a list of migration names".into())),
+                _ => Err(err(
+                    "`needs_new_app` must be a list of migration names".into()
+                )),
             })
             .collect::<Result<_>>()?,
-        Some(_) => return Err(err("`needs_new_app` must be a list of migration names".into())),
+        Some(_) => {
+            return Err(err(
+                "`needs_new_app` must be a list of migration names".into()
+            ))
+        }
     };
     let backfill = match table.get("backfill") {
         None => None,
@@ -172,14 +183,26 @@ mod tests {
         assert_eq!(declaration.name, "metric-connection");
         let rule = declaration.backfill.unwrap();
         assert_eq!(rule.from.as_deref(), Some("\"Connection\" c"));
-        assert_eq!(rule.condition.as_deref(), Some("c.\"userId\" = t.\"userId\""));
+        assert_eq!(
+            rule.condition.as_deref(),
+            Some("c.\"userId\" = t.\"userId\"")
+        );
 
         let error = parse("x/release.toml", "name = \"a\"\ncontrct = \"b\"\n").unwrap_err();
-        assert!(error.to_string().contains("unknown key `contrct`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown key `contrct`"),
+            "{error}"
+        );
         let error = parse("x/release.toml", "name = \"a\"\n[backfill]\nvalu = 'x'\n").unwrap_err();
-        assert!(error.to_string().contains("unknown key `backfill.valu`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown key `backfill.valu`"),
+            "{error}"
+        );
         let error = parse("x/release.toml", "name = \"a\" \"b\"").unwrap_err();
-        assert!(error.to_string().contains("not valid TOML at line 1"), "{error}");
+        assert!(
+            error.to_string().contains("not valid TOML at line 1"),
+            "{error}"
+        );
         let error = parse("x/release.toml", "name = \"A B\"").unwrap_err();
         assert!(error.to_string().contains("may hold only"), "{error}");
     }

@@ -103,12 +103,33 @@ pub fn load(migrations: &[Migration]) -> Result<Vec<Release>> {
             }
         };
         let mut fills = Vec::new();
-        if let Some(contract) = &declared.contract {
-            let contract = later(contract, "contract")?;
-            let expand_checks = not_null_checks(&migration.script);
+        let expand_checks = not_null_checks(&migration.script);
+        let contract = match &declared.contract {
+            // A contract not written yet (the expand ships first): the columns are the ones
+            // the expand announces NOT NULL with its checks.
+            Some(name) if !migrations.iter().any(|m| &m.name == name) => {
+                for (table, column, check) in &expand_checks {
+                    fills.push(Fill {
+                        table: table.clone(),
+                        column: column.clone(),
+                        not_null_check: Some(check.clone()),
+                    });
+                }
+                if fills.is_empty() {
+                    later(name, "contract")?;
+                }
+                None
+            }
+            Some(name) => Some(later(name, "contract")?),
+            None => None,
+        };
+        if let Some(contract) = contract {
             for enforcement in enforces::enforcements(&contract.script) {
                 if let Enforcement::NotNull { table, column } = enforcement {
-                    if !fills.iter().any(|f: &Fill| f.table == table && f.column == column) {
+                    if !fills
+                        .iter()
+                        .any(|f: &Fill| f.table == table && f.column == column)
+                    {
                         let not_null_check = expand_checks
                             .iter()
                             .find(|(t, c, _)| *t == table && *c == column)
@@ -193,12 +214,16 @@ pub fn by_contract<'a>(releases: &'a [Release], name: &str) -> Option<&'a Releas
 
 /// The release whose expand is `name`.
 pub fn by_expand<'a>(releases: &'a [Release], name: &str) -> Option<&'a Release> {
-    releases.iter().find(|r| r.expand == name && !r.fills.is_empty())
+    releases
+        .iter()
+        .find(|r| r.expand == name && !r.fills.is_empty())
 }
 
 /// The release that fills `table`.`column`, if one does.
 pub fn filling<'a>(releases: &'a [Release], table: &str, column: &str) -> Option<&'a Release> {
-    releases
-        .iter()
-        .find(|r| r.fills.iter().any(|f| f.table == table && f.column == column))
+    releases.iter().find(|r| {
+        r.fills
+            .iter()
+            .any(|f| f.table == table && f.column == column)
+    })
 }

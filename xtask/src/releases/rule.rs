@@ -106,7 +106,9 @@ impl Rule {
         );
         match self.text.sweep.as_deref() {
             Some(sweep) => {
-                format!("UPDATE {t} AS t SET {c} = {sweep} WHERE {pick} RETURNING t.{c} IS NOT NULL")
+                format!(
+                    "UPDATE {t} AS t SET {c} = {sweep} WHERE {pick} RETURNING t.{c} IS NOT NULL"
+                )
             }
             None => format!(
                 "UPDATE {t} AS t SET {c} = {}{} WHERE {pick}{} RETURNING t.{c} IS NOT NULL",

@@ -43,7 +43,13 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         .free_from_str()
         .map_err(|_| usage("`cargo xtask release new` needs the release's name, e.g. `cargo xtask release new metric-connection --table MetricDaily --column connectionId`"))?;
     cli::finish(args, "release new")?;
-    let written = scaffold(&globals.migrations_dir, &name, &table, &column, &column_type)?;
+    let written = scaffold(
+        &globals.migrations_dir,
+        &name,
+        &table,
+        &column,
+        &column_type,
+    )?;
     for path in written {
         println!("created {}", path.display());
     }
@@ -54,7 +60,11 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
 fn required(args: &mut Arguments, flag: &'static str) -> Result<String> {
     args.opt_value_from_str(flag)
         .map_err(cli::parse_error)?
-        .ok_or_else(|| usage(format!("`cargo xtask release new` needs `{flag}`; see `cargo xtask release new --help`")))
+        .ok_or_else(|| {
+            usage(format!(
+                "`cargo xtask release new` needs `{flag}`; see `cargo xtask release new --help`"
+            ))
+        })
 }
 
 /// Writes the three files; returns their paths.

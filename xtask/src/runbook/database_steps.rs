@@ -66,6 +66,8 @@ pub(crate) fn run(
     let declared = releases::load(migrations)?;
     // Releases whose backfill, in this run, proved that no NULL is left.
     let mut proven: Vec<String> = Vec::new();
+    // Contracts whose gate passed in this run: deployed with the next chunk, not counted again.
+    let mut gated: Vec<String> = Vec::new();
     let mut deployed_any = false;
     loop {
         let status = migrate::status(client, migrations)?;
@@ -83,7 +85,9 @@ pub(crate) fn run(
         };
         let point = pending.iter().enumerate().find_map(|(i, name)| {
             if let Some(release) = releases::by_contract(&declared, name) {
-                return Some((i, Point::BeforeContract(release)));
+                if !gated.contains(name) {
+                    return Some((i, Point::BeforeContract(release)));
+                }
             }
             if let Some(release) = declared.iter().find(|r| r.needs_new_app.contains(name)) {
                 let old: Vec<String> = sessions
@@ -112,6 +116,7 @@ pub(crate) fn run(
             let started = Instant::now();
             let options = DeployOptions {
                 to: Some(to),
+                proven: gated.clone(),
                 ..deploy_options.clone()
             };
             deployed_any = true;
@@ -127,35 +132,32 @@ pub(crate) fn run(
         match point {
             None => return Ok(None),
             Some((_, Point::AfterExpand(release))) => {
-                if let Some(stop) = backfill_step(client, url, release, backfill_options, &mut proven, steps)? {
+                if let Some(stop) =
+                    backfill_step(client, url, release, backfill_options, &mut proven, steps)?
+                {
                     return Ok(Some(stop));
+                }
+                // A backfill that did not finish (a time limit, rows held too long): the gate
+                // now, before the index migrations and anything else are deployed over it.
+                if !proven.contains(&release.name) {
+                    if let Some(stop) = gate(client, release, &proven, steps)? {
+                        return Ok(Some(stop));
+                    }
                 }
             }
             Some((_, Point::BeforeContract(release))) => {
                 let contract = release.contract.clone().unwrap_or_default();
                 if release.rule.is_some() && !proven.contains(&release.name) {
-                    if let Some(stop) = backfill_step(client, url, release, backfill_options, &mut proven, steps)? {
+                    if let Some(stop) =
+                        backfill_step(client, url, release, backfill_options, &mut proven, steps)?
+                    {
                         return Ok(Some(stop));
                     }
                 }
                 if let Some(stop) = gate(client, release, &proven, steps)? {
                     return Ok(Some(stop));
                 }
-                let started = Instant::now();
-                let options = DeployOptions {
-                    to: Some(contract.clone()),
-                    proven: vec![contract],
-                    ..deploy_options.clone()
-                };
-                deployed_any = true;
-                match migrate::deploy(client, url, migrations, &options) {
-                    Ok(report) => steps.push(Step::done("deploy", started, applied_names(&report))),
-                    Err(error) => {
-                        steps.push(Step::error("deploy", started, &error));
-                        let next = next_after(&error, steps.command());
-                        return Ok(Some(Stop::new("deploy", next)));
-                    }
-                }
+                gated.push(contract);
             }
             Some((_, Point::BeforeNewApp(release, name, backends))) => {
                 steps.push(Step::failed(
@@ -213,7 +215,10 @@ fn backfill_step(
     let name = format!("backfill {}", release.name);
     let columns = release.columns(client)?;
     if columns.all(Column::NotNull) {
-        steps.skipped(&name, format!("no NULLs: {} NOT NULL", release.describe_fills()));
+        steps.skipped(
+            &name,
+            format!("no NULLs: {} NOT NULL", release.describe_fills()),
+        );
         proven.push(release.name.clone());
         return Ok(None);
     }
@@ -260,7 +265,10 @@ fn gate(
     let name = format!("check {}", release.name);
     let columns = release.columns(client)?;
     if columns.all(Column::NotNull) {
-        steps.skipped(&name, format!("{} NOT NULL: no NULL can exist", release.describe_fills()));
+        steps.skipped(
+            &name,
+            format!("{} NOT NULL: no NULL can exist", release.describe_fills()),
+        );
         return Ok(None);
     }
     if proven.contains(&release.name) && release.new_nulls_refused(client, &columns)? {

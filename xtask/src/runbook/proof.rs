@@ -93,6 +93,9 @@ pub(crate) fn judge(
         None => unprovable(format!(
             "it has no recorded outcome (the process that ran it stopped before it could record one), and recover knows no proof for what this script changes; {by_hand}"
         )),
+        Some(_) if left_nothing.is_some() && is_transient(logs.as_deref().unwrap_or_default()) => {
+            left_nothing.unwrap_or_else(|| unreachable!())
+        }
         Some(logs) if is_transient(&logs) && !has_transaction_control(&migration.script) => {
             Judgement::RolledBack {
                 name: name.to_string(),
@@ -201,7 +204,9 @@ fn declared(inspection: &Inspection, name: &str) -> Option<Judgement> {
             }
         } else if !columns.any(Column::NotNull) {
             Judgement::RolledBack {
-                proof: format!("none of {fills} is NOT NULL, so its script (one transaction) left nothing"),
+                proof: format!(
+                    "none of {fills} is NOT NULL, so its script (one transaction) left nothing"
+                ),
                 name,
                 drop_index: None,
             }

@@ -25,14 +25,14 @@ use super::step::{RunbookReport, Step, StepResult, Steps};
 use crate::backfill::BackfillOptions;
 use crate::check;
 use crate::cli::{self, Globals};
+use crate::db::quote_ident;
 use crate::db::{self, Connect, DatabaseUrl};
 use crate::error::Outcome;
 use crate::migrate::state::State;
 use crate::migrate::{self, concurrent, running, DeployOptions, Resolution};
 use crate::migrations::Migration;
-use crate::report::{self, backticked, thousands, Report, Style};
-use crate::db::quote_ident;
 use crate::releases::Column;
+use crate::report::{self, backticked, thousands, Report, Style};
 
 pub(crate) const SUMMARY: &str = "the recovery plan after a failed migration (scenario A/B)";
 
@@ -263,7 +263,8 @@ fn inspect_all(
                 continue;
             }
             let rows = if columns.any(Column::Missing) {
-                let mut tables: Vec<&str> = release.fills.iter().map(|f| f.table.as_str()).collect();
+                let mut tables: Vec<&str> =
+                    release.fills.iter().map(|f| f.table.as_str()).collect();
                 tables.dedup();
                 let mut rows = 0i64;
                 for table in tables {
@@ -276,7 +277,10 @@ fn inspect_all(
                         .get(0);
                     if count.is_some() {
                         rows += client
-                            .query_one(format!("SELECT count(*) FROM {}", quote_ident(table)).as_str(), &[])
+                            .query_one(
+                                format!("SELECT count(*) FROM {}", quote_ident(table)).as_str(),
+                                &[],
+                            )
                             .with_context(|| format!("cannot count the rows of `{table}`"))?
                             .get::<_, i64>(0);
                     }
@@ -408,7 +412,11 @@ fn plan(found: &Findings) -> Plan {
         });
         if expand_pending.is_none()
             && resolution == Resolution::RolledBack
-            && found.inspection.releases.iter().any(|(r, _)| r.expand == *name)
+            && found
+                .inspection
+                .releases
+                .iter()
+                .any(|(r, _)| r.expand == *name)
         {
             expand_pending = Some(name.clone());
         }
@@ -421,12 +429,16 @@ fn plan(found: &Findings) -> Plan {
         });
     }
     let backfill = match found.backfill_rows {
-        BackfillRows::NotNeeded => "nothing to do: every column the releases fill is NOT NULL or set".to_string(),
+        BackfillRows::NotNeeded => {
+            "nothing to do: every column the releases fill is NOT NULL or set".to_string()
+        }
         BackfillRows::AllRows(rows) => format!(
             "every row of the tables the releases fill ({}), once the columns exist",
             thousands(rows)
         ),
-        BackfillRows::Nulls(rows) => format!("{} rows with a NULL the releases fill", thousands(rows)),
+        BackfillRows::Nulls(rows) => {
+            format!("{} rows with a NULL the releases fill", thousands(rows))
+        }
     };
     let last = status
         .entries

@@ -67,7 +67,9 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let json = args.contains("--json");
     let app_deployed = args.contains("--app-deployed");
-    let app_url: Option<String> = args.opt_value_from_str("--app-url").map_err(cli::parse_error)?;
+    let app_url: Option<String> = args
+        .opt_value_from_str("--app-url")
+        .map_err(cli::parse_error)?;
     let batch_size = cli::number(&mut args, "--batch-size", 1..=1_000_000)?;
     let mut options = ReleaseOptions::default();
     options.gates.app_deployed = app_deployed;
@@ -131,7 +133,10 @@ pub fn release(
             steps.push(Step::failed(
                 "new app",
                 started,
-                format!("{n_ok} of {} smoke checks passed at {app_url}", report.checks.len()),
+                format!(
+                    "{n_ok} of {} smoke checks passed at {app_url}",
+                    report.checks.len()
+                ),
             ));
             return Ok(steps.stopped(
                 "new app",
@@ -141,7 +146,10 @@ pub fn release(
         steps.push(Step::done(
             "new app",
             started,
-            format!("live at {app_url}: {n_ok} of {} smoke checks passed", report.checks.len()),
+            format!(
+                "live at {app_url}: {n_ok} of {} smoke checks passed",
+                report.checks.len()
+            ),
         ));
         gates.app_deployed = true;
     }

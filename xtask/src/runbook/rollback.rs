@@ -25,8 +25,8 @@ use crate::migrate::running;
 use crate::migrate::state::State;
 use crate::migrate::DeployOptions;
 use crate::migrations::Migration;
-use crate::report;
 use crate::releases::{self, rule, Column, Release};
+use crate::report;
 
 pub(crate) const SUMMARY: &str = "the Emergency Rollback of the release contracted last";
 
@@ -89,12 +89,18 @@ pub fn rollback_release(
                 if plan.contract_applied {
                     steps.planned(
                         "mark rolled back",
-                        format!("`{}` in `_prisma_migrations` (rolled_back_at = now())", plan.contract),
+                        format!(
+                            "`{}` in `_prisma_migrations` (rolled_back_at = now())",
+                            plan.contract
+                        ),
                     );
                 }
                 steps.finish(
                     true,
-                    format!("Preview only: nothing was changed. Run `cargo xtask rollback --release {} --yes` to do this.", plan.release),
+                    match release {
+                        Some(name) => format!("Preview only: nothing was changed. Run `cargo xtask rollback --release {name} --yes` to do this."),
+                        None => format!("Preview only: nothing was changed. Run `cargo xtask rollback --yes` to do this to `{}`, the release contracted last.", plan.release),
+                    },
                 )
             }
         });
@@ -135,13 +141,18 @@ fn decide(client: &mut Client, migrations: &[Migration], name: Option<&str>) -> 
         .releases
         .iter()
         .filter(|(r, c)| {
-            r.contract.as_deref().is_some_and(|k| applied(k)) || (!r.fills.is_empty() && c.any(Column::NotNull))
+            r.contract.as_deref().is_some_and(&applied)
+                || (!r.fills.is_empty() && c.any(Column::NotNull))
         })
         .collect();
     let chosen = match name {
         Some(name) => {
             let release = releases::find(
-                &state.releases.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
+                &state
+                    .releases
+                    .iter()
+                    .map(|(r, _)| r.clone())
+                    .collect::<Vec<_>>(),
                 name,
             )?
             .name
@@ -154,7 +165,7 @@ fn decide(client: &mut Client, migrations: &[Migration], name: Option<&str>) -> 
             // recorded was changed by hand: which came last cannot be told from the database.
             let by_hand: Vec<&str> = contracted
                 .iter()
-                .filter(|(r, _)| !r.contract.as_deref().is_some_and(|k| applied(k)))
+                .filter(|(r, _)| !r.contract.as_deref().is_some_and(&applied))
                 .map(|(r, _)| r.name.as_str())
                 .collect();
             if !by_hand.is_empty() && contracted.len() > 1 {
@@ -278,7 +289,11 @@ fn statements(
             .with_context(|| format!("cannot look up the check `{check}` of `{}`", release.name))?
             .is_some();
         if !has_check {
-            statements.push(rule::add_not_null_check_sql(&fill.table, &fill.column, check));
+            statements.push(rule::add_not_null_check_sql(
+                &fill.table,
+                &fill.column,
+                check,
+            ));
         }
     }
     Ok(statements)

@@ -101,15 +101,28 @@ pub fn status(
             let applied = |name: &str| status.state_of(name) == Some(&State::Applied);
             let phase = match release.phase(&status, &columns) {
                 Phase::Pending => "pending".to_string(),
+                Phase::Contracted if release.fills.is_empty() => "applied".to_string(),
                 Phase::Contracted => "contracted".to_string(),
                 Phase::Expanded if release.fills.is_empty() => {
-                    let waiting: Vec<&String> =
-                        release.needs_new_app.iter().filter(|m| !applied(m)).collect();
-                    format!("expanded; `{}` waits for the new app", waiting.first().map(|s| s.as_str()).unwrap_or("?"))
+                    let waiting: Vec<&String> = release
+                        .needs_new_app
+                        .iter()
+                        .filter(|m| !applied(m))
+                        .collect();
+                    format!(
+                        "expanded; `{}` waits for the new app",
+                        waiting.first().map(|s| s.as_str()).unwrap_or("?")
+                    )
                 }
-                Phase::Expanded => match report.releases.iter().find(|r| r.release == release.name) {
-                    Some(r) if r.is_backfilled() => "backfilled and gated; contract pending".to_string(),
-                    Some(r) => format!("expanded, {} NULLs left to backfill", thousands(r.total_nulls())),
+                Phase::Expanded => match report.releases.iter().find(|r| r.release == release.name)
+                {
+                    Some(r) if r.is_backfilled() => {
+                        "backfilled and gated; contract pending".to_string()
+                    }
+                    Some(r) => format!(
+                        "expanded, {} NULLs left to backfill",
+                        thousands(r.total_nulls())
+                    ),
                     None => "expanded".to_string(),
                 },
             };

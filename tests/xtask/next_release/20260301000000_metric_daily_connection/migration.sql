@@ -13,20 +13,20 @@ ALTER TABLE "MetricDaily" ADD CONSTRAINT "MetricDaily_connectionId_fkey" FOREIGN
 -- The connection of a metric row: the workspace's connection of the row's user for its
 -- provider, created DISCONNECTED when the user never connected it (an id derived from the
 -- three, so running this twice, or from two sessions at once, creates it once).
-CREATE FUNCTION "datahub_metric_connection_id"(workspace_id TEXT, user_id TEXT, provider TEXT) RETURNS TEXT
+CREATE FUNCTION "datahub_metric_connection_id"(p_workspace_id TEXT, p_user_id TEXT, p_provider TEXT) RETURNS TEXT
 LANGUAGE plpgsql AS $$
 DECLARE
     found_id TEXT;
 BEGIN
     SELECT c."id" INTO found_id FROM "Connection" c
-    WHERE c."workspaceId" = workspace_id AND c."userId" = user_id AND c."provider" = provider;
+    WHERE c."workspaceId" = p_workspace_id AND c."userId" = p_user_id AND c."provider" = p_provider;
     IF found_id IS NULL THEN
-        found_id := 'conn_' || md5(workspace_id || '/' || user_id || '/' || provider);
+        found_id := 'conn_' || md5(p_workspace_id || '/' || p_user_id || '/' || p_provider);
         INSERT INTO "Connection" ("id", "workspaceId", "userId", "provider", "status")
-        VALUES (found_id, workspace_id, user_id, provider, 'DISCONNECTED')
+        VALUES (found_id, p_workspace_id, p_user_id, p_provider, 'DISCONNECTED')
         ON CONFLICT DO NOTHING;
         SELECT c."id" INTO found_id FROM "Connection" c
-        WHERE c."workspaceId" = workspace_id AND c."userId" = user_id AND c."provider" = provider;
+        WHERE c."workspaceId" = p_workspace_id AND c."userId" = p_user_id AND c."provider" = p_provider;
     END IF;
     RETURN found_id;
 END;
