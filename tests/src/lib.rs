@@ -2,4 +2,5 @@
 //! Prisma beside it.
 
 pub mod harness;
+pub mod pgbouncer;
 pub mod prisma;

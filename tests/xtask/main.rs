@@ -16,6 +16,7 @@ mod migrate_lint;
 mod migrate_new;
 mod migrate_resolve;
 mod migrate_status;
+mod pooler;
 mod prisma;
 mod recover;
 mod release;

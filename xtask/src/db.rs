@@ -12,6 +12,8 @@ pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 use crate::error::environment;
 use crate::migrations::Migration;
 
+pub(crate) mod direct;
+
 /// The name xtask's connections show in `pg_stat_activity`, unless the URL sets its own.
 pub(crate) const APPLICATION_NAME: &str = "cargo-xtask";
 
@@ -20,20 +22,10 @@ pub fn parse_url(raw: &str) -> Result<DatabaseUrl> {
     DatabaseUrl::parse(raw, APPLICATION_NAME).map_err(anyhow::Error::new)
 }
 
-/// `--database-url`, else `DATABASE_URL`.
+/// `--database-url`, else `DIRECT_URL`, else `DATABASE_URL`; a pooled URL is refused (see
+/// [`direct`]).
 pub(crate) fn url_from_flag_or_env(flag: Option<&str>) -> Result<DatabaseUrl> {
-    let raw = match flag {
-        Some(url) => url.to_string(),
-        None => match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ => {
-                return Err(environment(
-                    "no database URL: set `DATABASE_URL` or pass `--database-url postgresql://USER:PASSWORD@HOST:PORT/DATABASE` (for a throwaway database, run `cargo xtask demo --keep`)",
-                ))
-            }
-        },
-    };
-    parse_url(&raw)
+    direct::choose(flag)
 }
 
 /// Opening a connection from a parsed URL: bounded start-up, its search_path set to the URL's
@@ -96,8 +88,9 @@ impl Connect for DatabaseUrl {
         let bound = start_up_bound(self);
         let url = self.clone();
         let (sender, receiver) = std::sync::mpsc::channel();
+        let started = Instant::now();
         std::thread::spawn(move || {
-            let _ = sender.send(connect_and_set_up(&url));
+            let _ = sender.send(connect_and_set_up(&url, started));
         });
         let outcome = match bound {
             Some(bound) => receiver.recv_timeout(bound).map_err(|_| bound),
@@ -114,7 +107,11 @@ impl Connect for DatabaseUrl {
     }
 }
 
-fn connect_and_set_up(url: &DatabaseUrl) -> Result<Client> {
+/// What the server says about the session at connect: how long ago it was opened (on the
+/// server's clock). A simple query: no prepared statement before the pooler check.
+const SESSION_PROBE_SQL: &str = "SELECT extract(epoch FROM statement_timestamp() - backend_start)::float8::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+
+fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
     let mut config = postgres::Config::from(url.config().clone());
     if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
         config.keepalives_idle(KEEPALIVES_IDLE);
@@ -147,6 +144,19 @@ fn connect_and_set_up(url: &DatabaseUrl) -> Result<Client> {
                 return Err(error).context("cannot set the session's own timeouts");
             }
         }
+    }
+    let session_age = client
+        .simple_query(SESSION_PROBE_SQL)
+        .context("cannot read the session's start in `pg_stat_activity`")?
+        .into_iter()
+        .find_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) => {
+                row.get(0).and_then(|age| age.parse::<f64>().ok())
+            }
+            _ => None,
+        });
+    if let Some(age) = session_age.filter(|age| age.is_finite() && *age > 0.0) {
+        direct::refuse_reused_session(url, Duration::from_secs_f64(age), started.elapsed())?;
     }
     if let Some(search_path) = url.search_path() {
         client
@@ -230,10 +240,10 @@ pub(crate) fn acquire_migration_lock(
         if locked {
             return Ok(());
         }
-        let holder = describe_lock_holder(client, migrations)?;
+        let (holder, remedy) = describe_lock_holder(client, migrations)?;
         if started.elapsed() >= wait {
             return Err(anyhow::Error::new(MigrationLockBusy(format!(
-                "the migration lock `pg_advisory_lock({MIGRATION_LOCK_KEY})` is held by {holder}; gave up after waiting {} s, and nothing was changed: let that migration finish (or stop its backend with `SELECT pg_cancel_backend(PID)` if it is stuck), then run the command again",
+                "the migration lock `pg_advisory_lock({MIGRATION_LOCK_KEY})` is held by {holder}; gave up after waiting {} s, and nothing was changed: {remedy}, then run the command again",
                 wait.as_secs()
             ))));
         }
@@ -272,7 +282,11 @@ pub(crate) fn with_migration_lock<T>(
     Ok(value)
 }
 
-fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result<String> {
+/// Who holds the migration lock, and the remedy for its state: a backend running a statement
+/// lets go when the statement is cancelled and its session ends; an idle one (a session that
+/// took the lock and went quiet, such as a client that died behind a pooler) holds it until
+/// the session ends, which only `pg_terminate_backend` does.
+fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result<(String, String)> {
     let row = client
         .query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY])
         .context("cannot read `pg_locks` to find who holds the migration lock")?;
@@ -292,9 +306,20 @@ fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result
                 }
                 _ => format!(", {state}"),
             };
-            format!("backend pid {pid} (`{application}`, user `{user}`, from {address}, connected since {since} UTC{doing})")
+            let remedy = if state.starts_with("idle") {
+                format!("that session is {state} and keeps the lock until it ends: if it is not a migration in progress, end it with `SELECT pg_terminate_backend({pid})` (`pg_cancel_backend` cancels a statement, and it runs none)")
+            } else {
+                format!("let that migration finish (or, if it is stuck, stop it with `SELECT pg_terminate_backend({pid})`, which ends its session and so the lock)")
+            };
+            (
+                format!("backend pid {pid} (`{application}`, user `{user}`, from {address}, connected since {since} UTC{doing})"),
+                remedy,
+            )
         }
-        None => "a backend that has just released it".to_string(),
+        None => (
+            "a backend that has just released it".to_string(),
+            "try again".to_string(),
+        ),
     })
 }
 

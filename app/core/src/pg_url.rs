@@ -112,6 +112,7 @@ pub struct DatabaseUrl {
     unix_socket: bool,
     connection_limit: Option<usize>,
     pool_timeout: Option<Duration>,
+    pgbouncer: bool,
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -206,6 +207,12 @@ impl DatabaseUrl {
         self.pool_timeout
     }
 
+    /// Prisma's `pgbouncer=true`: the URL reaches PostgreSQL through a pooler in transaction
+    /// mode, where a server session serves another client after each transaction.
+    pub fn is_pooled(&self) -> bool {
+        self.pgbouncer
+    }
+
     /// `host:port/database as user`, for messages. Never the password.
     pub fn describe(&self) -> String {
         let host = self
@@ -265,6 +272,7 @@ struct Reader {
     connect_timeout_given: bool,
     connection_limit: Option<usize>,
     pool_timeout: Option<Duration>,
+    pgbouncer: bool,
 }
 
 impl Reader {
@@ -401,6 +409,7 @@ impl Reader {
             "pool_timeout" => {
                 self.pool_timeout = Some(Duration::from_secs(parse_seconds(key, &value)?));
             }
+            "pgbouncer" => self.pgbouncer = value == "true",
             _ if PRISMA_POOL_PARAMETERS.contains(&key) => {}
             _ => {
                 return Err(error(format!(
@@ -471,6 +480,7 @@ impl Reader {
             unix_socket,
             connection_limit: self.connection_limit,
             pool_timeout: self.pool_timeout,
+            pgbouncer: self.pgbouncer,
         })
     }
 }
@@ -594,6 +604,11 @@ mod tests {
             Some(&Duration::from_secs(5))
         );
         assert_eq!(url.tls(), TlsMode::Prefer);
+        assert!(url.is_pooled());
+        assert!(!parse("postgresql://u@h/d?pgbouncer=false")
+            .unwrap()
+            .is_pooled());
+        assert!(!parse("postgresql://u@h/d").unwrap().is_pooled());
     }
 
     #[test]
