@@ -519,11 +519,17 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str], database_url: &str) -> Running {
+        Running::start_with_env(args, database_url, &[])
+    }
+
+    /// [`Running::start`] with these environment variables set too.
+    pub fn start_with_env(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> Running {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(xtask_bin())
             .args(args)
             .env_remove("DATABASE_URL")
             .env("DATABASE_URL", database_url)
+            .envs(env.iter().copied())
             .env(xtask::APP_BIN_ENV, app_bin())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

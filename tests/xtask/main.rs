@@ -9,6 +9,7 @@ mod concurrency;
 mod database_url;
 mod demo;
 mod faults;
+mod frozen_server;
 mod hostile_inputs;
 mod incident;
 mod lock_safety;

@@ -12,6 +12,8 @@ pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 use crate::error::environment;
 use crate::migrations::Migration;
 
+pub(crate) mod deadline;
+pub use deadline::DEADLINE_ENV as STATEMENT_DEADLINE_ENV;
 pub(crate) mod direct;
 
 /// The name xtask's connections show in `pg_stat_activity`, unless the URL sets its own.
@@ -231,12 +233,14 @@ pub(crate) fn acquire_migration_lock(
 ) -> Result<()> {
     let started = Instant::now();
     let mut announced = false;
+    let server = crate::interrupt::server_description();
     loop {
         crate::interrupt::check()?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-            .context("cannot take the migration advisory lock")?
-            .get(0);
+        let locked: bool = deadline::bounded(client, &server, "taking the migration lock", |c| {
+            c.query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        })
+        .context("cannot take the migration advisory lock")?
+        .get(0);
         if locked {
             return Ok(());
         }
@@ -256,9 +260,11 @@ pub(crate) fn acquire_migration_lock(
 }
 
 pub(crate) fn release_migration_lock(client: &mut Client) -> Result<()> {
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-        .context("cannot release the migration advisory lock")?;
+    let server = crate::interrupt::server_description();
+    deadline::bounded(client, &server, "releasing the migration lock", |c| {
+        c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+    })
+    .context("cannot release the migration advisory lock")?;
     Ok(())
 }
 
@@ -287,9 +293,14 @@ pub(crate) fn with_migration_lock<T>(
 /// took the lock and went quiet, such as a client that died behind a pooler) holds it until
 /// the session ends, which only `pg_terminate_backend` does.
 fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result<(String, String)> {
-    let row = client
-        .query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY])
-        .context("cannot read `pg_locks` to find who holds the migration lock")?;
+    let server = crate::interrupt::server_description();
+    let row = deadline::bounded(
+        client,
+        &server,
+        "reading who holds the migration lock",
+        |c| c.query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY]),
+    )
+    .context("cannot read `pg_locks` to find who holds the migration lock")?;
     Ok(match row {
         Some(row) => {
             let pid: i32 = row.get(0);
@@ -404,12 +415,14 @@ pub(crate) fn is_lock_timeout(error: &postgres::Error) -> bool {
 
 /// Sets `lock_timeout` for the session (`Duration::ZERO`: wait as long as it takes).
 pub(crate) fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
-    client
-        .execute(
+    let server = crate::interrupt::server_description();
+    deadline::bounded(client, &server, "setting `lock_timeout`", |c| {
+        c.execute(
             "SELECT set_config('lock_timeout', $1, false)",
             &[&format!("{}ms", timeout.as_millis())],
         )
-        .context("cannot set `lock_timeout`")?;
+    })
+    .context("cannot set `lock_timeout`")?;
     Ok(())
 }
 
