@@ -27,3 +27,4 @@ mod smoke;
 mod snapshots;
 mod status;
 mod support;
+mod tls;

@@ -233,13 +233,16 @@ impl DatabaseUrl {
     /// Unix socket). `prefer` and `require` encrypt without checking the certificate, as libpq
     /// does without a root certificate, and skip loading the system's CA store, which costs more
     /// than a whole status query. `verify-ca` checks the chain; `verify-full` the host name too.
+    /// As libpq, `require` with a root certificate given (`sslrootcert`) checks the chain
+    /// against it, as `verify-ca` does.
     pub fn tls_connector(&self) -> Result<Option<native_tls::TlsConnector>, UrlError> {
         if self.unix_socket || self.tls == TlsMode::Disable {
             return Ok(None);
         }
         let mut builder = native_tls::TlsConnector::builder();
-        if self.tls.verifies_certificate() {
-            builder.danger_accept_invalid_hostnames(self.tls == TlsMode::VerifyCa);
+        let require_with_root = self.tls == TlsMode::Require && self.root_certificate.is_some();
+        if self.tls.verifies_certificate() || require_with_root {
+            builder.danger_accept_invalid_hostnames(self.tls != TlsMode::VerifyFull);
             if let Some(path) = &self.root_certificate {
                 builder.disable_built_in_roots(true);
                 builder.add_root_certificate(read_certificate(path)?);
