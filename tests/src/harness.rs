@@ -326,6 +326,14 @@ impl OwnCluster {
         connect(&url)
     }
 
+    /// The superuser URL of `database` on the standby (read only; it holds a password: hand it
+    /// to processes only).
+    pub fn standby_url(&self, database: &str) -> String {
+        self.cluster
+            .standby_url(database)
+            .expect("this cluster runs no standby: use OwnCluster::with_standby")
+    }
+
     /// The standby's name in `pg_stat_replication`.
     pub fn standby_name(&self) -> &'static str {
         STANDBY_NAME

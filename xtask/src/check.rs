@@ -30,8 +30,11 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let json = args.contains("--json");
     cli::finish(args, "check")?;
-    let mut client = globals.url()?.connect()?;
-    report::emit(&check(&mut client)?, json)
+    let url = globals.url()?;
+    let mut client = url.connect()?;
+    let report = check(&mut client)?;
+    crate::db::primary::note_check_on_standby(&mut client, &url, report.is_backfilled())?;
+    report::emit(&report, json)
 }
 
 pub const ALL_BACKFILLED: &str = "✅ All Data Hub workspaceId values are backfilled (no NULLs).";

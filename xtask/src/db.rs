@@ -15,6 +15,7 @@ use crate::migrations::Migration;
 pub(crate) mod deadline;
 pub use deadline::DEADLINE_ENV as STATEMENT_DEADLINE_ENV;
 pub(crate) mod direct;
+pub(crate) mod primary;
 
 /// The name xtask's connections show in `pg_stat_activity`, unless the URL sets its own.
 pub(crate) const APPLICATION_NAME: &str = "cargo-xtask";
@@ -110,8 +111,9 @@ impl Connect for DatabaseUrl {
 }
 
 /// What the server says about the session at connect: how long ago it was opened (on the
-/// server's clock). A simple query: no prepared statement before the pooler check.
-const SESSION_PROBE_SQL: &str = "SELECT extract(epoch FROM statement_timestamp() - backend_start)::float8::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+/// server's clock), and whether the server is a standby in recovery. A simple query: no
+/// prepared statement before the pooler check.
+const SESSION_PROBE_SQL: &str = "SELECT (SELECT extract(epoch FROM statement_timestamp() - backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid())::text, pg_is_in_recovery()";
 
 fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
     let mut config = postgres::Config::from(url.config().clone());
@@ -147,19 +149,22 @@ fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
             }
         }
     }
-    let session_age = client
+    let probe = client
         .simple_query(SESSION_PROBE_SQL)
         .context("cannot read the session's start in `pg_stat_activity`")?
         .into_iter()
         .find_map(|message| match message {
-            postgres::SimpleQueryMessage::Row(row) => {
-                row.get(0).and_then(|age| age.parse::<f64>().ok())
-            }
+            postgres::SimpleQueryMessage::Row(row) => Some((
+                row.get(0).and_then(|age| age.parse::<f64>().ok()),
+                row.get(1) == Some("t"),
+            )),
             _ => None,
         });
+    let (session_age, in_recovery) = probe.unwrap_or((None, false));
     if let Some(age) = session_age.filter(|age| age.is_finite() && *age > 0.0) {
         direct::refuse_reused_session(url, Duration::from_secs_f64(age), started.elapsed())?;
     }
+    primary::refuse_standby(url, in_recovery)?;
     if let Some(search_path) = url.search_path() {
         client
             .execute(datahub_core::pg_url::SET_SEARCH_PATH_SQL, &[&search_path])

@@ -68,6 +68,10 @@ const COMMANDS: &[Command] = &[
     command!("bench", bench),
 ];
 
+/// Commands that write to the database they are pointed at, refused on a read-only standby
+/// (`migrate` declares its writing subcommands itself).
+const WRITING_COMMANDS: &[&str] = &["backfill", "release", "recover", "rollback", "seed"];
+
 /// The top-level help, built from the command table so it cannot drift from the commands.
 pub fn help() -> String {
     let mut out = String::from(
@@ -121,7 +125,12 @@ fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
             Ok(Outcome::Ready)
         }
         Some(name) => match find(name) {
-            Some(command) => (command.run)(args, &globals),
+            Some(command) => {
+                if WRITING_COMMANDS.contains(&command.name) {
+                    db::primary::require(command.name);
+                }
+                (command.run)(args, &globals)
+            }
             None => Err(unknown(name)),
         },
     }

@@ -10,6 +10,7 @@
 mod held;
 mod progress;
 pub(crate) mod replica;
+mod slots;
 mod worker;
 
 use std::sync::atomic::Ordering;
@@ -216,10 +217,7 @@ pub fn backfill(
         .query_one(&tenancy::create_personal_sql(), &[])
         .context("cannot create personal workspaces for users without a membership")?
         .get(0);
-    let mut worker_connections = Vec::new();
-    for _ in 1..options.workers.max(1) {
-        worker_connections.push(url.connect()?);
-    }
+    let mut worker_connections = slots::connect_workers(url, options.workers as u64)?;
     for connection in std::iter::once(&mut *client).chain(worker_connections.iter_mut()) {
         connection
             .batch_execute(&tenancy::load_home_mapping_sql())
