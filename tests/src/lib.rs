@@ -4,3 +4,4 @@
 pub mod harness;
 pub mod pgbouncer;
 pub mod prisma;
+pub mod small_disk;

@@ -12,6 +12,7 @@ pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 use crate::error::environment;
 use crate::migrations::Migration;
 
+pub(crate) mod cause;
 pub(crate) mod deadline;
 pub use deadline::DEADLINE_ENV as STATEMENT_DEADLINE_ENV;
 pub(crate) mod direct;
@@ -123,6 +124,7 @@ fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(TCP_USER_TIMEOUT);
     }
+    config.notice_callback(cause::remember_notice);
     let connected = match url.tls_connector()? {
         None => config.connect(postgres::NoTls),
         Some(connector) => config.connect(postgres_native_tls::MakeTlsConnector::new(connector)),

@@ -96,7 +96,13 @@ pub fn run(args: Vec<OsString>) -> i32 {
     match dispatch(args) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
-            eprint!("{}", error::describe(&error));
+            let described = error::describe(&error);
+            eprint!("{described}");
+            if let Some(fault) = db::cause::server_fault_in(&error) {
+                if !described.contains(&fault) {
+                    eprintln!("  what happened on the server: {fault}");
+                }
+            }
             error::exit_code(&error)
         }
     }

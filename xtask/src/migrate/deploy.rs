@@ -348,8 +348,11 @@ fn settle_failure(
 ) -> anyhow::Error {
     let name = &migration.name;
     if db::is_connection_lost(&error) || client.is_closed() {
+        let fault = db::cause::server_fault(&error)
+            .map(|fault| format!(": {fault}"))
+            .unwrap_or_default();
         return anyhow!(db::describe_driver_error(&error)).context(failure(Left::Unknown, format!(
-            "lost the connection to PostgreSQL while `{name}` was running: its outcome is unknown, and `_prisma_migrations` shows it as failed (started, never finished); once the server answers, run `cargo xtask recover`, which waits for the script if its backend still runs and resolves the migration by what the database shows"
+            "lost the connection to PostgreSQL while `{name}` was running{fault}: its outcome is unknown, and `_prisma_migrations` shows it as failed (started, never finished); once the server answers, run `cargo xtask recover`, which waits for the script if its backend still runs and resolves the migration by what the database shows"
         )));
     }
     let logs = logs::prisma_logs(name, &error);
