@@ -19,6 +19,7 @@ mod migrate_lint;
 mod migrate_new;
 mod migrate_resolve;
 mod migrate_status;
+mod old_snapshot;
 mod pooler;
 mod prisma;
 mod recover;

@@ -8,6 +8,7 @@
 //! standbys within `--max-replica-lag` (replica.rs).
 
 mod held;
+mod horizon;
 mod progress;
 pub(crate) mod replica;
 mod slots;
@@ -224,6 +225,7 @@ pub fn backfill(
             .context("cannot load the home workspace of each user")?;
         crate::db::set_lock_timeout(connection, BATCH_LOCK_TIMEOUT)?;
     }
+    let horizon = horizon::Watch::start(url);
     let result = backfill_tables(
         client,
         &mut worker_connections,
@@ -231,6 +233,11 @@ pub fn backfill(
         options,
         started,
         gate.as_ref(),
+    );
+    horizon.finish(
+        result
+            .as_ref()
+            .map_or(0, |(t, _)| t.iter().map(|t| t.rows).sum()),
     );
     // The first connection goes on serving the caller (release, recover) after this.
     if !client.is_closed() {

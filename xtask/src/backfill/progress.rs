@@ -38,7 +38,11 @@ pub(crate) fn print(
             thousands(n)
         ),
     };
-    let waiting = waiting.map(|why| format!("; {why}")).unwrap_or_default();
+    let waiting = waiting
+        .into_iter()
+        .chain(super::horizon::note())
+        .map(|why| format!("; {why}"))
+        .collect::<String>();
     eprintln!(
         "  {table}: {} / {} rows ({percent}%), {speed}{held}{waiting}",
         thousands(done),
