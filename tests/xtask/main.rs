@@ -22,6 +22,7 @@ mod migrate_status;
 mod old_snapshot;
 mod pooler;
 mod prisma;
+mod prisma_give_up;
 mod recover;
 mod release;
 mod replica;
