@@ -477,12 +477,14 @@ pub fn app_bin() -> &'static Path {
     &binaries().app
 }
 
-/// Runs the real `xtask` binary with `DATABASE_URL` set to `database_url` (or unset).
+/// Runs the real `xtask` binary with `DATABASE_URL` set to `database_url` (or unset), and
+/// never a `DIRECT_URL` of the environment (which would take precedence).
 pub fn run_xtask(args: &[&str], database_url: Option<&str>) -> Output {
     let mut command = Command::new(xtask_bin());
     command
         .args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("DIRECT_URL")
         .env(xtask::APP_BIN_ENV, app_bin());
     if let Some(url) = database_url {
         command.env("DATABASE_URL", url);
@@ -536,6 +538,7 @@ impl Running {
         let mut child = Command::new(xtask_bin())
             .args(args)
             .env_remove("DATABASE_URL")
+            .env_remove("DIRECT_URL")
             .env("DATABASE_URL", database_url)
             .envs(env.iter().copied())
             .env(xtask::APP_BIN_ENV, app_bin())
