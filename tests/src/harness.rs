@@ -326,6 +326,14 @@ impl OwnCluster {
         connect(&url)
     }
 
+    /// The superuser URL of `database` on the standby (read only; it holds a password: hand it
+    /// to processes only).
+    pub fn standby_url(&self, database: &str) -> String {
+        self.cluster
+            .standby_url(database)
+            .expect("this cluster runs no standby: use OwnCluster::with_standby")
+    }
+
     /// The standby's name in `pg_stat_replication`.
     pub fn standby_name(&self) -> &'static str {
         STANDBY_NAME
@@ -476,12 +484,14 @@ pub fn app_bin() -> &'static Path {
     &binaries().app
 }
 
-/// Runs the real `xtask` binary with `DATABASE_URL` set to `database_url` (or unset).
+/// Runs the real `xtask` binary with `DATABASE_URL` set to `database_url` (or unset), and
+/// never a `DIRECT_URL` of the environment (which would take precedence).
 pub fn run_xtask(args: &[&str], database_url: Option<&str>) -> Output {
     let mut command = Command::new(xtask_bin());
     command
         .args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("DIRECT_URL")
         .env(xtask::APP_BIN_ENV, app_bin());
     if let Some(url) = database_url {
         command.env("DATABASE_URL", url);
@@ -526,11 +536,18 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str], database_url: &str) -> Running {
+        Running::start_with_env(args, database_url, &[])
+    }
+
+    /// [`Running::start`] with these environment variables set too.
+    pub fn start_with_env(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> Running {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(xtask_bin())
             .args(args)
             .env_remove("DATABASE_URL")
+            .env_remove("DIRECT_URL")
             .env("DATABASE_URL", database_url)
+            .envs(env.iter().copied())
             .env(xtask::APP_BIN_ENV, app_bin())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -2,4 +2,6 @@
 //! Prisma beside it.
 
 pub mod harness;
+pub mod pgbouncer;
 pub mod prisma;
+pub mod small_disk;

@@ -248,6 +248,7 @@ fn a_killed_backfill_resumes_to_the_same_state() {
     .unwrap();
     let mut child = Command::new(xtask_bin())
         .args(["backfill", "--batch-size", "200"])
+        .env_remove("DIRECT_URL")
         .env("DATABASE_URL", killed.url())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -8,6 +8,7 @@ fn xtask(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(xtask_bin())
         .args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("DIRECT_URL")
         .output()
         .expect("run xtask");
     (

@@ -12,6 +12,7 @@ fn two_deploys_at_once_apply_each_migration_once() {
     let spawn = || {
         Command::new(xtask_bin())
             .args(["migrate", "deploy"])
+            .env_remove("DIRECT_URL")
             .env("DATABASE_URL", db.url())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -358,7 +358,10 @@ fn rows() -> Vec<Row> {
 /// Runs one row; returns the exit code and the combined output.
 fn run(row: &Row, urls: &Urls) -> (Option<i32>, String, String) {
     let mut command = std::process::Command::new(xtask_bin());
-    command.args(&row.args).env_remove("DATABASE_URL");
+    command
+        .args(&row.args)
+        .env_remove("DATABASE_URL")
+        .env_remove("DIRECT_URL");
     match row.db {
         Db::None => {}
         Db::Url(url) => {

@@ -81,6 +81,7 @@ fn a_paused_standby_holds_the_backfill_which_says_why_then_finishes_once_resumed
     let total = null_count(&mut primary);
     let mut child = Command::new(xtask_bin())
         .args(["backfill", "--max-replica-lag", "0", "--batch-size", "100"])
+        .env_remove("DIRECT_URL")
         .env("DATABASE_URL", db.url())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -41,8 +41,11 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         Some(name) => vec![releases::find(&declared, name)?],
         None => declared.iter().filter(|r| !r.fills.is_empty()).collect(),
     };
-    let mut client = globals.url()?.connect()?;
-    report::emit(&check_releases(&mut client, &chosen)?, json)
+    let url = globals.url()?;
+    let mut client = url.connect()?;
+    let report = check_releases(&mut client, &chosen)?;
+    crate::db::primary::note_check_on_standby(&mut client, &url, report.is_backfilled())?;
+    report::emit(&report, json)
 }
 
 /// What `check` found for one release.

@@ -12,6 +12,12 @@ pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 use crate::error::environment;
 use crate::migrations::Migration;
 
+pub(crate) mod cause;
+pub(crate) mod deadline;
+pub use deadline::DEADLINE_ENV as STATEMENT_DEADLINE_ENV;
+pub(crate) mod direct;
+pub(crate) mod primary;
+
 /// The name xtask's connections show in `pg_stat_activity`, unless the URL sets its own.
 pub(crate) const APPLICATION_NAME: &str = "cargo-xtask";
 
@@ -20,20 +26,10 @@ pub fn parse_url(raw: &str) -> Result<DatabaseUrl> {
     DatabaseUrl::parse(raw, APPLICATION_NAME).map_err(anyhow::Error::new)
 }
 
-/// `--database-url`, else `DATABASE_URL`.
+/// `--database-url`, else `DIRECT_URL`, else `DATABASE_URL`; a pooled URL is refused (see
+/// [`direct`]).
 pub(crate) fn url_from_flag_or_env(flag: Option<&str>) -> Result<DatabaseUrl> {
-    let raw = match flag {
-        Some(url) => url.to_string(),
-        None => match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ => {
-                return Err(environment(
-                    "no database URL: set `DATABASE_URL` or pass `--database-url postgresql://USER:PASSWORD@HOST:PORT/DATABASE` (for a throwaway database, run `cargo xtask demo --keep`)",
-                ))
-            }
-        },
-    };
-    parse_url(&raw)
+    direct::choose(flag)
 }
 
 /// Opening a connection from a parsed URL: bounded start-up, its search_path set to the URL's
@@ -96,8 +92,9 @@ impl Connect for DatabaseUrl {
         let bound = start_up_bound(self);
         let url = self.clone();
         let (sender, receiver) = std::sync::mpsc::channel();
+        let started = Instant::now();
         std::thread::spawn(move || {
-            let _ = sender.send(connect_and_set_up(&url));
+            let _ = sender.send(connect_and_set_up(&url, started));
         });
         let outcome = match bound {
             Some(bound) => receiver.recv_timeout(bound).map_err(|_| bound),
@@ -114,7 +111,12 @@ impl Connect for DatabaseUrl {
     }
 }
 
-fn connect_and_set_up(url: &DatabaseUrl) -> Result<Client> {
+/// What the server says about the session at connect: how long ago it was opened (on the
+/// server's clock), and whether the server is a standby in recovery. A simple query: no
+/// prepared statement before the pooler check.
+const SESSION_PROBE_SQL: &str = "SELECT (SELECT extract(epoch FROM statement_timestamp() - backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid())::text, pg_is_in_recovery()";
+
+fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
     let mut config = postgres::Config::from(url.config().clone());
     if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
         config.keepalives_idle(KEEPALIVES_IDLE);
@@ -122,6 +124,7 @@ fn connect_and_set_up(url: &DatabaseUrl) -> Result<Client> {
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(TCP_USER_TIMEOUT);
     }
+    config.notice_callback(cause::remember_notice);
     let connected = match url.tls_connector()? {
         None => config.connect(postgres::NoTls),
         Some(connector) => config.connect(postgres_native_tls::MakeTlsConnector::new(connector)),
@@ -148,6 +151,22 @@ fn connect_and_set_up(url: &DatabaseUrl) -> Result<Client> {
             }
         }
     }
+    let probe = client
+        .simple_query(SESSION_PROBE_SQL)
+        .context("cannot read the session's start in `pg_stat_activity`")?
+        .into_iter()
+        .find_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) => Some((
+                row.get(0).and_then(|age| age.parse::<f64>().ok()),
+                row.get(1) == Some("t"),
+            )),
+            _ => None,
+        });
+    let (session_age, in_recovery) = probe.unwrap_or((None, false));
+    if let Some(age) = session_age.filter(|age| age.is_finite() && *age > 0.0) {
+        direct::refuse_reused_session(url, Duration::from_secs_f64(age), started.elapsed())?;
+    }
+    primary::refuse_standby(url, in_recovery)?;
     if let Some(search_path) = url.search_path() {
         client
             .execute(datahub_core::pg_url::SET_SEARCH_PATH_SQL, &[&search_path])
@@ -222,19 +241,21 @@ pub(crate) fn acquire_migration_lock(
 ) -> Result<()> {
     let started = Instant::now();
     let mut announced = false;
+    let server = crate::interrupt::server_description();
     loop {
         crate::interrupt::check()?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-            .context("cannot take the migration advisory lock")?
-            .get(0);
+        let locked: bool = deadline::bounded(client, &server, "taking the migration lock", |c| {
+            c.query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        })
+        .context("cannot take the migration advisory lock")?
+        .get(0);
         if locked {
             return Ok(());
         }
-        let holder = describe_lock_holder(client, migrations)?;
+        let (holder, remedy) = describe_lock_holder(client, migrations)?;
         if started.elapsed() >= wait {
             return Err(anyhow::Error::new(MigrationLockBusy(format!(
-                "the migration lock `pg_advisory_lock({MIGRATION_LOCK_KEY})` is held by {holder}; gave up after waiting {} s, and nothing was changed: let that migration finish (or stop its backend with `SELECT pg_cancel_backend(PID)` if it is stuck), then run the command again",
+                "the migration lock `pg_advisory_lock({MIGRATION_LOCK_KEY})` is held by {holder}; gave up after waiting {} s, and nothing was changed: {remedy}, then run the command again",
                 wait.as_secs()
             ))));
         }
@@ -247,9 +268,11 @@ pub(crate) fn acquire_migration_lock(
 }
 
 pub(crate) fn release_migration_lock(client: &mut Client) -> Result<()> {
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-        .context("cannot release the migration advisory lock")?;
+    let server = crate::interrupt::server_description();
+    deadline::bounded(client, &server, "releasing the migration lock", |c| {
+        c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+    })
+    .context("cannot release the migration advisory lock")?;
     Ok(())
 }
 
@@ -273,10 +296,19 @@ pub(crate) fn with_migration_lock<T>(
     Ok(value)
 }
 
-fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result<String> {
-    let row = client
-        .query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY])
-        .context("cannot read `pg_locks` to find who holds the migration lock")?;
+/// Who holds the migration lock, and the remedy for its state: a backend running a statement
+/// lets go when the statement is cancelled and its session ends; an idle one (a session that
+/// took the lock and went quiet, such as a client that died behind a pooler) holds it until
+/// the session ends, which only `pg_terminate_backend` does.
+fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result<(String, String)> {
+    let server = crate::interrupt::server_description();
+    let row = deadline::bounded(
+        client,
+        &server,
+        "reading who holds the migration lock",
+        |c| c.query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY]),
+    )
+    .context("cannot read `pg_locks` to find who holds the migration lock")?;
     Ok(match row {
         Some(row) => {
             let pid: i32 = row.get(0);
@@ -293,9 +325,20 @@ fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result
                 }
                 _ => format!(", {state}"),
             };
-            format!("backend pid {pid} (`{application}`, user `{user}`, from {address}, connected since {since} UTC{doing})")
+            let remedy = if state.starts_with("idle") {
+                format!("that session is {state} and keeps the lock until it ends: if it is not a migration in progress, end it with `SELECT pg_terminate_backend({pid})` (`pg_cancel_backend` cancels a statement, and it runs none)")
+            } else {
+                format!("let that migration finish (or, if it is stuck, stop it with `SELECT pg_terminate_backend({pid})`, which ends its session and so the lock)")
+            };
+            (
+                format!("backend pid {pid} (`{application}`, user `{user}`, from {address}, connected since {since} UTC{doing})"),
+                remedy,
+            )
         }
-        None => "a backend that has just released it".to_string(),
+        None => (
+            "a backend that has just released it".to_string(),
+            "try again".to_string(),
+        ),
     })
 }
 
@@ -380,12 +423,14 @@ pub(crate) fn is_lock_timeout(error: &postgres::Error) -> bool {
 
 /// Sets `lock_timeout` for the session (`Duration::ZERO`: wait as long as it takes).
 pub(crate) fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
-    client
-        .execute(
+    let server = crate::interrupt::server_description();
+    deadline::bounded(client, &server, "setting `lock_timeout`", |c| {
+        c.execute(
             "SELECT set_config('lock_timeout', $1, false)",
             &[&format!("{}ms", timeout.as_millis())],
         )
-        .context("cannot set `lock_timeout`")?;
+    })
+    .context("cannot set `lock_timeout`")?;
     Ok(())
 }
 

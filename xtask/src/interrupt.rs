@@ -7,7 +7,8 @@
 //! signals in every thread (the mask is set before any thread exists and threads inherit it)
 //! and one thread receives them with `sigwait`. The first signal sets a flag that every loop of
 //! the commands checks, and cancels each long statement registered with [`cancellable`] through
-//! the driver's cancel token, as `pg_cancel_backend` would. A second signal exits at once.
+//! the driver's cancel token, as `pg_cancel_backend` would. A second signal exits at once, and
+//! so does the first after [`GRACE`] when the server does not let the outcome be recorded.
 //! SIGKILL cannot be caught: `cargo xtask recover` proves what such a kill left behind.
 //!
 //! Child processes (cargo, the app, pg_ctl) start with an empty signal mask: the standard
@@ -21,6 +22,11 @@ use std::time::Duration;
 use postgres::{CancelToken, Client};
 
 use crate::db::DatabaseUrl;
+
+/// How long after the first signal the command may take to cancel its statement and record
+/// the outcome: a server that does not answer (frozen, or a standby whose replay is paused)
+/// must not keep `timeout`, CI or systemd from stopping the process.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// The signal received, 0 while none was.
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -89,6 +95,15 @@ pub(crate) fn install() {
             signal_name(signal)
         );
         std::thread::spawn(cancel_until_done);
+        std::thread::spawn(move || {
+            std::thread::sleep(GRACE);
+            eprintln!(
+                "{}: the outcome could not be recorded within {} s (the server did not answer); exiting without it: run `cargo xtask migrate status`, and `cargo xtask recover`, which proves what happened",
+                signal_name(signal),
+                GRACE.as_secs()
+            );
+            std::process::exit(1);
+        });
     });
 }
 
@@ -120,6 +135,16 @@ pub(crate) fn sleep(duration: Duration) -> Result<(), Interrupted> {
         }
         std::thread::sleep(left.min(Duration::from_millis(50)));
     }
+}
+
+/// `host:port/database as user` of the server last connected to, for messages.
+pub(crate) fn server_description() -> String {
+    SERVER
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(DatabaseUrl::describe)
+        .unwrap_or_else(|| "the server".to_string())
 }
 
 /// Remembers how to reach the server for cancel requests (its TLS settings).

@@ -69,6 +69,10 @@ const COMMANDS: &[Command] = &[
     command!("bench", bench),
 ];
 
+/// Commands that write to the database they are pointed at, refused on a read-only standby
+/// (`migrate` declares its writing subcommands itself).
+const WRITING_COMMANDS: &[&str] = &["backfill", "release", "recover", "rollback", "seed"];
+
 /// The top-level help, built from the command table so it cannot drift from the commands.
 pub fn help() -> String {
     let mut out = String::from(
@@ -93,7 +97,13 @@ pub fn run(args: Vec<OsString>) -> i32 {
     match dispatch(args) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
-            eprint!("{}", error::describe(&error));
+            let described = error::describe(&error);
+            eprint!("{described}");
+            if let Some(fault) = db::cause::server_fault_in(&error) {
+                if !described.contains(&fault) {
+                    eprintln!("  what happened on the server: {fault}");
+                }
+            }
             error::exit_code(&error)
         }
     }
@@ -122,7 +132,12 @@ fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
             Ok(Outcome::Ready)
         }
         Some(name) => match find(name) {
-            Some(command) => (command.run)(args, &globals),
+            Some(command) => {
+                if WRITING_COMMANDS.contains(&command.name) {
+                    db::primary::require(command.name);
+                }
+                (command.run)(args, &globals)
+            }
             None => Err(unknown(name)),
         },
     }

@@ -112,6 +112,7 @@ pub struct DatabaseUrl {
     unix_socket: bool,
     connection_limit: Option<usize>,
     pool_timeout: Option<Duration>,
+    pgbouncer: bool,
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -206,6 +207,12 @@ impl DatabaseUrl {
         self.pool_timeout
     }
 
+    /// Prisma's `pgbouncer=true`: the URL reaches PostgreSQL through a pooler in transaction
+    /// mode, where a server session serves another client after each transaction.
+    pub fn is_pooled(&self) -> bool {
+        self.pgbouncer
+    }
+
     /// `host:port/database as user`, for messages. Never the password.
     pub fn describe(&self) -> String {
         let host = self
@@ -226,13 +233,16 @@ impl DatabaseUrl {
     /// Unix socket). `prefer` and `require` encrypt without checking the certificate, as libpq
     /// does without a root certificate, and skip loading the system's CA store, which costs more
     /// than a whole status query. `verify-ca` checks the chain; `verify-full` the host name too.
+    /// As libpq, `require` with a root certificate given (`sslrootcert`) checks the chain
+    /// against it, as `verify-ca` does.
     pub fn tls_connector(&self) -> Result<Option<native_tls::TlsConnector>, UrlError> {
         if self.unix_socket || self.tls == TlsMode::Disable {
             return Ok(None);
         }
         let mut builder = native_tls::TlsConnector::builder();
-        if self.tls.verifies_certificate() {
-            builder.danger_accept_invalid_hostnames(self.tls == TlsMode::VerifyCa);
+        let require_with_root = self.tls == TlsMode::Require && self.root_certificate.is_some();
+        if self.tls.verifies_certificate() || require_with_root {
+            builder.danger_accept_invalid_hostnames(self.tls != TlsMode::VerifyFull);
             if let Some(path) = &self.root_certificate {
                 builder.disable_built_in_roots(true);
                 builder.add_root_certificate(read_certificate(path)?);
@@ -265,6 +275,7 @@ struct Reader {
     connect_timeout_given: bool,
     connection_limit: Option<usize>,
     pool_timeout: Option<Duration>,
+    pgbouncer: bool,
 }
 
 impl Reader {
@@ -401,6 +412,7 @@ impl Reader {
             "pool_timeout" => {
                 self.pool_timeout = Some(Duration::from_secs(parse_seconds(key, &value)?));
             }
+            "pgbouncer" => self.pgbouncer = value == "true",
             _ if PRISMA_POOL_PARAMETERS.contains(&key) => {}
             _ => {
                 return Err(error(format!(
@@ -471,6 +483,7 @@ impl Reader {
             unix_socket,
             connection_limit: self.connection_limit,
             pool_timeout: self.pool_timeout,
+            pgbouncer: self.pgbouncer,
         })
     }
 }
@@ -594,6 +607,11 @@ mod tests {
             Some(&Duration::from_secs(5))
         );
         assert_eq!(url.tls(), TlsMode::Prefer);
+        assert!(url.is_pooled());
+        assert!(!parse("postgresql://u@h/d?pgbouncer=false")
+            .unwrap()
+            .is_pooled());
+        assert!(!parse("postgresql://u@h/d").unwrap().is_pooled());
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! standbys within `--max-replica-lag` (replica.rs).
 
 mod held;
+mod horizon;
 mod plan;
 mod progress;
 pub(crate) mod replica;
+mod slots;
 mod worker;
 
 use std::sync::atomic::Ordering;
@@ -290,10 +292,7 @@ pub fn backfill(
             .get(0),
         None => 0,
     };
-    let mut worker_connections = Vec::new();
-    for _ in 1..options.workers.max(1) {
-        worker_connections.push(url.connect()?);
-    }
+    let mut worker_connections = slots::connect_workers(url, options.workers as u64)?;
     for connection in std::iter::once(&mut *client).chain(worker_connections.iter_mut()) {
         if let Some(sql) = rule.connection() {
             connection.batch_execute(sql).with_context(|| {
@@ -305,6 +304,7 @@ pub fn backfill(
         }
         crate::db::set_lock_timeout(connection, BATCH_LOCK_TIMEOUT)?;
     }
+    let horizon = horizon::Watch::start(url);
     let result = backfill_tables(
         client,
         &mut worker_connections,
@@ -313,6 +313,11 @@ pub fn backfill(
         options,
         started,
         gate.as_ref(),
+    );
+    horizon.finish(
+        result
+            .as_ref()
+            .map_or(0, |(t, _)| t.iter().map(|t| t.rows).sum()),
     );
     // The first connection goes on serving the caller (release, recover) after this.
     if !client.is_closed() {

@@ -2,7 +2,8 @@
 //! it pauses when it waits for a standby.
 
 use std::io::Write;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::report::thousands;
 
@@ -19,7 +20,16 @@ pub(crate) fn print(
     let seconds = elapsed.as_secs_f64().max(0.001);
     let rate = done as f64 / seconds;
     let remaining = (total - done).max(0) as f64;
-    let eta = if rate > 0.0 { remaining / rate } else { 0.0 };
+    // A finished table reads as its rate, however long its last batch took.
+    let stalled = stalled_for(table, done, elapsed).filter(|_| done < total);
+    let speed = match stalled {
+        Some(quiet) => format!("no progress for {:.0} s", quiet.as_secs_f64()),
+        None => format!(
+            "{} rows/s, ETA {:.0} s",
+            thousands(rate as i64),
+            remaining / rate.max(1.0)
+        ),
+    };
     let percent = if total > 0 { done * 100 / total } else { 100 };
     let held = match held {
         0 => String::new(),
@@ -28,12 +38,52 @@ pub(crate) fn print(
             thousands(n)
         ),
     };
-    let waiting = waiting.map(|why| format!("; {why}")).unwrap_or_default();
+    let waiting = waiting
+        .into_iter()
+        .chain(super::horizon::note())
+        .map(|why| format!("; {why}"))
+        .collect::<String>();
     eprintln!(
-        "  {table}: {} / {} rows ({percent}%), {} rows/s, ETA {eta:.0} s{held}{waiting}",
+        "  {table}: {} / {} rows ({percent}%), {speed}{held}{waiting}",
         thousands(done),
-        thousands(total),
-        thousands(rate as i64)
+        thousands(total)
     );
     let _ = std::io::stderr().flush();
+}
+
+/// The table, its rows done and when that count last changed, as of the last line printed.
+static LAST: Mutex<Option<(String, i64, Instant)>> = Mutex::new(None);
+
+/// How long the count of `table` has stood still, when it has not moved since the last line
+/// (or since the table's start, `elapsed` ago, with nothing done): a rate and an ETA would
+/// then read "0 rows/s, ETA 0 s".
+fn stalled_for(table: &str, done: i64, elapsed: Duration) -> Option<Duration> {
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    let since = match last.as_ref() {
+        Some((name, count, since)) if name == table && *count == done => Some(*since),
+        _ => None,
+    };
+    if since.is_none() {
+        *last = Some((table.to_string(), done, now));
+    }
+    match since {
+        Some(since) => Some(now - since),
+        None if done == 0 => Some(elapsed),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_that_stands_still_is_no_progress_not_a_rate() {
+        let table = "ProgressTest";
+        assert!(stalled_for(table, 0, Duration::from_secs(3)).is_some());
+        assert!(stalled_for(table, 10, Duration::from_secs(4)).is_none());
+        assert!(stalled_for(table, 10, Duration::from_secs(5)).is_some());
+        assert!(stalled_for(table, 20, Duration::from_secs(6)).is_none());
+    }
 }

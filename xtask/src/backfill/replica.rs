@@ -272,6 +272,14 @@ impl ReplicaGate {
                 }
                 return Ok(false);
             }
+            // A signal ends the wait at once: the backfill then stops as it does between
+            // batches, its batches so far committed.
+            if crate::interrupt::requested().is_some() {
+                if let Some(since) = since {
+                    self.end_wait(since);
+                }
+                crate::interrupt::check()?;
+            }
             std::thread::sleep(POLL);
         }
     }

@@ -56,7 +56,8 @@ impl Default for DeployOptions {
 pub(crate) enum Left {
     /// Recorded as failed (an error in the script, as Prisma records it).
     Failed,
-    /// Recorded as rolled back: nothing applied, the migration is pending again.
+    /// Given up and rolled back by PostgreSQL: nothing applied, no row left, the migration is
+    /// pending again.
     RolledBack,
     /// The connection broke mid-script: the row says failed, the outcome is unknown.
     Unknown,
@@ -390,9 +391,10 @@ fn run_script(client: &mut Client, migration: &Migration, options: &DeployOption
 ///   (a killed client's backend goes on until it next talks to it). The row stays "failed";
 ///   `recover` waits for the backend and proves the outcome from the catalog.
 /// - The lock budget ran out, or SIGINT/SIGTERM cancelled the script: PostgreSQL rolled it back,
-///   nothing of it was applied, so the attempt is recorded as rolled back (the reason in
-///   `logs`): the migration is pending again for us and for Prisma, nothing to resolve. An index
-///   build leaves an INVALID index, dropped here when that is quick, else by the next deploy.
+///   nothing of it was applied, so the attempt's row is removed: the migration is pending
+///   again for us and for Prisma (whose `status` reads any row as applied), nothing to
+///   resolve; the reason is in the error. An index build leaves an INVALID index, dropped
+///   here when that is quick, else by the next deploy.
 /// - Anything else: recorded as failed, as Prisma records it (P3018), for a person or `recover`.
 fn settle_failure(
     client: &mut Client,
@@ -405,8 +407,11 @@ fn settle_failure(
 ) -> anyhow::Error {
     let name = &migration.name;
     if db::is_connection_lost(&error) || client.is_closed() {
+        let fault = db::cause::server_fault(&error)
+            .map(|fault| format!(": {fault}"))
+            .unwrap_or_default();
         return anyhow!(db::describe_driver_error(&error)).context(failure(Left::Unknown, format!(
-            "lost the connection to PostgreSQL while `{name}` was running: its outcome is unknown, and `_prisma_migrations` shows it as failed (started, never finished); once the server answers, run `cargo xtask recover`, which waits for the script if its backend still runs and resolves the migration by what the database shows"
+            "lost the connection to PostgreSQL while `{name}` was running{fault}: its outcome is unknown, and `_prisma_migrations` shows it as failed (started, never finished); once the server answers, run `cargo xtask recover`, which waits for the script if its backend still runs and resolves the migration by what the database shows"
         )));
     }
     let logs = logs::prisma_logs(name, &error);
@@ -451,11 +456,8 @@ fn settle_failure(
         },
         None => "PostgreSQL rolled its script back, so nothing of it was applied".to_string(),
     };
-    let logs =
-        format!("{logs}\n\nNot applied: {why}; {left}. Recorded as rolled back by cargo xtask.");
-    if let Err(record_error) = record(client, |client| {
-        history::mark_rolled_back(client, id, &logs)
-    }) {
+    let logs = format!("{logs}\n\nNot applied: {why}; {left}.");
+    if let Err(record_error) = record(client, |client| history::forget_attempt(client, id)) {
         return unrecorded(record_error, name);
     }
     let next = match signal {
@@ -466,7 +468,7 @@ fn settle_failure(
         ),
     };
     let message = format!(
-        "migration `{name}` was not applied: {why}; {left}, and `_prisma_migrations` records the attempt as rolled back, so it is pending again (nothing to resolve): {next}"
+        "migration `{name}` was not applied: {why}; {left}, and its attempt is taken out of `_prisma_migrations`, so it is pending again for this tool and for Prisma alike (nothing to resolve): {next}"
     );
     match signal {
         Some(signal) => anyhow::Error::new(crate::interrupt::Interrupted(signal))

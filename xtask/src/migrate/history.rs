@@ -42,11 +42,10 @@ WHERE "id" = $1"#;
 const MARK_FAILED: &str = r#"
 UPDATE "_prisma_migrations" SET "logs" = $2, "applied_steps_count" = 0 WHERE "id" = $1"#;
 
-/// An attempt that PostgreSQL rolled back as a whole (a lock budget spent, a signal): recorded
-/// as rolled back, so the migration is pending again for Prisma too, with the reason in `logs`.
-const MARK_ATTEMPT_ROLLED_BACK: &str = r#"
-UPDATE "_prisma_migrations" SET "logs" = $2, "applied_steps_count" = 0, "rolled_back_at" = now()
-WHERE "id" = $1"#;
+/// An attempt that PostgreSQL rolled back as a whole (a lock budget spent, a signal): its row
+/// goes, so the migration is pending again for us and for Prisma alike. Prisma's `status`
+/// reads any row of a migration, rolled back or not, as "applied".
+const FORGET_ATTEMPT: &str = r#"DELETE FROM "_prisma_migrations" WHERE "id" = $1"#;
 
 const MARK_FAILED_ROLLED_BACK: &str = r#"
 UPDATE "_prisma_migrations" SET "rolled_back_at" = now()
@@ -143,11 +142,12 @@ pub fn mark_failed(client: &mut Client, id: &str, logs: &str) -> Result<()> {
     Ok(())
 }
 
-/// Records an attempt whose script PostgreSQL rolled back as rolled back, with `logs` saying why.
-pub(crate) fn mark_rolled_back(client: &mut Client, id: &str, logs: &str) -> Result<()> {
+/// Removes the row of an attempt whose script PostgreSQL rolled back: nothing of it was
+/// applied, and no row is what both tools read as "not applied".
+pub(crate) fn forget_attempt(client: &mut Client, id: &str) -> Result<()> {
     client
-        .execute(MARK_ATTEMPT_ROLLED_BACK, &[&id, &logs])
-        .context("cannot record a rolled-back migration attempt in `_prisma_migrations`")?;
+        .execute(FORGET_ATTEMPT, &[&id])
+        .context("cannot remove a rolled-back migration attempt from `_prisma_migrations`")?;
     Ok(())
 }
 

@@ -111,8 +111,14 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     match subcommand.as_deref() {
         Some("status") => run_status(args, globals),
-        Some("deploy") => run_deploy(args, globals),
-        Some("resolve") => run_resolve(args, globals),
+        Some("deploy") => {
+            crate::db::primary::require("migrate deploy");
+            run_deploy(args, globals)
+        }
+        Some("resolve") => {
+            crate::db::primary::require("migrate resolve");
+            run_resolve(args, globals)
+        }
         Some("new") => run_new(args, globals),
         Some("plan") => plan::run_plan(args, globals),
         Some("lint") => plan::run_lint(args, globals),

@@ -1,0 +1,67 @@
+//! A server crash and its recovery, named: while a deploy builds an index (parked by an app
+//! transaction, seen in `pg_stat_activity`), another backend is killed with SIGKILL, so the
+//! postmaster ends every session and replays its WAL (on a cluster of the test's own). The
+//! deploy says the server restarted after a crash, not only that the connection was lost, and
+//! names `recover`, which then converges.
+
+use std::time::{Duration, Instant};
+
+use datahub_tests::harness::{run_xtask, text, OwnCluster, Running};
+use postgres::{Client, NoTls};
+use xtask::tenancy::{EXPAND, INIT};
+
+use crate::support::seed_small;
+
+#[test]
+fn a_crash_of_another_backend_is_named_and_recover_converges() {
+    let cluster = OwnCluster::plain();
+    let url = cluster.database_migrated_to(INIT);
+    seed_small(&mut Client::connect(&url, NoTls).unwrap());
+    let expand = run_xtask(&["migrate", "deploy", "--to", EXPAND], Some(&url));
+    assert_eq!(expand.status.code(), Some(0), "{}", text(&expand.stderr));
+    let mut app = Client::connect(&url, NoTls).unwrap();
+    app.batch_execute(r#"BEGIN; UPDATE "Connection" SET "status" = "status" WHERE false"#)
+        .unwrap();
+    let app_pid: i32 = app
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let running = Running::start(&["migrate", "deploy"], &url);
+    let mut observer = Client::connect(&url, NoTls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
+                   AND query LIKE '%CREATE INDEX CONCURRENTLY%')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the index build did not wait");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) of the app session's backend, a child of this test's own postmaster.
+    assert_eq!(unsafe { libc::kill(app_pid, libc::SIGKILL) }, 0);
+    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the server restarted after one of its processes crashed")
+            && stderr.contains("run `cargo xtask recover`"),
+        "{stderr}"
+    );
+    // Once the server has replayed its WAL and answers, `recover` proves and finishes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Client::connect(&url, NoTls).is_err() {
+        assert!(Instant::now() < deadline, "the server did not come back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let recover = run_xtask(&["recover"], Some(&url));
+    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
+    let status = run_xtask(&["migrate", "status"], Some(&url));
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+}

@@ -1,0 +1,89 @@
+//! The server-side cause behind a failed statement or a lost connection, named for a person:
+//! a full disk, a crash and the restart that follows, a terminated backend, a server still
+//! recovering. Without it a WAL-write PANIC mid-release read as "the connection was lost", with
+//! no word of disk space.
+
+use std::sync::Mutex;
+
+use postgres::error::{DbError, SqlState};
+
+/// The last notice a server sent as it ended a session (PostgreSQL 14 and later send
+/// "terminating connection because of crash of another server process" as a WARNING notice,
+/// not an error, and then close the connection).
+static ENDING_NOTICE: Mutex<Option<DbError>> = Mutex::new(None);
+
+/// The notice callback of every xtask connection: keeps a notice that ends the session.
+pub(crate) fn remember_notice(notice: DbError) {
+    let code = notice.code();
+    if *code == SqlState::CRASH_SHUTDOWN || *code == SqlState::ADMIN_SHUTDOWN {
+        *ENDING_NOTICE.lock().unwrap_or_else(|e| e.into_inner()) = Some(notice);
+    }
+}
+
+/// The server's own words, for the message.
+fn quoted(db: &DbError) -> String {
+    format!("\"{}: {}\"", db.severity(), db.message())
+}
+
+/// What happened on the server, when `error` says (else `None`): a clause to put before the
+/// command's own next step.
+pub(crate) fn server_fault(error: &postgres::Error) -> Option<String> {
+    match error.as_db_error() {
+        Some(db) => describe(db),
+        None if super::is_connection_lost(error) => ENDING_NOTICE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(describe),
+        None => None,
+    }
+}
+
+fn describe(db: &DbError) -> Option<String> {
+    let code = db.code();
+    let disk_full = *code == SqlState::DISK_FULL
+        || db.message().contains("No space left on device")
+        || db.message().contains("could not extend file");
+    Some(if disk_full {
+        let panicked = db.severity() == "PANIC";
+        format!(
+            "the server's disk is full ({}){}: free space on the volume that holds its data directory, WAL or tablespace (`df` on the server; the hint is \"Check free disk space\")",
+            quoted(db),
+            if panicked {
+                ", and it stopped with a PANIC: it restarts and replays its WAL once there is room"
+            } else {
+                ""
+            }
+        )
+    } else if db.severity() == "PANIC" {
+        format!(
+            "the server stopped with a PANIC ({}) and restarts, replaying its WAL; its log says why",
+            quoted(db)
+        )
+    } else if *code == SqlState::CRASH_SHUTDOWN {
+        format!(
+            "the server restarted after one of its processes crashed ({}): it replays its WAL before it answers again, and its log names the process that failed and why (a full disk reads \"No space left on device\")",
+            quoted(db)
+        )
+    } else if *code == SqlState::CANNOT_CONNECT_NOW {
+        format!(
+            "the server is starting up or recovering from a crash ({}): it answers once its WAL is replayed",
+            quoted(db)
+        )
+    } else if *code == SqlState::ADMIN_SHUTDOWN {
+        format!(
+            "the server ended the session ({}): a `pg_terminate_backend` or a server shutdown",
+            quoted(db)
+        )
+    } else {
+        return None;
+    })
+}
+
+/// [`server_fault`] of the first PostgreSQL error in `error`'s chain.
+pub(crate) fn server_fault_in(error: &anyhow::Error) -> Option<String> {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<postgres::Error>())
+        .find_map(server_fault)
+}
