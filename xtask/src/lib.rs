@@ -21,6 +21,7 @@ pub mod runbook;
 pub mod seed;
 pub mod smoke;
 pub mod tenancy;
+mod test;
 pub mod verify;
 
 use std::ffi::OsString;
@@ -66,6 +67,7 @@ const COMMANDS: &[Command] = &[
     command!("seed", seed),
     command!("demo", demo),
     command!("bench", bench),
+    command!("test", test),
 ];
 
 /// The top-level help, built from the command table so it cannot drift from the commands.

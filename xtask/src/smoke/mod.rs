@@ -31,8 +31,8 @@ Builds and starts the app on a free port against the database (or tests the app 
 which must use the same database), signs in as a smoke user in a smoke workspace of its own,
 and checks /data, /data/google-ads, the chat, connect/disconnect and the app's log. Everything
 it creates is removed afterwards. Exit 0 only when every check passes.
---browser: the same in headless Chromium (Debian's chromium and chromium-driver), switching
-workspaces too; a console error or a Content-Security-Policy violation fails it, and each page
+--browser: the same in headless Chromium or Google Chrome (CHROME and CHROMEDRIVER name them
+when they are not on PATH), switching workspaces too; a console error or a Content-Security-Policy violation fails it, and each page
 is saved as a PNG under target/xtask/smoke-browser/.
 ";
 
@@ -53,11 +53,9 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let database = globals.url()?;
     let mut client = database.connect()?;
-    if browser && !browser::installed() {
+    if let Some(missing) = browser.then(browser::missing).flatten() {
         return Err(crate::error::environment(format!(
-            "`--browser` needs `{}` and `{}`: install them with `apt-get install chromium chromium-driver`",
-            browser::CHROMIUM,
-            browser::CHROMEDRIVER
+            "`--browser` needs a browser and chromedriver: {missing}"
         )));
     }
     let options = SmokeOptions {
