@@ -2,4 +2,5 @@
 //! Prisma beside it.
 
 pub mod harness;
+pub mod json_schema;
 pub mod prisma;

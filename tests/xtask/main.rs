@@ -11,6 +11,7 @@ mod demo;
 mod faults;
 mod hostile_inputs;
 mod incident;
+mod json_schemas;
 mod lock_safety;
 mod migrate_lint;
 mod migrate_new;

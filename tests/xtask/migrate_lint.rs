@@ -414,6 +414,12 @@ fn lint_annotates_github_and_plan_fails_on_findings_when_asked() {
         "the text comes first: {stdout}"
     );
 
+    let json = xtask(&["lint", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    crate::json_schemas::assert_conforms("migrate_plan", &doc);
+    assert_eq!(doc["schema"], "datahub.migrate_lint.v1");
+    assert_eq!(doc["migrations"][0]["findings"][0]["lock"]["since_line"], 3);
+
     let plan = xtask(&["plan"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
     let failing = xtask(&["plan", "--fail-on-findings"]);

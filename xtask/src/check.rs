@@ -128,19 +128,24 @@ impl Report for CheckReport {
     }
 
     fn to_json(&self) -> serde_json::Value {
-        match self {
+        // One shape for both: no columns to count is `nulls: null`, `columns_missing` listed.
+        let fields = match self {
             CheckReport::MissingColumns { missing } => json!({
                 "backfilled": false,
-                "columnsMissing": missing,
+                "columns_missing": missing,
+                "nulls": null,
+                "total_nulls": null,
                 "next": format!("cargo xtask migrate deploy --to {EXPAND}"),
             }),
             CheckReport::Counts { nulls } => json!({
                 "backfilled": self.is_backfilled(),
+                "columns_missing": [],
                 "nulls": nulls.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
-                "totalNulls": self.total_nulls(),
+                "total_nulls": self.total_nulls(),
                 "next": if self.is_backfilled() { serde_json::Value::Null } else { json!("cargo xtask backfill") },
             }),
-        }
+        };
+        crate::report::document("check", fields)
     }
 
     fn ok(&self) -> bool {

@@ -431,8 +431,9 @@ impl PlanReport {
             for finding in findings {
                 let level = if finding.blocks() { "error" } else { "notice" };
                 let text = Self::finding_text(plan, finding);
-                // finding_text starts with `file:line: `, which the annotation's place says.
-                let prefix = format!("{}:{}: ", plan.file, finding.line);
+                // finding_text starts with `file:line: rule: `, which the annotation's place
+                // and title say.
+                let prefix = format!("{}:{}: {}: ", plan.file, finding.line, finding.rule);
                 let message = text.strip_prefix(&prefix).unwrap_or(&text).trim_end();
                 out.push_str(&format!(
                     "::{level} file={},line={},title={}::{}\n",
@@ -528,8 +529,8 @@ impl Report for PlanReport {
                 json!({
                     "name": plan.name,
                     "file": plan.file,
-                    "mode": match plan.mode { Mode::Transaction => "transaction", Mode::OnItsOwn => "on its own" },
-                    "rowsBefore": plan.rows_before,
+                    "mode": match plan.mode { Mode::Transaction => "transaction", Mode::OnItsOwn => "on_its_own" },
+                    "rows_before": plan.rows_before,
                     "seconds": plan.duration.as_secs_f64(),
                     "failure": plan.failure.as_ref().map(|f| json!({"line": f.line, "sqlstate": f.code, "message": f.message})),
                     "notes": plan.notes,
@@ -538,27 +539,34 @@ impl Report for PlanReport {
                         "sql": s.statement.sql,
                         "note": s.note,
                         "locks": s.locks.iter().map(|l| json!({
-                            "table": l.table, "mode": l.mode.name(), "newTable": l.new_table,
-                            "takenHere": l.taken_here, "sinceLine": l.since_line,
+                            "table": l.table, "mode": l.mode.name(), "new_table": l.new_table,
+                            "taken_here": l.taken_here, "since_line": l.since_line,
                             "blocks": l.mode.blocks(),
                         })).collect::<Vec<_>>(),
-                        "rewrites": s.rewrites.iter().map(|(t, said)| json!({"table": t, "rewritingTable": said})).collect::<Vec<_>>(),
+                        "rewrites": s.rewrites.iter().map(|(t, said)| json!({"table": t, "rewriting_table": said})).collect::<Vec<_>>(),
                         "scans": s.scans.iter().map(|scan| json!({
-                            "table": scan.table, "kind": scan.kind.label(), "newTable": scan.new_table,
-                            "rowsRead": scan.rows_read,
+                            "table": scan.table, "kind": scan.kind.label(), "new_table": scan.new_table,
+                            "rows_read": scan.rows_read,
                         })).collect::<Vec<_>>(),
                         "validates": s.validations,
-                        "rowsChanged": s.changed_rows.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
+                        "rows_changed": s.changed_rows.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                     "findings": findings.iter().map(|f| json!({
                         "rule": f.rule, "line": f.line, "statement": f.statement, "table": f.table,
-                        "lock": f.lock.as_ref().map(|(mode, table, since)| json!({"mode": mode.name(), "table": table, "sinceLine": since})),
+                        "lock": f.lock.as_ref().map(|(mode, table, since)| json!({"mode": mode.name(), "table": table, "since_line": since})),
                         "what": f.what, "fix": f.fix, "allowed": f.allowed,
                     })).collect::<Vec<_>>(),
                 })
             })
             .collect();
-        json!({ "shadow": self.header, "migrations": migrations, "blocking": self.blocking().count() })
+        report::document(
+            if self.lint {
+                "migrate_lint"
+            } else {
+                "migrate_plan"
+            },
+            json!({ "shadow": self.header, "migrations": migrations, "blocking": self.blocking().count() }),
+        )
     }
 
     fn ok(&self) -> bool {

@@ -138,6 +138,7 @@ pub fn release(
             url: None,
             app_bin: Some(app_bin),
             browser: false,
+            lines_on_stdout: false,
         },
     )?;
     let n_ok = report.checks.iter().filter(|c| c.ok).count();
