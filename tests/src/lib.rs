@@ -2,6 +2,7 @@
 //! Prisma beside it.
 
 pub mod harness;
+pub mod json_schema;
 pub mod pgbouncer;
 pub mod prisma;
 pub mod small_disk;

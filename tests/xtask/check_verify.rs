@@ -116,7 +116,7 @@ fn verify_at_every_stage() {
     let output = run_xtask(&["verify", "--json"], Some(db.url()));
     assert_eq!(output.status.code(), Some(0));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(doc["foreignKeys"]["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["foreign_keys"]["rows"].as_array().unwrap().len(), 4);
     assert_eq!(doc["columns"]["rows"][0]["is_nullable"], "NO");
     assert_eq!(doc["ok"], true);
 }

@@ -31,7 +31,7 @@ fn every_listed_command_has_its_own_help() {
         .take_while(|line| !line.trim().is_empty())
         .map(|line| line.split_whitespace().next().unwrap().to_string())
         .collect();
-    assert_eq!(listed.len(), 12, "{stdout}");
+    assert_eq!(listed.len(), 13, "{stdout}");
     for command in &listed {
         let (code, help, _) = xtask(&[command, "--help"]);
         assert_eq!(code, 0, "{command}");
@@ -46,4 +46,17 @@ fn every_listed_command_has_its_own_help() {
     let (code, _, stderr) = xtask(&["help", "deploy"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown command `deploy`"), "{stderr}");
+}
+
+/// `cargo xtask test` passes only what follows `--` to `cargo test`, and refuses anything else
+/// before it installs or runs anything.
+#[test]
+fn test_refuses_arguments_that_are_not_for_cargo_test() {
+    let (code, stdout, stderr) = xtask(&["test", "browser::"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert_eq!(
+        stderr,
+        "error: unexpected argument `browser::` for `cargo xtask test`; arguments for `cargo test` go after `--`; see `cargo xtask test --help`\n"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
 }

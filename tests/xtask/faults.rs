@@ -488,6 +488,17 @@ fn inject(case: &Case, db: &Database, observer: &mut Client, mut running: Runnin
             };
             assert_eq!(code, Some(1), "{stderr}");
             assert!(stderr.contains(&format!("{name} received")), "{stderr}");
+            if case.command == Command::Backfill {
+                // What was done and what to run, on the error's first line.
+                let first = stderr
+                    .lines()
+                    .find(|l| l.starts_with("error: "))
+                    .unwrap_or("");
+                assert!(
+                    first.contains(&format!(" rows backfilled before {name} (kept); run `cargo xtask backfill` again to continue")),
+                    "{stderr}"
+                );
+            }
         }
         // The connection lost: a clear error, never a panic.
         Fault::TerminateBackends | Fault::RestartServer => {

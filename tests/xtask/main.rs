@@ -14,6 +14,7 @@ mod frozen_server;
 mod full_disk;
 mod hostile_inputs;
 mod incident;
+mod json_schemas;
 mod lock_safety;
 mod migrate_lint;
 mod migrate_new;

@@ -386,6 +386,57 @@ fn lint_exits_1_naming_file_and_line_and_the_help_lists_the_rules() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// On GitHub Actions a finding is an annotation on the migration's line, and `plan` fails on a
+/// finding when asked to, after printing the plan.
+#[test]
+fn lint_annotates_github_and_plan_fails_on_findings_when_asked() {
+    let (temp, target) = case_folder("u11_foreign_key_not_valid_then_validate");
+    let dir = temp.path().to_str().unwrap();
+    let shadow = server_url();
+    let xtask = |command: &[&str]| {
+        let mut args = vec!["migrate"];
+        args.extend_from_slice(command);
+        args.extend_from_slice(&["--migrations-dir", dir, &target, "--shadow-url", &shadow]);
+        run_xtask(&args, None)
+    };
+    let lint = xtask(&["lint", "--format", "github"]);
+    assert_eq!(lint.status.code(), Some(1), "{}", text(&lint.stderr));
+    let stdout = text(&lint.stdout);
+    let annotations: Vec<&str> = stdout.lines().filter(|l| l.starts_with("::")).collect();
+    assert_eq!(annotations.len(), 1, "{stdout}");
+    let expected = format!(
+        "::error file={dir}/{target}/migration.sql,line=4,title=migrate lint%3A scan-under-lock::`ALTER TABLE \"Insight\" VALIDATE CONSTRAINT"
+    );
+    assert!(annotations[0].starts_with(&expected), "{stdout}");
+    assert!(annotations[0].contains("; safe: "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{dir}/{target}/migration.sql:4: scan-under-lock:")),
+        "the text comes first: {stdout}"
+    );
+
+    let json = xtask(&["lint", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    crate::json_schemas::assert_conforms("migrate_plan", &doc);
+    assert_eq!(doc["schema"], "datahub.migrate_lint.v1");
+    assert_eq!(doc["migrations"][0]["findings"][0]["lock"]["since_line"], 3);
+
+    let plan = xtask(&["plan"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    let failing = xtask(&["plan", "--fail-on-findings"]);
+    assert_eq!(failing.status.code(), Some(1), "{}", text(&failing.stderr));
+    // The same plan is printed (the first line holds the time it took).
+    let (plan_out, failing_out) = (text(&plan.stdout), text(&failing.stdout));
+    assert!(
+        plan_out.lines().skip(1).eq(failing_out.lines().skip(1)),
+        "{failing_out}"
+    );
+    assert!(
+        text(&failing.stderr).contains("1 blocking finding(s) (--fail-on-findings)"),
+        "{}",
+        text(&failing.stderr)
+    );
+}
+
 #[test]
 fn without_a_shadow_url_the_shadow_is_a_throwaway_cluster() {
     let out = run_xtask(&["migrate", "plan", INIT], None);

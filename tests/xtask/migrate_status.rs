@@ -59,7 +59,7 @@ fn up_to_date_exits_zero() {
     assert_eq!(status_exit(&db, &dir), 0);
     let json = run_xtask(&["migrate", "status", "--json"], Some(db.url()));
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(doc["upToDate"], true);
+    assert_eq!(doc["up_to_date"], true);
     assert_eq!(
         doc["migrations"].as_array().unwrap().len(),
         repo_migrations().len()

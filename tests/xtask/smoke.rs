@@ -59,6 +59,14 @@ fn passes_on_a_released_database_and_leaves_it_as_found() {
         );
     }
     assert!(stdout.contains("smoke: 8 of 8 checks passed"), "{stdout}");
+    let all = format!("{stdout}{}", text(&output.stderr));
+    for line in stdout.lines() {
+        assert_eq!(
+            all.matches(line).count(),
+            1,
+            "`{line}` printed twice:\n{all}"
+        );
+    }
     assert_eq!(
         data_digest(&mut client),
         before,
@@ -147,6 +155,7 @@ fn tests_a_running_app_at_its_url() {
     app.wait().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    crate::json_schemas::assert_conforms("smoke", &doc);
     assert_eq!(doc["passed"], true);
     let names: Vec<&str> = doc["checks"]
         .as_array()

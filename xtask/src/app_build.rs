@@ -63,13 +63,17 @@ impl AppBuild {
             .join(if release { "release" } else { "debug" })
             .join("app");
         let before = modified(&path);
-        eprintln!("building the app (`{}`) ...", self.command());
+        eprintln!(
+            "building the app (`{}`, minutes the first time; `{APP_BIN_ENV}=PATH` skips it) ...",
+            self.command()
+        );
         let sh = Shell::new()?;
         sh.change_dir(project::root());
-        // Inside `cargo xtask`, CARGO names the cargo that runs us.
+        // Inside `cargo xtask`, CARGO names the cargo that runs us. Not `--quiet`: a first
+        // build takes minutes, and cargo's progress bar shows it is under way.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let profile: &[&str] = if release { &["--release"] } else { &[] };
-        cmd!(sh, "{cargo} build --quiet -p app {profile...}")
+        cmd!(sh, "{cargo} build -p app {profile...}")
             .quiet()
             .run()
             .map_err(|error| {

@@ -198,15 +198,15 @@ impl Report for CheckReport {
     }
 
     fn to_json(&self) -> serde_json::Value {
-        json!({
+        let fields = json!({
             "backfilled": self.is_backfilled(),
-            "totalNulls": self.total_nulls(),
+            "total_nulls": self.total_nulls(),
             "releases": self.releases.iter().map(|r| json!({
                 "release": r.release,
                 "backfilled": r.is_backfilled(),
-                "columnsMissing": r.missing.iter().map(|(t, c)| format!("{t}.{c}")).collect::<Vec<_>>(),
+                "columns_missing": r.missing.iter().map(|(t, c)| format!("{t}.{c}")).collect::<Vec<_>>(),
                 "nulls": r.nulls.iter().map(|(t, c, n)| (format!("{t}.{c}"), json!(n))).collect::<serde_json::Map<_, _>>(),
-                "totalNulls": r.total_nulls(),
+                "total_nulls": r.total_nulls(),
                 "next": if !r.missing.is_empty() {
                     json!(format!("cargo xtask migrate deploy --to {}", r.expand))
                 } else if r.is_backfilled() {
@@ -215,7 +215,8 @@ impl Report for CheckReport {
                     json!(format!("cargo xtask backfill --release {}", r.release))
                 },
             })).collect::<Vec<_>>(),
-        })
+        });
+        crate::report::document("check", fields)
     }
 
     fn ok(&self) -> bool {

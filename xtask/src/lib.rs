@@ -22,6 +22,7 @@ pub mod runbook;
 pub mod seed;
 pub mod smoke;
 pub mod tenancy;
+mod test;
 pub mod verify;
 
 use std::ffi::OsString;
@@ -67,6 +68,7 @@ const COMMANDS: &[Command] = &[
     command!("seed", seed),
     command!("demo", demo),
     command!("bench", bench),
+    command!("test", test),
 ];
 
 /// Commands that write to the database they are pointed at, refused on a read-only standby

@@ -272,18 +272,25 @@ impl Report for VerifyReport {
                         .headers
                         .iter()
                         .cloned()
-                        .zip(row.iter().map(|cell| json!(cell)))
+                        // psql's `NULL` of the text tables is JSON's null.
+                        .zip(row.iter().map(|cell| match cell.as_str() {
+                            "NULL" => serde_json::Value::Null,
+                            cell => json!(cell),
+                        }))
                         .collect::<serde_json::Map<_, _>>()
                 })
                 .collect::<Vec<_>>()
         };
         let verdict = |v: &Verdict| json!({"ok": v.ok, "text": v.text});
-        json!({
-            "ok": self.is_ok(),
-            "columns": { "rows": rows(&self.columns), "verdict": verdict(&self.verdicts[0]) },
-            "foreignKeys": { "rows": rows(&self.foreign_keys), "verdict": verdict(&self.verdicts[1]) },
-            "indexes": { "rows": rows(&self.indexes), "verdict": verdict(&self.verdicts[2]) },
-        })
+        crate::report::document(
+            "verify",
+            json!({
+                "ok": self.is_ok(),
+                "columns": { "rows": rows(&self.columns), "verdict": verdict(&self.verdicts[0]) },
+                "foreign_keys": { "rows": rows(&self.foreign_keys), "verdict": verdict(&self.verdicts[1]) },
+                "indexes": { "rows": rows(&self.indexes), "verdict": verdict(&self.verdicts[2]) },
+            }),
+        )
     }
 
     fn ok(&self) -> bool {

@@ -479,7 +479,12 @@ fn backfill_table(
             .collect()
     });
     if let Some(error) = errors.into_iter().next() {
-        return Err(error);
+        return Err(signalled(
+            error,
+            table,
+            state.rows.load(Ordering::SeqCst),
+            total,
+        ));
     }
     result.rows = state.rows.load(Ordering::SeqCst);
     result.batches = state.batches.load(Ordering::SeqCst);
@@ -511,7 +516,10 @@ fn backfill_table(
             }
             // The table lock is taken (SKIP LOCKED covers rows): leave the rest to `check`.
             Err(error) if crate::db::is_lock_timeout(&error) => (0, 0),
-            Err(error) => return Err(plan::batch_error(error, table, 0, 0)),
+            Err(error) => {
+                let error = plan::batch_error(error, table, 0, 0);
+                return Err(signalled(error, table, result.rows, total));
+            }
         };
         result.rows += filled;
         if filled > 0 {
@@ -532,13 +540,28 @@ fn backfill_table(
             options.lock_budget,
             deadline,
             options.progress,
-        )?;
+        )
+        .map_err(|error| signalled(error, table, result.rows, total))?;
         result.rows += came_back.filled;
         result.held = came_back.still_held;
     }
     analyze(client, table, options.lock_budget)?;
     result.duration = started.elapsed();
     Ok((result, false))
+}
+
+/// After SIGINT or SIGTERM, the error says what was done and what to run: the rows filled are
+/// committed batch by batch, so they stay.
+fn signalled(error: anyhow::Error, table: &str, rows: i64, total: i64) -> anyhow::Error {
+    match crate::interrupt::requested() {
+        Some(signal) => error.context(format!(
+            "`{table}`: {} of {} rows backfilled before {} (kept); run `cargo xtask backfill` again to continue",
+            crate::report::thousands(rows),
+            crate::report::thousands(total),
+            crate::interrupt::signal_name(signal)
+        )),
+        None => error,
+    }
 }
 
 /// Fresh statistics, so `check` and the contract's guard read the index instead of scanning

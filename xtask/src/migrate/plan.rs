@@ -24,16 +24,18 @@ use crate::migrations::{self, Migration};
 use crate::report::{self, Report, Style, Table};
 
 pub(crate) const PLAN_HELP: &str = "\
-cargo xtask migrate plan [NAME…] [--all] [--json | --format text|markdown|json] [--shadow-url URL]
+cargo xtask migrate plan [NAME…] [--all] [--json | --format text|markdown|json|github] [--fail-on-findings] [--shadow-url URL]
 Runs each migration on a shadow database (a copy of the schema just before it, with sample
 rows) the way deploy runs it, and shows per statement the table locks held (taken by it, and
 still held from earlier statements of the same transaction), rewrites, scans, validations and
 rows changed. Default: the migrations pending on DATABASE_URL (only `_prisma_migrations` and the
 TimeZone setting are read there); --all, or without a database URL: every migration.
+--fail-on-findings: exit 1 when lint finds a blocking statement (the plan is printed first).
+--format github: the text, then each finding as a GitHub Actions annotation on its line.
 ";
 
 pub(crate) const LINT_HELP: &str = "\
-cargo xtask migrate lint [NAME…] [--migrations-dir DIR] [--json] [--shadow-url URL]
+cargo xtask migrate lint [NAME…] [--migrations-dir DIR] [--json | --format text|json|github] [--shadow-url URL]
 Observes each migration (default: all of them) as `migrate plan` does and exits 1 when one
 would block the app on a table that existed before it: a rewrite, an index built without
 CONCURRENTLY, a table read while a lock that blocks writes (SHARE and stronger) or reads
@@ -42,6 +44,8 @@ names file:line, the lock, the table, what read it and the online-safe rewrite. 
 exception is a comment just above the statement:
     -- lint: allow <rule> because <reason>
 rules: table-rewrite, index-build, scan-under-lock, full-table-dml, fails.
+--format github: the text, then each blocking finding as a GitHub Actions annotation
+(`::error file=…,line=…::…`), which GitHub shows on that line of the pull request's diff.
 ";
 
 /// Where the shadow databases are made: `--shadow-url` (a server where the role may CREATE
@@ -58,6 +62,8 @@ pub enum Format {
     Text,
     Markdown,
     Json,
+    /// The text, then GitHub Actions workflow commands that annotate each finding's line.
+    Github,
 }
 
 /// Every observed migration and what lint finds in it.
@@ -417,6 +423,30 @@ impl PlanReport {
         out
     }
 
+    /// One GitHub Actions `::error` workflow command per blocking finding (a reviewed exception
+    /// is a `::notice`), so the finding shows on the migration's line in the pull request.
+    pub fn render_github(&self) -> String {
+        let mut out = String::new();
+        for (plan, findings) in self.plans.iter().zip(&self.findings) {
+            for finding in findings {
+                let level = if finding.blocks() { "error" } else { "notice" };
+                let text = Self::finding_text(plan, finding);
+                // finding_text starts with `file:line: rule: `, which the annotation's place
+                // and title say.
+                let prefix = format!("{}:{}: {}: ", plan.file, finding.line, finding.rule);
+                let message = text.strip_prefix(&prefix).unwrap_or(&text).trim_end();
+                out.push_str(&format!(
+                    "::{level} file={},line={},title={}::{}\n",
+                    annotation_property(&plan.file),
+                    finding.line,
+                    annotation_property(&format!("migrate lint: {}", finding.rule)),
+                    annotation_data(&message.replace("\n    ", "; "))
+                ));
+            }
+        }
+        out
+    }
+
     /// Markdown for `$GITHUB_STEP_SUMMARY`: a heading, the verdict and a table per migration.
     pub fn render_markdown(&self) -> String {
         let mut out = String::from("## Migration plan\n\n");
@@ -463,6 +493,20 @@ fn lock_label(table: &str, mode: LockMode, new_table: bool) -> String {
     format!("{table}{new} {}", mode.short())
 }
 
+/// A workflow command's message, escaped as GitHub's toolkit escapes it.
+fn annotation_data(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// A workflow command's property value (`file=`, `title=`): also `:` and `,` escaped.
+fn annotation_property(text: &str) -> String {
+    annotation_data(text)
+        .replace(':', "%3A")
+        .replace(',', "%2C")
+}
+
 fn md_escape(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
@@ -485,8 +529,8 @@ impl Report for PlanReport {
                 json!({
                     "name": plan.name,
                     "file": plan.file,
-                    "mode": match plan.mode { Mode::Transaction => "transaction", Mode::OnItsOwn => "on its own" },
-                    "rowsBefore": plan.rows_before,
+                    "mode": match plan.mode { Mode::Transaction => "transaction", Mode::OnItsOwn => "on_its_own" },
+                    "rows_before": plan.rows_before,
                     "seconds": plan.duration.as_secs_f64(),
                     "failure": plan.failure.as_ref().map(|f| json!({"line": f.line, "sqlstate": f.code, "message": f.message})),
                     "notes": plan.notes,
@@ -495,27 +539,34 @@ impl Report for PlanReport {
                         "sql": s.statement.sql,
                         "note": s.note,
                         "locks": s.locks.iter().map(|l| json!({
-                            "table": l.table, "mode": l.mode.name(), "newTable": l.new_table,
-                            "takenHere": l.taken_here, "sinceLine": l.since_line,
+                            "table": l.table, "mode": l.mode.name(), "new_table": l.new_table,
+                            "taken_here": l.taken_here, "since_line": l.since_line,
                             "blocks": l.mode.blocks(),
                         })).collect::<Vec<_>>(),
-                        "rewrites": s.rewrites.iter().map(|(t, said)| json!({"table": t, "rewritingTable": said})).collect::<Vec<_>>(),
+                        "rewrites": s.rewrites.iter().map(|(t, said)| json!({"table": t, "rewriting_table": said})).collect::<Vec<_>>(),
                         "scans": s.scans.iter().map(|scan| json!({
-                            "table": scan.table, "kind": scan.kind.label(), "newTable": scan.new_table,
-                            "rowsRead": scan.rows_read,
+                            "table": scan.table, "kind": scan.kind.label(), "new_table": scan.new_table,
+                            "rows_read": scan.rows_read,
                         })).collect::<Vec<_>>(),
                         "validates": s.validations,
-                        "rowsChanged": s.changed_rows.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
+                        "rows_changed": s.changed_rows.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                     "findings": findings.iter().map(|f| json!({
                         "rule": f.rule, "line": f.line, "statement": f.statement, "table": f.table,
-                        "lock": f.lock.as_ref().map(|(mode, table, since)| json!({"mode": mode.name(), "table": table, "sinceLine": since})),
+                        "lock": f.lock.as_ref().map(|(mode, table, since)| json!({"mode": mode.name(), "table": table, "since_line": since})),
                         "what": f.what, "fix": f.fix, "allowed": f.allowed,
                     })).collect::<Vec<_>>(),
                 })
             })
             .collect();
-        json!({ "shadow": self.header, "migrations": migrations, "blocking": self.blocking().count() })
+        report::document(
+            if self.lint {
+                "migrate_lint"
+            } else {
+                "migrate_plan"
+            },
+            json!({ "shadow": self.header, "migrations": migrations, "blocking": self.blocking().count() }),
+        )
     }
 
     fn ok(&self) -> bool {
@@ -539,9 +590,10 @@ fn format(args: &mut Arguments) -> Result<Format> {
         (true, None | Some("json")) | (false, Some("json")) => Format::Json,
         (false, None | Some("text")) => Format::Text,
         (false, Some("markdown")) => Format::Markdown,
+        (false, Some("github")) => Format::Github,
         (_, Some(other)) => {
             return Err(usage(format!(
-                "`--format {other}` is not valid: use text, markdown or json"
+                "`--format {other}` is not valid: use text, markdown, json or github"
             )))
         }
     })
@@ -577,11 +629,17 @@ fn emit(report: &PlanReport, format: Format) -> Result<Outcome> {
         }
         Format::Json => report::emit(report, true),
         Format::Text => report::emit(report, false),
+        Format::Github => {
+            let outcome = report::emit(report, false)?;
+            print!("{}", report.render_github());
+            Ok(outcome)
+        }
     }
 }
 
 pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let all = args.contains("--all");
+    let fail_on_findings = args.contains("--fail-on-findings");
     let format = format(&mut args)?;
     let shadow_url = cli::text(&mut args, "--shadow-url")?;
     let names = names(&mut args)?;
@@ -646,7 +704,16 @@ pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome
             ));
         }
     }
-    emit(&PlanReport::new(header, plans, false), format)
+    let report = PlanReport::new(header, plans, false);
+    let outcome = emit(&report, format)?;
+    let n_blocking = report.blocking().count();
+    if fail_on_findings && n_blocking > 0 {
+        eprintln!(
+            "migrate plan: {n_blocking} blocking finding(s) (--fail-on-findings); run `cargo xtask migrate lint` for each one's safe rewrite"
+        );
+        return Ok(Outcome::NotReady);
+    }
+    Ok(outcome)
 }
 
 pub(crate) fn run_lint(mut args: Arguments, globals: &Globals) -> Result<Outcome> {

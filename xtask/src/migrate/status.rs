@@ -214,19 +214,22 @@ impl Report for StatusReport {
     }
 
     fn to_json(&self) -> serde_json::Value {
-        json!({
-            "upToDate": self.is_up_to_date(),
-            "managed": self.not_managed.is_none(),
-            "summary": self.summary(),
-            "migrations": self.entries.iter().map(|e| json!({
-                "name": e.name,
-                "state": e.state.key(),
-                "at": e.at,
-                "logs": e.logs,
-                "error": e.logs.as_deref().map(logs::database_error),
-            })).collect::<Vec<_>>(),
-            "advice": self.advice(),
-        })
+        crate::report::document(
+            "migrate_status",
+            json!({
+                "up_to_date": self.is_up_to_date(),
+                "managed": self.not_managed.is_none(),
+                "summary": self.summary(),
+                "migrations": self.entries.iter().map(|e| json!({
+                    "name": e.name,
+                    "state": e.state.key(),
+                    "at": e.at.as_deref().map(crate::report::utc_rfc3339),
+                    "logs": e.logs,
+                    "error": e.logs.as_deref().map(logs::database_error),
+                })).collect::<Vec<_>>(),
+                "advice": self.advice(),
+            }),
+        )
     }
 
     fn ok(&self) -> bool {

@@ -126,6 +126,7 @@ pub fn release(
                 url: Some(app_url.clone()),
                 app_bin: None,
                 browser: false,
+                lines_on_stdout: false,
             },
         )?;
         let n_ok = report.checks.iter().filter(|c| c.ok).count();
@@ -206,6 +207,7 @@ pub fn release(
             url: None,
             app_bin: Some(app_bin),
             browser: false,
+            lines_on_stdout: false,
         },
     )?;
     let n_ok = report.checks.iter().filter(|c| c.ok).count();

@@ -1,5 +1,5 @@
-//! The smoke test in a real browser: headless Chromium, driven over W3C WebDriver by Debian's
-//! `chromedriver`, signs in, opens `/data` and a provider page, posts a chat message, connects
+//! The smoke test in a real browser: headless Chromium (or Google Chrome), driven over W3C
+//! WebDriver by `chromedriver`, signs in, opens `/data` and a provider page, posts a chat message, connects
 //! and disconnects, and switches workspaces. Any console error or Content-Security-Policy
 //! violation fails the step; each page is saved as a PNG for a person to look at. The tests
 //! (`tests/app/browser.rs`) and `cargo xtask smoke --browser` both walk through here.
@@ -19,17 +19,77 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use serde_json::{json, Value};
 
-/// Debian's Chromium and its driver, installed by `.ci/run` when missing.
-pub const CHROMIUM: &str = "/usr/bin/chromium";
-pub const CHROMEDRIVER: &str = "chromedriver";
-const INSTALL: &str = "install them with `apt-get install chromium chromium-driver`";
+/// The environment variables that name the browser and its WebDriver, when they are not where
+/// they are looked for.
+pub const CHROME_ENV: &str = "CHROME";
+pub const CHROMEDRIVER_ENV: &str = "CHROMEDRIVER";
+/// Debian's Chromium (also a link to a Chromium build on GitHub's Ubuntu runners), then the
+/// names Google Chrome and Chromium go by on PATH.
+const CHROMIUM: &str = "/usr/bin/chromium";
+const BROWSERS: [&str; 5] = [
+    "chromium",
+    "google-chrome",
+    "google-chrome-stable",
+    "chrome",
+    "chromium-browser",
+];
+const CHROMEDRIVER: &str = "chromedriver";
+const INSTALL: &str = "install them with `cargo xtask test --install-only` (Debian's `chromium chromium-driver`), or name them with `CHROME=PATH` and `CHROMEDRIVER=PATH`";
 
 /// The W3C element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// Whether Chromium and chromedriver are installed here.
+/// The browser: `CHROME` when set, else Chromium or Google Chrome where they are installed.
+pub fn chrome() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(CHROME_ENV) {
+        return Some(PathBuf::from(path)).filter(|path| path.is_file());
+    }
+    if Path::new(CHROMIUM).is_file() {
+        return Some(PathBuf::from(CHROMIUM));
+    }
+    BROWSERS.iter().find_map(|name| find_on_path(name))
+}
+
+/// The WebDriver: `CHROMEDRIVER` when set, else `chromedriver` on PATH.
+pub fn chromedriver() -> Option<PathBuf> {
+    match std::env::var_os(CHROMEDRIVER_ENV) {
+        Some(path) => Some(PathBuf::from(path)).filter(|path| path.is_file()),
+        None => find_on_path(CHROMEDRIVER),
+    }
+}
+
+/// Whether a browser and chromedriver are installed here.
 pub fn installed() -> bool {
-    Path::new(CHROMIUM).is_file() && find_on_path(CHROMEDRIVER).is_some()
+    chrome().is_some() && chromedriver().is_some()
+}
+
+/// What is missing, as one line that says how to get it; `None` when both are there.
+pub fn missing() -> Option<String> {
+    let describe = |variable: &str, looked_for: String| match std::env::var_os(variable) {
+        Some(path) => format!(
+            "`{}` (from `{variable}`) does not exist",
+            Path::new(&path).display()
+        ),
+        None => format!("no {looked_for}"),
+    };
+    let mut problems = Vec::new();
+    if chrome().is_none() {
+        problems.push(describe(
+            CHROME_ENV,
+            format!("browser (`{CHROMIUM}` or {} on PATH)", BROWSERS.join(", ")),
+        ));
+    }
+    if chromedriver().is_none() {
+        problems.push(describe(
+            CHROMEDRIVER_ENV,
+            format!("`{CHROMEDRIVER}` on PATH"),
+        ));
+    }
+    if problems.is_empty() {
+        None
+    } else {
+        Some(format!("{}: {INSTALL}", problems.join(" and ")))
+    }
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -45,18 +105,23 @@ pub struct ChromeDriver {
     child: Child,
     base: String,
     profile: PathBuf,
+    chrome: PathBuf,
+    chromedriver: PathBuf,
 }
 
 impl ChromeDriver {
     pub fn start() -> Result<ChromeDriver> {
-        if !installed() {
-            bail!("`{CHROMIUM}` or `{CHROMEDRIVER}` is missing: {INSTALL}");
+        if let Some(missing) = missing() {
+            bail!("{missing}");
         }
+        let (Some(chrome), Some(chromedriver)) = (chrome(), chromedriver()) else {
+            bail!("the browser or chromedriver is missing: {INSTALL}");
+        };
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .context("cannot find a free local port for chromedriver")?
             .port();
-        let child = Command::new(CHROMEDRIVER)
+        let child = Command::new(&chromedriver)
             // Chromium inherits the group, so killing the group ends it too.
             .process_group(0)
             .arg(format!("--port={port}"))
@@ -65,7 +130,7 @@ impl ChromeDriver {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start `{CHROMEDRIVER}`; {INSTALL}"))?;
+            .with_context(|| format!("cannot start `{}`; {INSTALL}", chromedriver.display()))?;
         let profile = std::env::temp_dir().join(format!(
             "datahub-chromium-{}-{}",
             std::process::id(),
@@ -75,6 +140,8 @@ impl ChromeDriver {
             child,
             base: format!("127.0.0.1:{port}"),
             profile,
+            chrome,
+            chromedriver,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -84,7 +151,10 @@ impl ChromeDriver {
                 }
             }
             if Instant::now() > deadline {
-                bail!("`{CHROMEDRIVER}` did not become ready within 20 s");
+                bail!(
+                    "`{}` did not become ready within 20 s",
+                    driver.chromedriver.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -113,7 +183,7 @@ impl ChromeDriver {
         .collect::<Vec<_>>();
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:chromeOptions": { "binary": self.chrome, "args": args },
             "goog:loggingPrefs": { "browser": "ALL" },
         }}});
         let value = call(&self.base, "POST", "/session", Some(capabilities))

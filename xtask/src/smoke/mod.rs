@@ -31,8 +31,8 @@ Builds and starts the app on a free port against the database (or tests the app 
 which must use the same database), signs in as a smoke user in a smoke workspace of its own,
 and checks /data, /data/google-ads, the chat, connect/disconnect and the app's log. Everything
 it creates is removed afterwards. Exit 0 only when every check passes.
---browser: the same in headless Chromium (Debian's chromium and chromium-driver), switching
-workspaces too; a console error or a Content-Security-Policy violation fails it, and each page
+--browser: the same in headless Chromium or Google Chrome (CHROME and CHROMEDRIVER name them
+when they are not on PATH), switching workspaces too; a console error or a Content-Security-Policy violation fails it, and each page
 is saved as a PNG under target/xtask/smoke-browser/.
 ";
 
@@ -53,20 +53,25 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     }
     let database = globals.url()?;
     let mut client = database.connect()?;
-    if browser && !browser::installed() {
+    if let Some(missing) = browser.then(browser::missing).flatten() {
         return Err(crate::error::environment(format!(
-            "`--browser` needs `{}` and `{}`: install them with `apt-get install chromium chromium-driver`",
-            browser::CHROMIUM,
-            browser::CHROMEDRIVER
+            "`--browser` needs a browser and chromedriver: {missing}"
         )));
     }
     let options = SmokeOptions {
         url,
         app_bin,
         browser,
+        // Each check's line is the report's own line, printed once, as it is checked; the
+        // summary follows. With --json they are progress on stderr.
+        lines_on_stdout: !json,
     };
     let report = smoke(&mut client, &database, &options)?;
-    report::emit(&report, json)
+    if json {
+        return report::emit(&report, true);
+    }
+    print!("{}", report.summary(Style::default()));
+    Ok(Outcome::from_ready(report.ok()))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -77,6 +82,8 @@ pub(crate) struct SmokeOptions {
     pub app_bin: Option<PathBuf>,
     /// Walk the checklist in headless Chromium too.
     pub browser: bool,
+    /// Each check's line goes to stdout as the report's line (else to stderr, as progress).
+    pub lines_on_stdout: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -96,21 +103,11 @@ impl SmokeReport {
     pub(crate) fn passed(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
     }
-}
 
-impl Report for SmokeReport {
-    fn render_with(&self, style: Style) -> String {
-        let mut out = String::new();
-        for check in &self.checks {
-            out.push_str(&format!(
-                "{} {}: {}\n",
-                if check.ok { "✅" } else { "❌" },
-                check.name,
-                check.detail
-            ));
-        }
+    /// The last line: how many checks passed, and what to do when one did not.
+    fn summary(&self, style: Style) -> String {
         let n_ok = self.checks.iter().filter(|c| c.ok).count();
-        out.push_str(&format!(
+        format!(
             "smoke: {n_ok} of {} checks passed in {}{}\n",
             self.checks.len(),
             style.seconds(self.duration),
@@ -119,16 +116,35 @@ impl Report for SmokeReport {
             } else {
                 "; fix what the failing check names, then run `cargo xtask smoke` again"
             }
-        ));
+        )
+    }
+}
+
+fn check_line(check: &Check) -> String {
+    format!(
+        "{} {}: {}\n",
+        if check.ok { "✅" } else { "❌" },
+        check.name,
+        check.detail
+    )
+}
+
+impl Report for SmokeReport {
+    fn render_with(&self, style: Style) -> String {
+        let mut out: String = self.checks.iter().map(check_line).collect();
+        out.push_str(&self.summary(style));
         out
     }
 
     fn to_json(&self) -> serde_json::Value {
-        json!({
-            "passed": self.passed(),
-            "seconds": self.duration.as_secs_f64(),
-            "checks": self.checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
-        })
+        report::document(
+            "smoke",
+            json!({
+                "passed": self.passed(),
+                "seconds": self.duration.as_secs_f64(),
+                "checks": self.checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
+            }),
+        )
     }
 
     fn ok(&self) -> bool {
@@ -137,7 +153,10 @@ impl Report for SmokeReport {
 }
 
 #[derive(Default)]
-struct Checks(Vec<Check>);
+struct Checks {
+    checks: Vec<Check>,
+    lines_on_stdout: bool,
+}
 
 impl Checks {
     /// Records a check; after SIGINT or SIGTERM every further check counts as not passed, so
@@ -154,12 +173,17 @@ impl Checks {
             (None, Ok(detail)) => (true, detail),
             (None, Err(error)) => (false, format!("{error:#}")),
         };
-        eprintln!("{} {name}: {detail}", if ok { "✅" } else { "❌" });
-        self.0.push(Check {
+        let check = Check {
             name: name.to_string(),
             ok,
             detail,
-        });
+        };
+        if self.lines_on_stdout {
+            print!("{}", check_line(&check));
+        } else {
+            eprint!("{}", check_line(&check));
+        }
+        self.checks.push(check);
         ok
     }
 }
@@ -170,7 +194,10 @@ pub(crate) fn smoke(
     options: &SmokeOptions,
 ) -> Result<SmokeReport> {
     let started = Instant::now();
-    let mut checks = Checks::default();
+    let mut checks = Checks {
+        checks: Vec::new(),
+        lines_on_stdout: options.lines_on_stdout,
+    };
     checks.record("contract applied", checks::contract_applied(client));
     match Fixtures::create(client) {
         Ok(fixtures) => {
@@ -187,7 +214,7 @@ pub(crate) fn smoke(
         }
     }
     Ok(SmokeReport {
-        checks: checks.0,
+        checks: checks.checks,
         duration: started.elapsed(),
     })
 }
