@@ -224,7 +224,7 @@ pub struct MigrationPlan {
 
 /// Session settings of the observer: every DEBUG1 line as a notice, in English (the messages are
 /// matched by their text), index builds without parallel workers so the notices are the same on
-/// every machine. Set again after every statement, in case the migration changed them.
+/// every machine. Set again after every statement that can change them (SET, RESET, DO, SELECT, CALL).
 const OBSERVER_SETTINGS_SQL: &str =
     "SET client_min_messages = debug1; SET max_parallel_maintenance_workers = 0";
 
@@ -244,14 +244,13 @@ const CONSTRAINTS_SQL: &str = "
     JOIN pg_namespace n ON n.oid = r.relnamespace
     WHERE c.contype IN ('c', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
-/// Columns and whether they are NOT NULL: (table oid, column, not null).
+/// Columns of the existing tables `$1` and whether they are NOT NULL: (table oid, column, not
+/// null). Only existing tables' columns can be "made NOT NULL" in a way that matters, and
+/// reading every column of a large schema after every statement would cost most of the run.
 const NOT_NULL_SQL: &str = "
     SELECT a.attrelid, a.attname::text, a.attnotnull
     FROM pg_attribute a
-    JOIN pg_class r ON r.oid = a.attrelid
-    JOIN pg_namespace n ON n.oid = r.relnamespace
-    WHERE r.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')";
+    WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped";
 
 /// This transaction's counters per table (read only as differences inside one transaction).
 const STATS_SQL: &str = "
@@ -308,11 +307,39 @@ struct Catalog {
     counters: HashMap<u32, Counters>,
 }
 
+/// The observer's catalog queries, prepared once per connection: they run after every
+/// statement, and an unprepared query costs a second round trip and a fresh plan each time.
+pub(crate) struct Queries {
+    relations: postgres::Statement,
+    constraints: postgres::Statement,
+    not_null: postgres::Statement,
+    stats: postgres::Statement,
+    own_locks: postgres::Statement,
+}
+
+impl Queries {
+    pub(crate) fn prepare(client: &mut Client) -> Result<Queries> {
+        let mut prepare = |sql: &str| {
+            client
+                .prepare(sql)
+                .context("cannot prepare the observer's catalog queries")
+        };
+        Ok(Queries {
+            relations: prepare(RELATIONS_SQL)?,
+            constraints: prepare(CONSTRAINTS_SQL)?,
+            not_null: prepare(NOT_NULL_SQL)?,
+            stats: prepare(STATS_SQL)?,
+            own_locks: prepare(OWN_LOCKS_SQL)?,
+        })
+    }
+}
+
 impl Catalog {
-    fn read(client: &mut Client) -> Result<Catalog> {
+    /// The catalog now; the NOT NULL flags of the tables `existing` only.
+    fn read(client: &mut Client, queries: &Queries, existing: &[u32]) -> Result<Catalog> {
         let mut catalog = Catalog::default();
         for row in client
-            .query(RELATIONS_SQL, &[])
+            .query(&queries.relations, &[])
             .context("cannot read `pg_class`")?
         {
             catalog.relations.insert(
@@ -326,7 +353,7 @@ impl Catalog {
             );
         }
         for row in client
-            .query(CONSTRAINTS_SQL, &[])
+            .query(&queries.constraints, &[])
             .context("cannot read `pg_constraint`")?
         {
             catalog
@@ -334,7 +361,7 @@ impl Catalog {
                 .insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
         }
         for row in client
-            .query(NOT_NULL_SQL, &[])
+            .query(&queries.not_null, &[&existing])
             .context("cannot read `pg_attribute`")?
         {
             catalog
@@ -342,7 +369,7 @@ impl Catalog {
                 .insert((row.get(0), row.get(1)), row.get(2));
         }
         for row in client
-            .query(STATS_SQL, &[])
+            .query(&queries.stats, &[])
             .context("cannot read `pg_stat_xact_user_tables`")?
         {
             catalog.counters.insert(
@@ -628,10 +655,15 @@ impl Observer<'_> {
 }
 
 /// The table locks of this backend, by table oid.
-fn own_locks(client: &mut Client, now: &Catalog, initial: &Catalog) -> Result<TableLocks> {
+fn own_locks(
+    client: &mut Client,
+    queries: &Queries,
+    now: &Catalog,
+    initial: &Catalog,
+) -> Result<TableLocks> {
     let mut locks = Vec::new();
     for row in client
-        .query(OWN_LOCKS_SQL, &[])
+        .query(&queries.own_locks, &[])
         .context("cannot read `pg_locks`")?
     {
         let oid: u32 = row.get(0);
@@ -690,8 +722,8 @@ fn count_rows(client: &mut Client, catalog: &Catalog) -> Result<BTreeMap<u32, i6
 /// Empties every table of the shadow (in one committed transaction), so a migration that
 /// the sample rows make fail can be applied, as it would be on empty tables. The next
 /// observation fills them again.
-pub(crate) fn empty_tables(client: &mut Client) -> Result<()> {
-    let catalog = Catalog::read(client)?;
+pub(crate) fn empty_tables(client: &mut Client, queries: &Queries) -> Result<()> {
+    let catalog = Catalog::read(client, queries, &[])?;
     let tables: Vec<String> = catalog
         .tables()
         .into_iter()
@@ -706,8 +738,11 @@ pub(crate) fn empty_tables(client: &mut Client) -> Result<()> {
 }
 
 /// The shadow's tables, by oid.
-pub(crate) fn table_oids(client: &mut Client) -> Result<BTreeSet<u32>> {
-    Ok(Catalog::read(client)?.tables().into_iter().collect())
+pub(crate) fn table_oids(client: &mut Client, queries: &Queries) -> Result<BTreeSet<u32>> {
+    Ok(Catalog::read(client, queries, &[])?
+        .tables()
+        .into_iter()
+        .collect())
 }
 
 /// What `observe` needs besides the migration.
@@ -720,6 +755,8 @@ pub(crate) struct Observation<'a> {
     pub sample_rows: bool,
     /// Which tables count as existing, and production's sizes.
     pub baseline: &'a Baseline,
+    /// The catalog queries, prepared on `client`.
+    pub queries: &'a Queries,
 }
 
 /// Sets the observing session up again: a migration may change any session setting.
@@ -750,7 +787,7 @@ pub(crate) fn observe(
 ) -> Result<MigrationPlan> {
     let started = Instant::now();
     reset_session(client, how.timezone)?;
-    let mut initial = Catalog::read(client)?;
+    let mut initial = Catalog::read(client, how.queries, &[])?;
     let mut counts = count_rows(client, &initial)?;
     let mut notes = Vec::new();
     if how.sample_rows && counts.values().any(|rows| *rows == 0) {
@@ -760,7 +797,7 @@ pub(crate) fn observe(
             .map(|(oid, _)| *oid)
             .collect();
         notes = sample::fill(client, &filled)?;
-        initial = Catalog::read(client)?;
+        initial = Catalog::read(client, how.queries, &[])?;
         counts = count_rows(client, &initial)?;
     }
     let mut existing = BTreeSet::new();
@@ -785,6 +822,7 @@ pub(crate) fn observe(
         .unwrap_or_else(|e| e.into_inner())
         .clear();
 
+    let old: Vec<u32> = existing.iter().copied().collect();
     let statements = statements::split(&migration.script);
     let mut observer = Observer {
         initial: initial.clone(),
@@ -809,7 +847,7 @@ pub(crate) fn observe(
     let single = statements.len() == 1;
     client.batch_execute("BEGIN").context("cannot begin")?;
     let mut in_transaction = true;
-    let mut before = Catalog::read(client)?;
+    let mut before = Catalog::read(client, how.queries, &old)?;
     for statement in &statements {
         let keyword = statement.keyword();
         let mut statement_plan = StatementPlan::new(statement);
@@ -822,7 +860,7 @@ pub(crate) fn observe(
             client.batch_execute("BEGIN").context("cannot begin")?;
             in_transaction = true;
             observer.held.clear();
-            before = Catalog::read(client)?;
+            before = Catalog::read(client, how.queries, &old)?;
         }
         observer.take_notices();
         match client.batch_execute(&statement.sql) {
@@ -836,7 +874,7 @@ pub(crate) fn observe(
                 in_transaction = false;
                 plan.mode = Mode::OnItsOwn;
                 observer.take_notices();
-                let before = Catalog::read(client)?;
+                let before = Catalog::read(client, how.queries, &old)?;
                 let (outcome, locks) =
                     run_on_its_own(how.shadow, how.database, client, &statement.sql, &before)?;
                 if let Err(error) = outcome {
@@ -845,7 +883,7 @@ pub(crate) fn observe(
                     break;
                 }
                 client.batch_execute(OBSERVER_SETTINGS_SQL)?;
-                let after = Catalog::read(client)?;
+                let after = Catalog::read(client, how.queries, &old)?;
                 let notices = observer.take_notices();
                 match &locks {
                     Some(locks) => {
@@ -880,11 +918,13 @@ pub(crate) fn observe(
                     observer.held.clear();
                     continue;
                 }
-                client
-                    .batch_execute(OBSERVER_SETTINGS_SQL)
-                    .context("cannot restore the observing session's settings")?;
-                let after = Catalog::read(client)?;
-                let locks = own_locks(client, &after, &observer.initial)?;
+                if matches!(keyword.as_str(), "SET" | "RESET" | "DO" | "SELECT" | "CALL") {
+                    client
+                        .batch_execute(OBSERVER_SETTINGS_SQL)
+                        .context("cannot restore the observing session's settings")?;
+                }
+                let after = Catalog::read(client, how.queries, &old)?;
+                let locks = own_locks(client, how.queries, &after, &observer.initial)?;
                 let notices = observer.take_notices();
                 observer.compare(&mut statement_plan, &before, &after, &notices, &locks);
                 plan.statements.push(statement_plan);

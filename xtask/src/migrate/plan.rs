@@ -162,6 +162,7 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Observe
     };
     let notices: Notices = Default::default();
     let mut client = shadow.connect(&base, Some(notices.clone()))?;
+    let mut queries = observe::Queries::prepare(&mut client)?;
     let mut baseline = Baseline {
         since: None,
         production: request.production.clone(),
@@ -179,12 +180,18 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Observe
             drop(client);
             shadow.keep_prefix(checksums.clone(), &base)?;
             client = shadow.connect(&base, Some(notices.clone()))?;
+            queries = observe::Queries::prepare(&mut client)?;
         }
         if set_begins == Some(index) {
-            baseline.since = Some(observe::table_oids(&mut client)?);
+            baseline.since = Some(observe::table_oids(&mut client, &queries)?);
         }
         if !request.targets.contains(&migration.name) {
-            if let Err(why) = apply(&mut client, migration, request.timezone.as_deref())? {
+            if let Err(why) = apply(
+                &mut client,
+                &queries,
+                migration,
+                request.timezone.as_deref(),
+            )? {
                 observed.not_applied.push((migration.name.clone(), why));
             }
             continue;
@@ -197,13 +204,14 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Observe
             timezone: request.timezone.as_deref(),
             sample_rows: true,
             baseline: &baseline,
+            queries: &queries,
         };
         let mut plan = observe::observe(&mut client, &how, migration, display_path(migration))
             .with_context(|| format!("cannot observe `{}` on the shadow", migration.name))?;
         if let Some(failure) = plan.failure.clone() {
             // The rows were made before earlier migrations (as production's old rows were):
             // rows made now get today's defaults and triggers.
-            observe::empty_tables(&mut client)?;
+            observe::empty_tables(&mut client, &queries)?;
             let fresh = observe::observe(&mut client, &how, migration, display_path(migration))
                 .with_context(|| format!("cannot observe `{}` on the shadow", migration.name))?;
             if fresh.failure.is_none() {
@@ -217,7 +225,7 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Observe
         }
         if let Some(failure) = plan.failure.clone() {
             // Without the sample rows: does it fail on its own, or only because of them?
-            observe::empty_tables(&mut client)?;
+            observe::empty_tables(&mut client, &queries)?;
             let how = Observation {
                 sample_rows: false,
                 ..how
@@ -257,6 +265,7 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Observe
 /// when PostgreSQL refuses it, once more on empty tables. `Err(why)` when it cannot be applied.
 fn apply(
     client: &mut Client,
+    queries: &observe::Queries,
     migration: &Migration,
     timezone: Option<&str>,
 ) -> Result<std::result::Result<(), String>> {
@@ -265,7 +274,7 @@ fn apply(
         return Ok(Ok(()));
     }
     let _ = client.batch_execute("ROLLBACK");
-    observe::empty_tables(client)?;
+    observe::empty_tables(client, queries)?;
     Ok(client
         .batch_execute(&migration.script)
         .map_err(|error| crate::db::describe_driver_error(&error)))
