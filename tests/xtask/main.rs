@@ -12,6 +12,7 @@ mod faults;
 mod hostile_inputs;
 mod incident;
 mod lock_safety;
+mod migrate_drift;
 mod migrate_lint;
 mod migrate_new;
 mod migrate_resolve;
