@@ -186,12 +186,7 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Observe
             baseline.since = Some(observe::table_oids(&mut client, &queries)?);
         }
         if !request.targets.contains(&migration.name) {
-            if let Err(why) = apply(
-                &mut client,
-                &queries,
-                migration,
-                request.timezone.as_deref(),
-            )? {
+            if let Err(why) = apply(&mut client, &queries, migration)? {
                 observed.not_applied.push((migration.name.clone(), why));
             }
             continue;
@@ -267,9 +262,8 @@ fn apply(
     client: &mut Client,
     queries: &observe::Queries,
     migration: &Migration,
-    timezone: Option<&str>,
 ) -> Result<std::result::Result<(), String>> {
-    observe::reset_session(client, timezone)?;
+    // As deploy runs it: no session settings of ours matter to a plain apply.
     if client.batch_execute(&migration.script).is_ok() {
         return Ok(Ok(()));
     }
