@@ -238,10 +238,17 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Observe
                     plan = again;
                 }
                 Some(empty) => {
-                    plan.notes.push(format!(
+                    let note = format!(
                         "it fails on tables without rows too (line {}: {}): it is not applied on the shadow, and the migrations after it are observed without it",
                         empty.line, empty.message
-                    ));
+                    );
+                    if empty.line > failure.line {
+                        // The sample rows stopped it earlier: the run without them saw more.
+                        again.notes.splice(0..0, plan.notes.drain(..));
+                        again.sample_failure = Some(failure);
+                        plan = again;
+                    }
+                    plan.notes.push(note);
                     plan.applied = false;
                 }
             }
@@ -310,7 +317,7 @@ impl PlanReport {
         let on_empty: Vec<&MigrationPlan> = self
             .plans
             .iter()
-            .filter(|p| p.sample_failure.is_some())
+            .filter(|p| p.sample_failure.is_some() && p.failure.is_none())
             .collect();
         let failed: Vec<&MigrationPlan> =
             self.plans.iter().filter(|p| p.failure.is_some()).collect();
