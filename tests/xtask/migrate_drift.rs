@@ -116,3 +116,34 @@ fn without_a_database_url_drift_is_a_usage_error() {
     let out = run_xtask(&["migrate", "drift"], None);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_failed_contract_is_named_and_after_recover_there_is_no_drift() {
+    let db = TestDb::migrated_to(xtask::tenancy::INIT);
+    let mut client = db.client();
+    crate::support::seed_small(&mut client);
+    // The incident: everything deployed before the backfill; the contract fails.
+    let incident = run_xtask(&["migrate", "deploy"], Some(db.url()));
+    assert_eq!(
+        incident.status.code(),
+        Some(1),
+        "{}",
+        text(&incident.stderr)
+    );
+    let (code, out) = drift(&db);
+    assert!(
+        out.contains(&format!(
+            "note: `{}` is failed: whatever it left behind shows as drift; run `cargo xtask recover`",
+            xtask::tenancy::CONTRACT
+        )),
+        "{out}"
+    );
+    // Its transaction rolled back: the schema is what the migrations before it make.
+    assert_eq!(code, Some(0), "{out}");
+
+    let recover = run_xtask(&["recover"], Some(db.url()));
+    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
+    let (code, out) = drift(&db);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("note:"), "{out}");
+}
