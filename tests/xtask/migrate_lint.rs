@@ -639,3 +639,72 @@ fn table_digest(client: &mut postgres::Client) -> String {
         .get(0);
     digest + &rows
 }
+
+/// A case's folder with every migration, linted by the binary against `production`.
+fn lint_against(case: &str, production: &TestDb) -> (Option<i32>, String) {
+    let temp = tempfile::tempdir().unwrap();
+    copy_of_migrations(temp.path());
+    copy_folders(&corpus().join("_setup"), temp.path());
+    copy_folders(&corpus().join(case), temp.path());
+    let shadow = server_url();
+    let out = run_xtask(
+        &[
+            "migrate",
+            "lint",
+            "--migrations-dir",
+            temp.path().to_str().unwrap(),
+            "--shadow-url",
+            &shadow,
+        ],
+        Some(production.url()),
+    );
+    (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+}
+
+#[test]
+fn with_a_database_url_findings_show_production_sizes_and_its_missing_tables_are_new() {
+    let production = TestDb::migrated_to(&repo_migrations().last().unwrap().name);
+    let mut client = production.client();
+    crate::support::seed_small(&mut client);
+    client.batch_execute("ANALYZE \"MetricDaily\"").unwrap();
+    let row = client
+        .query_one(
+            "SELECT reltuples::bigint, pg_total_relation_size(oid) FROM pg_class WHERE relname = 'MetricDaily'",
+            &[],
+        )
+        .unwrap();
+    let size = xtask::migrate::production::TableSize {
+        rows: row.get(0),
+        bytes: row.get(1),
+    };
+    assert!(size.rows > 0);
+    let (code, out) = lint_against("u03_create_index", &production);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "holds SHARE on `MetricDaily` ({} in production)",
+            size.describe()
+        )),
+        "{out}"
+    );
+    assert!(out.contains(", tables and sizes from `"), "{out}");
+    // `Report` does not exist in production: its index build is on an empty, unused table.
+    let (code, out) = lint_against("s21_table_created_earlier_in_the_set", &production);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn lint_rules_prints_every_rule_and_the_exception_syntax_from_the_code() {
+    let out = run_xtask(&["migrate", "lint", "--rules"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for rule in Rule::ALL {
+        let doc = rule.doc();
+        assert!(stdout.contains(&format!("\n{} (", doc.name)), "{stdout}");
+        assert!(stdout.contains(doc.fires), "{stdout}");
+    }
+    assert!(
+        stdout.contains(xtask::migrate::rules::ALLOW_SYNTAX),
+        "{stdout}"
+    );
+}
