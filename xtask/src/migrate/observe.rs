@@ -228,39 +228,43 @@ pub struct MigrationPlan {
 const OBSERVER_SETTINGS_SQL: &str =
     "SET client_min_messages = debug1; SET max_parallel_maintenance_workers = 0";
 
-/// Every relation of the user schemas: (oid, name, kind, relfilenode, schema).
-const RELATIONS_SQL: &str = "
-    SELECT c.oid, c.relname::text, c.relkind::text, c.relfilenode, n.nspname::text
+/// The catalog and this transaction's counters and locks, in one statement (one round trip
+/// after every statement of a migration), as rows of one shape: (what, oid, oid, name, text,
+/// text, four numbers, flag).
+///
+/// - `r`: every relation of the user schemas: oid, name, kind, schema, relfilenode;
+/// - `c`: CHECK and foreign key constraints: oid, table oid, name, valid;
+/// - `n`: the columns of the existing tables `$1` and whether they are NOT NULL (only existing
+///   tables' columns can be "made NOT NULL" in a way that matters, and reading every column of
+///   a large schema after every statement would cost most of the run);
+/// - `s`: this transaction's counters per table (read only as differences inside one
+///   transaction): seq_scan, seq_tup_read, idx_scan, rows updated or deleted;
+/// - `l`: the relation locks this backend holds in this database; oids below 16384 are the
+///   catalogs the observer's own query reads.
+const CATALOG_SQL: &str = "
+    SELECT 'r'::text, c.oid, 0::oid, c.relname::text, c.relkind::text, n.nspname::text,
+           c.relfilenode::bigint, 0::bigint, 0::bigint, 0::bigint, false
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-      AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'";
-
-/// CHECK and foreign key constraints: (oid, name, table oid, valid).
-const CONSTRAINTS_SQL: &str = "
-    SELECT c.oid, c.conname::text, c.conrelid, c.convalidated
+      AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+    UNION ALL
+    SELECT 'c', c.oid, c.conrelid, c.conname::text, '', '', 0, 0, 0, 0, c.convalidated
     FROM pg_constraint c
     JOIN pg_class r ON r.oid = c.conrelid
     JOIN pg_namespace n ON n.oid = r.relnamespace
-    WHERE c.contype IN ('c', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
-
-/// Columns of the existing tables `$1` and whether they are NOT NULL: (table oid, column, not
-/// null). Only existing tables' columns can be "made NOT NULL" in a way that matters, and
-/// reading every column of a large schema after every statement would cost most of the run.
-const NOT_NULL_SQL: &str = "
-    SELECT a.attrelid, a.attname::text, a.attnotnull
+    WHERE c.contype IN ('c', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    UNION ALL
+    SELECT 'n', a.attrelid, 0::oid, a.attname::text, '', '', 0, 0, 0, 0, a.attnotnull
     FROM pg_attribute a
-    WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped";
-
-/// This transaction's counters per table (read only as differences inside one transaction).
-const STATS_SQL: &str = "
-    SELECT relid, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_tup_upd, n_tup_del
-    FROM pg_stat_xact_user_tables";
-
-/// The relation locks this backend holds in this database; oids below 16384 are the catalogs
-/// the observer's own queries read.
-const OWN_LOCKS_SQL: &str = "
-    SELECT l.relation, l.mode FROM pg_locks l
+    WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT 's', relid, 0::oid, '', '', '', seq_scan, seq_tup_read, coalesce(idx_scan, 0),
+           n_tup_upd + n_tup_del, false
+    FROM pg_stat_xact_user_tables
+    UNION ALL
+    SELECT 'l', l.relation, 0::oid, l.mode, '', '', 0, 0, 0, 0, false
+    FROM pg_locks l
     WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
       AND l.relation >= 16384";
@@ -305,31 +309,22 @@ struct Catalog {
     constraints: HashMap<u32, (String, u32, bool)>,
     not_null: HashMap<(u32, String), bool>,
     counters: HashMap<u32, Counters>,
+    /// The relation locks this backend held: (relation oid, pg_locks mode).
+    locks: Vec<(u32, String)>,
 }
 
-/// The observer's catalog queries, prepared once per connection: they run after every
+/// The observer's catalog query, prepared once per connection: it runs after every
 /// statement, and an unprepared query costs a second round trip and a fresh plan each time.
 pub(crate) struct Queries {
-    relations: postgres::Statement,
-    constraints: postgres::Statement,
-    not_null: postgres::Statement,
-    stats: postgres::Statement,
-    own_locks: postgres::Statement,
+    catalog: postgres::Statement,
 }
 
 impl Queries {
     pub(crate) fn prepare(client: &mut Client) -> Result<Queries> {
-        let mut prepare = |sql: &str| {
-            client
-                .prepare(sql)
-                .context("cannot prepare the observer's catalog queries")
-        };
         Ok(Queries {
-            relations: prepare(RELATIONS_SQL)?,
-            constraints: prepare(CONSTRAINTS_SQL)?,
-            not_null: prepare(NOT_NULL_SQL)?,
-            stats: prepare(STATS_SQL)?,
-            own_locks: prepare(OWN_LOCKS_SQL)?,
+            catalog: client
+                .prepare(CATALOG_SQL)
+                .context("cannot prepare the observer's catalog query")?,
         })
     }
 }
@@ -339,48 +334,44 @@ impl Catalog {
     fn read(client: &mut Client, queries: &Queries, existing: &[u32]) -> Result<Catalog> {
         let mut catalog = Catalog::default();
         for row in client
-            .query(&queries.relations, &[])
-            .context("cannot read `pg_class`")?
+            .query(&queries.catalog, &[&existing])
+            .context("cannot read the shadow's catalog")?
         {
-            catalog.relations.insert(
-                row.get(0),
-                Relation {
-                    name: row.get(1),
-                    kind: row.get(2),
-                    filenode: row.get(3),
-                    schema: row.get(4),
-                },
-            );
-        }
-        for row in client
-            .query(&queries.constraints, &[])
-            .context("cannot read `pg_constraint`")?
-        {
-            catalog
-                .constraints
-                .insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
-        }
-        for row in client
-            .query(&queries.not_null, &[&existing])
-            .context("cannot read `pg_attribute`")?
-        {
-            catalog
-                .not_null
-                .insert((row.get(0), row.get(1)), row.get(2));
-        }
-        for row in client
-            .query(&queries.stats, &[])
-            .context("cannot read `pg_stat_xact_user_tables`")?
-        {
-            catalog.counters.insert(
-                row.get(0),
-                Counters {
-                    seq_scan: row.get(1),
-                    seq_tup_read: row.get(2),
-                    idx_scan: row.get(3),
-                    changed: row.get::<_, i64>(4) + row.get::<_, i64>(5),
-                },
-            );
+            let what: String = row.get(0);
+            let oid: u32 = row.get(1);
+            match what.as_str() {
+                "r" => {
+                    catalog.relations.insert(
+                        oid,
+                        Relation {
+                            name: row.get(3),
+                            kind: row.get(4),
+                            schema: row.get(5),
+                            filenode: row.get::<_, i64>(6) as u32,
+                        },
+                    );
+                }
+                "c" => {
+                    catalog
+                        .constraints
+                        .insert(oid, (row.get(3), row.get(2), row.get(10)));
+                }
+                "n" => {
+                    catalog.not_null.insert((oid, row.get(3)), row.get(10));
+                }
+                "s" => {
+                    catalog.counters.insert(
+                        oid,
+                        Counters {
+                            seq_scan: row.get(6),
+                            seq_tup_read: row.get(7),
+                            idx_scan: row.get(8),
+                            changed: row.get(9),
+                        },
+                    );
+                }
+                _ => catalog.locks.push((oid, row.get(3))),
+            }
         }
         Ok(catalog)
     }
@@ -654,38 +645,28 @@ impl Observer<'_> {
     }
 }
 
-/// The table locks of this backend, by table oid.
-fn own_locks(
-    client: &mut Client,
-    queries: &Queries,
-    now: &Catalog,
-    initial: &Catalog,
-) -> Result<TableLocks> {
+/// The table locks this backend held when `now` was read, by table oid.
+fn own_locks(now: &Catalog, initial: &Catalog) -> TableLocks {
     let mut locks = Vec::new();
-    for row in client
-        .query(&queries.own_locks, &[])
-        .context("cannot read `pg_locks`")?
-    {
-        let oid: u32 = row.get(0);
-        let mode: String = row.get(1);
-        let Some(mode) = LockMode::parse(&mode) else {
+    for (oid, mode) in &now.locks {
+        let Some(mode) = LockMode::parse(mode) else {
             continue;
         };
         // A relation dropped in this transaction (a rewrite's old storage) is known from the
         // catalog as it was before the migration; a transient one has no name and is skipped.
         let Some(relation) = now
             .relations
-            .get(&oid)
-            .or_else(|| initial.relations.get(&oid))
+            .get(oid)
+            .or_else(|| initial.relations.get(oid))
         else {
             continue;
         };
         if matches!(relation.kind.as_str(), "r" | "p" | "v" | "m" | "f") {
-            locks.push((oid, mode));
+            locks.push((*oid, mode));
         }
     }
     locks.sort();
-    Ok(locks)
+    locks
 }
 
 fn qualified(relation: &Relation) -> String {
@@ -924,7 +905,7 @@ pub(crate) fn observe(
                         .context("cannot restore the observing session's settings")?;
                 }
                 let after = Catalog::read(client, how.queries, &old)?;
-                let locks = own_locks(client, how.queries, &after, &observer.initial)?;
+                let locks = own_locks(&after, &observer.initial);
                 let notices = observer.take_notices();
                 observer.compare(&mut statement_plan, &before, &after, &notices, &locks);
                 plan.statements.push(statement_plan);
