@@ -232,7 +232,8 @@ const OBSERVER_SETTINGS_SQL: &str =
 /// after every statement of a migration), as rows of one shape: (what, oid, oid, name, text,
 /// text, four numbers, flag).
 ///
-/// - `r`: every relation of the user schemas: oid, name, kind, schema, relfilenode;
+/// - `r`: every table, view and foreign table of the user schemas (the only relations a lock,
+///   a scan or a rewrite is reported on): oid, name, kind, schema, relfilenode;
 /// - `c`: CHECK and foreign key constraints: oid, table oid, name, valid;
 /// - `n`: the columns of the existing tables `$1` and whether they are NOT NULL (only existing
 ///   tables' columns can be "made NOT NULL" in a way that matters, and reading every column of
@@ -246,7 +247,8 @@ const CATALOG_SQL: &str = "
            c.relfilenode::bigint, 0::bigint, 0::bigint, 0::bigint, false
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
       AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
     UNION ALL
     SELECT 'c', c.oid, c.conrelid, c.conname::text, '', '', 0, 0, 0, 0, c.convalidated
