@@ -293,6 +293,31 @@ fn u23_and_u24_casts_of_text_fail_on_sample_rows_and_are_judged_without_them() {
 }
 
 #[test]
+fn u27_a_required_column_is_refused_on_sample_rows_and_still_judged() {
+    // Refused on the sample rows: without production's sizes, whether it fails there is
+    // unknown (a warning; with a database URL it is `fails`: see the test of production
+    // sizes). On empty tables PostgreSQL still verifies the table under ACCESS EXCLUSIVE.
+    let case = assert_blocks(
+        "u27_add_required_column",
+        "scan-under-lock",
+        "MetricDaily",
+        "ADD COLUMN",
+    );
+    let plan = &case.report.plans[0];
+    let failure = plan
+        .sample_failure
+        .as_ref()
+        .expect("refused on sample rows");
+    assert_eq!(
+        (failure.code.as_str(), failure.table.as_deref()),
+        ("23502", Some("MetricDaily"))
+    );
+    assert!(case.report.findings[0]
+        .iter()
+        .any(|f| f.rule == Rule::FailsOnSampleRows && f.warns()));
+}
+
+#[test]
 fn s20_drop_and_recreate_is_a_new_table() {
     // Same name, new object: its index build and rewrite touch a table nobody uses yet.
     let case = assert_passes("s20_drop_and_recreate");
@@ -688,6 +713,16 @@ fn with_a_database_url_findings_show_production_sizes_and_its_missing_tables_are
         "{out}"
     );
     assert!(out.contains(", tables and sizes from `"), "{out}");
+    // A required column without a default: refused on the sample rows; production has rows.
+    let (code, out) = lint_against("u27_add_required_column", &production);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "`MetricDaily` has {} in production, so deploy fails there too",
+            size.describe()
+        )),
+        "{out}"
+    );
     // `Report` does not exist in production: its index build is on an empty, unused table.
     let (code, out) = lint_against("s21_table_created_earlier_in_the_set", &production);
     assert_eq!(code, Some(0), "{out}");

@@ -194,6 +194,8 @@ pub struct Failure {
     pub line: usize,
     pub code: String,
     pub message: String,
+    /// The table PostgreSQL names in the error, when it names one.
+    pub table: Option<String>,
 }
 
 /// One migration, observed.
@@ -938,11 +940,13 @@ fn failure(statement: &Statement, error: &postgres::Error) -> Failure {
             line: statement.line,
             code: db.code().code().to_string(),
             message: db.message().to_string(),
+            table: db.table().map(str::to_string),
         },
         None => Failure {
             line: statement.line,
             code: String::new(),
             message: db::describe_driver_error(error),
+            table: None,
         },
     }
 }

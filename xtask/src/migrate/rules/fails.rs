@@ -8,9 +8,12 @@ use super::{Judgement, Rule, RuleDoc};
 use crate::migrate::lint::Finding;
 use crate::migrate::observe::MigrationPlan;
 
+/// SQLSTATE not_null_violation.
+const NOT_NULL_VIOLATION: &str = "23502";
+
 pub(super) const DOC: RuleDoc = RuleDoc {
     name: "fails",
-    fires: "PostgreSQL refused the migration on the shadow, with or without sample rows",
+    fires: "PostgreSQL refused the migration on the shadow even on empty tables, or refused a NOT NULL on the sample rows of a table that has rows in production (a database URL)",
     safe: "what the error says (CREATE INDEX CONCURRENTLY alone in its file, …)",
     allowable: true,
     blocks: true,
@@ -33,7 +36,33 @@ pub(super) fn judge(plan: &MigrationPlan, judgement: &mut Judgement) {
             .unwrap_or_default()
     };
     if let Some(failure) = &plan.sample_failure {
-        judgement.findings.push(Finding {
+        // A NOT NULL that rows without a value refuse: production refuses it too when the
+        // table has rows there.
+        let production_rows = failure
+            .table
+            .as_ref()
+            .filter(|_| failure.code == NOT_NULL_VIOLATION)
+            .and_then(|table| Some((table, plan.sizes.get(table)?)))
+            .filter(|(_, size)| size.rows > 0);
+        if let Some((table, size)) = production_rows {
+            judgement.findings.push(Finding {
+                rule: Rule::Fails,
+                line: failure.line,
+                statement: summary(failure.line),
+                table: table.clone(),
+                lock: None,
+                what: format!(
+                    "PostgreSQL refused it on the shadow's sample rows: {} (SQLSTATE {}); `{table}` has {} in production, so deploy fails there too",
+                    failure.message,
+                    failure.code,
+                    size.describe()
+                ),
+                fix: "add the column with a default (or nullable), fill it in batches, then `SET NOT NULL` after a validated CHECK".into(),
+                allowed: None,
+                allow_without_reason: None,
+            });
+        } else {
+            judgement.findings.push(Finding {
             rule: Rule::FailsOnSampleRows,
             line: failure.line,
             statement: summary(failure.line),
@@ -49,6 +78,7 @@ pub(super) fn judge(plan: &MigrationPlan, judgement: &mut Judgement) {
             allowed: None,
             allow_without_reason: None,
         });
+        }
     }
     let Some(failure) = &plan.failure else {
         return;
@@ -96,6 +126,7 @@ mod tests {
             line: 1,
             code: "25001".into(),
             message: "CREATE INDEX CONCURRENTLY cannot run inside a transaction block".into(),
+            table: None,
         });
         failing.applied = false;
         let mut judgement = Judgement::default();
@@ -110,6 +141,7 @@ mod tests {
             line: 1,
             code: "22P02".into(),
             message: "invalid input value for enum \"E\": \"1\"".into(),
+            table: None,
         });
         let mut judgement = Judgement::default();
         judge(&on_rows, &mut judgement);

@@ -36,7 +36,15 @@ pub(super) fn judge(statement: &StatementPlan, findings: &mut Vec<Finding>) {
             continue;
         }
         let earlier = lock.2 < statement.statement.line;
+        let adds_column = statement
+            .statement
+            .sql
+            .to_ascii_uppercase()
+            .contains("ADD COLUMN");
         let mut fix = match scan.kind {
+            ScanKind::Verify if adds_column => {
+                "add the column nullable or with a constant default (catalog only), fill it in batches outside the migration, then `CHECK (col IS NOT NULL) NOT VALID`, `VALIDATE CONSTRAINT` in a later migration and `SET NOT NULL`".to_string()
+            }
             ScanKind::Verify if statement.validations.iter().any(|v| v.ends_with("NOT NULL")) => {
                 "add `CHECK (col IS NOT NULL) NOT VALID`, `VALIDATE CONSTRAINT` it in a later migration (SHARE UPDATE EXCLUSIVE), then `SET NOT NULL`, which PostgreSQL proves from the valid CHECK without a scan, and drop the CHECK".to_string()
             }
