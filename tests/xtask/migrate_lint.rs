@@ -211,6 +211,7 @@ unsafe_cases! {
     u17_add_unique_constraint: "index-build" on "Insight" at "UNIQUE";
     u19_add_column_serial: "table-rewrite" on "Insight" at "SERIAL";
     u21_session_settings_changed: "table-rewrite" on "MetricDaily" at "BIGINT";
+    u28_rename_then_index: "index-build" on "Finding" at "CREATE INDEX";
 }
 
 safe_cases! {

@@ -693,9 +693,13 @@ impl Report for PlanReport {
             .plans
             .iter()
             .zip(&self.findings)
-            .map(|(plan, findings)| {
+            .zip(&self.blind)
+            .map(|((plan, findings), blind)| {
                 json!({
                     "name": plan.name,
+                    "applied": plan.applied,
+                    "sampleRowsFailure": plan.sample_failure.as_ref().map(|f| json!({"line": f.line, "sqlstate": f.code, "message": f.message})),
+                    "notJudged": blind,
                     "file": plan.file,
                     "mode": match plan.mode { Mode::Transaction => "transaction", Mode::OnItsOwn => "on its own" },
                     "rowsBefore": plan.rows_before,
@@ -727,7 +731,12 @@ impl Report for PlanReport {
                 })
             })
             .collect();
-        json!({ "shadow": self.header, "migrations": migrations, "blocking": self.blocking().count() })
+        json!({
+            "shadow": self.header,
+            "migrations": migrations,
+            "notApplied": self.not_applied.iter().map(|(name, why)| json!({"name": name, "why": why})).collect::<Vec<_>>(),
+            "blocking": self.blocking().count(),
+        })
     }
 
     fn ok(&self) -> bool {
