@@ -16,6 +16,7 @@ mod hostile_inputs;
 mod incident;
 mod json_schemas;
 mod lock_safety;
+mod migrate_drift;
 mod migrate_lint;
 mod migrate_new;
 mod migrate_resolve;

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use datahub_tests::harness::{
     copy_of_migrations, repo_migrations, run_xtask, server_url, text, TestDb,
 };
-use xtask::migrate::lint::Finding;
+use xtask::migrate::lint::{Finding, Rule};
 use xtask::migrate::observe::LockMode;
 use xtask::migrate::plan::{observe_all, PlanReport, PlanRequest};
 use xtask::migrate::shadow::Shadow;
@@ -55,25 +55,51 @@ fn case_folder(case: &str) -> (tempfile::TempDir, String) {
 /// One shadow for the whole binary: it keeps the schema of the repository's migrations and
 /// `_setup`, so each case only applies its own migrations to a copy. One case at a time.
 fn observe(migrations: &[Migration], targets: BTreeSet<String>, lint: bool) -> PlanReport {
+    observe_since(migrations, targets, lint, None)
+}
+
+/// As `observe`, with the tables created after migration `since` counting as new.
+fn observe_since(
+    migrations: &[Migration],
+    targets: BTreeSet<String>,
+    lint: bool,
+    since: Option<&str>,
+) -> PlanReport {
     static SHADOW: OnceLock<Mutex<Shadow>> = OnceLock::new();
     let shadow = SHADOW.get_or_init(|| Mutex::new(Shadow::on_server(&server_url()).unwrap()));
     let mut shadow = shadow.lock().unwrap_or_else(|e| e.into_inner());
-    let plans = observe_all(
+    let observed = observe_all(
         &mut shadow,
         &PlanRequest {
             migrations,
             targets,
             timezone: None,
+            since: since.map(str::to_string),
+            production: None,
         },
     )
     .unwrap();
-    PlanReport::new(String::new(), plans, lint)
+    PlanReport::new(String::new(), observed, lint)
 }
 
 struct Case {
     report: PlanReport,
     script: String,
     rendered: String,
+}
+
+/// Lints every migration of the corpus case `case` (not `_setup`), in one run; with `since`,
+/// the tables created after `_setup` count as new.
+fn lint_whole_case(case: &str, since_setup: bool) -> (PlanReport, String, Vec<String>) {
+    let temp = tempfile::tempdir().unwrap();
+    copy_of_migrations(temp.path());
+    let setup = copy_folders(&corpus().join("_setup"), temp.path());
+    let names = copy_folders(&corpus().join(case), temp.path());
+    let migrations = migrations::read_dir(temp.path()).unwrap();
+    let since = since_setup.then(|| setup.last().unwrap().as_str());
+    let report = observe_since(&migrations, names.iter().cloned().collect(), true, since);
+    let rendered = report.render_with(Style::SNAPSHOT);
+    (report, rendered, names)
 }
 
 /// Lints the last migration of the corpus case `case`.
@@ -185,6 +211,7 @@ unsafe_cases! {
     u17_add_unique_constraint: "index-build" on "Insight" at "UNIQUE";
     u19_add_column_serial: "table-rewrite" on "Insight" at "SERIAL";
     u21_session_settings_changed: "table-rewrite" on "MetricDaily" at "BIGINT";
+    u28_rename_then_index: "index-build" on "Finding" at "CREATE INDEX";
 }
 
 safe_cases! {
@@ -204,6 +231,167 @@ safe_cases! {
     s16_add_column_nullable;
     s17_unique_constraint_using_index;
     s19_leading_lock_timeout;
+}
+
+#[test]
+fn u22_data_migration_collides_with_sample_rows() {
+    // The INSERT fails only on the sample rows: said so, a warning; the rest is still judged.
+    let case = assert_blocks(
+        "u22_data_migration_collides_with_sample_rows",
+        "index-build",
+        "MetricDaily",
+        "CREATE INDEX",
+    );
+    let insert = line_of(&case.script, "INSERT");
+    let update = line_of(&case.script, "UPDATE");
+    let plan = &case.report.plans[0];
+    let failure = plan
+        .sample_failure
+        .as_ref()
+        .expect("a failure on sample rows");
+    assert_eq!((failure.line, failure.code.as_str()), (insert, "23505"));
+    assert!(plan.failure.is_none() && plan.applied);
+    let warning = &case.report.findings[0][0];
+    assert_eq!(
+        (warning.rule, warning.line),
+        (Rule::FailsOnSampleRows, insert)
+    );
+    assert!(warning.warns(), "{}", case.rendered);
+    let not_judged = format!("full-table-dml could not judge line {update} on `MetricDaily`");
+    assert!(
+        case.report.blind[0]
+            .iter()
+            .any(|b| b.starts_with(&not_judged)),
+        "{}",
+        case.rendered
+    );
+    assert!(case.rendered.contains(&format!(
+        "not judged: full-table-dml could not judge line {update}"
+    )));
+    assert!(case
+        .rendered
+        .contains("fails only because of the shadow's sample rows"));
+}
+
+#[test]
+fn u23_and_u24_casts_of_text_fail_on_sample_rows_and_are_judged_without_them() {
+    for (case_name, code) in [
+        ("u23_cast_text_to_enum", "22P02"),
+        ("u24_cast_text_to_timestamp", "22007"),
+    ] {
+        let case = assert_blocks(case_name, "table-rewrite", "Insight", "ALTER TABLE");
+        let plan = &case.report.plans[0];
+        assert_eq!(
+            plan.sample_failure.as_ref().map(|f| f.code.as_str()),
+            Some(code),
+            "{}",
+            case.rendered
+        );
+        assert!(case.report.findings[0]
+            .iter()
+            .any(|f| f.rule == Rule::FailsOnSampleRows && f.warns()));
+    }
+}
+
+#[test]
+fn u27_a_required_column_is_refused_on_sample_rows_and_still_judged() {
+    // Refused on the sample rows: without production's sizes, whether it fails there is
+    // unknown (a warning; with a database URL it is `fails`: see the test of production
+    // sizes). On empty tables PostgreSQL still verifies the table under ACCESS EXCLUSIVE.
+    let case = assert_blocks(
+        "u27_add_required_column",
+        "scan-under-lock",
+        "MetricDaily",
+        "ADD COLUMN",
+    );
+    let plan = &case.report.plans[0];
+    let failure = plan
+        .sample_failure
+        .as_ref()
+        .expect("refused on sample rows");
+    assert_eq!(
+        (failure.code.as_str(), failure.table.as_deref()),
+        ("23502", Some("MetricDaily"))
+    );
+    assert!(case.report.findings[0]
+        .iter()
+        .any(|f| f.rule == Rule::FailsOnSampleRows && f.warns()));
+}
+
+#[test]
+fn s20_drop_and_recreate_is_a_new_table() {
+    // Same name, new object: its index build and rewrite touch a table nobody uses yet.
+    let case = assert_passes("s20_drop_and_recreate");
+    let index = line_of(&case.script, "CREATE INDEX");
+    let statement = case.report.plans[0]
+        .statements
+        .iter()
+        .find(|s| s.statement.line == index)
+        .unwrap();
+    assert!(
+        statement
+            .scans
+            .iter()
+            .any(|s| s.table == "Insight" && s.new_table),
+        "{:?}",
+        statement.scans
+    );
+}
+
+#[test]
+fn s21_a_table_created_earlier_in_the_set_is_new() {
+    let (report, rendered, names) = lint_whole_case("s21_table_created_earlier_in_the_set", true);
+    assert!(report.ok(), "{rendered}");
+    assert_eq!(report.plans.len(), names.len());
+    // Without `--since`, the table counts as one production has.
+    let (report, rendered, _) = lint_whole_case("s21_table_created_earlier_in_the_set", false);
+    assert!(!report.ok(), "{rendered}");
+    assert!(report.findings[1]
+        .iter()
+        .any(|f| f.rule == Rule::IndexBuild && f.table == "Report"));
+}
+
+#[test]
+fn u25_an_allowed_failure_hides_no_later_migration() {
+    let (report, rendered, names) = lint_whole_case("u25_unsafe_behind_an_allowed_failure", false);
+    assert_eq!(report.plans.len(), 2, "{rendered}");
+    let failed = &report.plans[0];
+    assert_eq!(failed.name, names[0]);
+    assert_eq!(
+        failed.failure.as_ref().map(|f| f.code.as_str()),
+        Some("25001")
+    );
+    assert!(!failed.applied);
+    assert!(report.findings[0]
+        .iter()
+        .all(|f| f.rule == Rule::Fails && f.allowed.is_some()));
+    // The next migration is observed, and fails lint.
+    assert!(!report.ok(), "{rendered}");
+    assert!(report.findings[1]
+        .iter()
+        .any(|f| f.rule == Rule::IndexBuild && f.table == "MetricDaily" && f.blocks()));
+    assert!(
+        rendered.contains("2 migration(s) observed: 1 ran whole (0 of them on tables without sample rows, which made them fail), 1 refused by PostgreSQL even without rows"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(&format!("  refused: `{}` line 2: ", names[0])),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn u26_an_unknown_allow_rule_fails_and_allows_nothing() {
+    let case = assert_blocks("u26_unknown_allow_rule", "unknown-allow", "", "BIGINT");
+    assert!(blocking(&case)
+        .iter()
+        .any(|f| f.rule == Rule::TableRewrite && f.table == "MetricDaily"));
+    assert!(
+        case.rendered
+            .contains("the `lint: allow tabel-rewrite` at line 1 names no rule lint can allow"),
+        "{}",
+        case.rendered
+    );
 }
 
 #[test]
@@ -243,7 +431,7 @@ fn u15_batches_in_one_transaction() {
     let findings = blocking(&case);
     assert_eq!(findings.len(), 1, "{}", case.rendered);
     assert_eq!(
-        (findings[0].rule, findings[0].line),
+        (findings[0].rule.name(), findings[0].line),
         ("full-table-dml", second)
     );
 }
@@ -379,7 +567,7 @@ fn lint_exits_1_naming_file_and_line_and_the_help_lists_the_rules() {
     assert_eq!(help.status.code(), Some(0));
     let help = text(&help.stdout);
     assert!(help.starts_with("cargo xtask migrate lint"), "{help}");
-    for rule in xtask::migrate::lint::RULES {
+    for rule in xtask::migrate::lint::rule_names() {
         assert!(help.contains(rule), "{rule}");
     }
     let bad = run_xtask(&["migrate", "plan", "--format", "yaml"], None);
@@ -527,4 +715,83 @@ fn table_digest(client: &mut postgres::Client) -> String {
         .unwrap()
         .get(0);
     digest + &rows
+}
+
+/// A case's folder with every migration, linted by the binary against `production`.
+fn lint_against(case: &str, production: &TestDb) -> (Option<i32>, String) {
+    let temp = tempfile::tempdir().unwrap();
+    copy_of_migrations(temp.path());
+    copy_folders(&corpus().join("_setup"), temp.path());
+    copy_folders(&corpus().join(case), temp.path());
+    let shadow = server_url();
+    let out = run_xtask(
+        &[
+            "migrate",
+            "lint",
+            "--migrations-dir",
+            temp.path().to_str().unwrap(),
+            "--shadow-url",
+            &shadow,
+        ],
+        Some(production.url()),
+    );
+    (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+}
+
+#[test]
+fn with_a_database_url_findings_show_production_sizes_and_its_missing_tables_are_new() {
+    let production = TestDb::migrated_to(&repo_migrations().last().unwrap().name);
+    let mut client = production.client();
+    crate::support::seed_small(&mut client);
+    client.batch_execute("ANALYZE \"MetricDaily\"").unwrap();
+    let row = client
+        .query_one(
+            "SELECT reltuples::bigint, pg_total_relation_size(oid) FROM pg_class WHERE relname = 'MetricDaily'",
+            &[],
+        )
+        .unwrap();
+    let size = xtask::migrate::production::TableSize {
+        rows: row.get(0),
+        bytes: row.get(1),
+    };
+    assert!(size.rows > 0);
+    let (code, out) = lint_against("u03_create_index", &production);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "holds SHARE on `MetricDaily` ({} in production)",
+            size.describe()
+        )),
+        "{out}"
+    );
+    assert!(out.contains(", tables and sizes from `"), "{out}");
+    // A required column without a default: refused on the sample rows; production has rows.
+    let (code, out) = lint_against("u27_add_required_column", &production);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "`MetricDaily` has {} in production, so deploy fails there too",
+            size.describe()
+        )),
+        "{out}"
+    );
+    // `Report` does not exist in production: its index build is on an empty, unused table.
+    let (code, out) = lint_against("s21_table_created_earlier_in_the_set", &production);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn lint_rules_prints_every_rule_and_the_exception_syntax_from_the_code() {
+    let out = run_xtask(&["migrate", "lint", "--rules"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for rule in Rule::ALL {
+        let doc = rule.doc();
+        assert!(stdout.contains(&format!("\n{} (", doc.name)), "{stdout}");
+        assert!(stdout.contains(doc.fires), "{stdout}");
+    }
+    assert!(
+        stdout.contains(xtask::migrate::rules::ALLOW_SYNTAX),
+        "{stdout}"
+    );
 }

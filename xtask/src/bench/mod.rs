@@ -10,6 +10,7 @@
 //! count for the scaling curve (scaling.rs). A simulated app writes alongside each.
 
 mod app;
+mod lint;
 mod release;
 mod replica;
 mod scaling;
@@ -40,7 +41,7 @@ use writer::{median, LockWatcher, Writer, WriterPlan};
 pub(crate) const SUMMARY: &str = "the performance targets, each against its baseline";
 
 pub(crate) const HELP: &str = "\
-cargo xtask bench [--quick] [--rows N] [--workers N[,N…]] [--app]
+cargo xtask bench [--quick] [--rows N] [--workers N[,N…]] [--lint-migrations DIR] [--app]
 The performance targets on a throwaway PostgreSQL with a streaming standby, each against its
 baseline measured in the same run:
   backfill rows/s vs one UPDATE … FROM over the same rows (twin databases),
@@ -51,7 +52,9 @@ baseline measured in the same run:
   migrate status wall time vs one psql query process,
   the whole release (expand, backfill, check, indexes, contract) vs the naive runbook (expand
   with its indexes in one transaction, one UPDATE per table, check, plain SET NOT NULL): wall
-  time, and the app's longest write wait and insert p99 during each.
+  time, and the app's longest write wait and insert p99 during each,
+  migrate lint of every migration, and of the last two with --since, vs migrate deploy of the
+  same folder (--lint-migrations DIR: another project's history instead of migrations/).
 Full size: 5,000,000 MetricDaily rows (several minutes); --quick: 500,000; --rows N to choose.
 --workers N: backfill workers (default 2); --workers 2,1,4: the first count for the figures,
 then the backfill once more per further count on a fresh copy: the scaling curve.
@@ -119,6 +122,8 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         .map(|n| n as usize)
         .collect();
     let workers = counts[0];
+    let lint_dir: Option<std::path::PathBuf> =
+        cli::text(&mut args, "--lint-migrations")?.map(Into::into);
     cli::finish(args, "bench")?;
     let rows = rows.unwrap_or(if quick { 500_000 } else { 5_000_000 });
     let users = rows.div_ceil((DAYS * PROVIDERS) as u64) as i32;
@@ -143,7 +148,14 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
             ],
         },
     )?;
-    let result = bench(&cluster, &migrations, users, &counts);
+    let result = bench(&cluster, &migrations, users, &counts).and_then(|(mut figures, version)| {
+        let lint_migrations = match &lint_dir {
+            Some(dir) => crate::migrations::read_dir(dir)?,
+            None => migrations.clone(),
+        };
+        figures.extend(lint::figures(&cluster, &lint_migrations)?);
+        Ok((figures, version))
+    });
     cluster.stop();
     let (figures, version) = result?;
 

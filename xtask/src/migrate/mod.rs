@@ -5,6 +5,7 @@ pub mod baseline;
 pub(crate) mod checksum;
 pub(crate) mod concurrent;
 pub mod deploy;
+pub mod drift;
 pub mod effects;
 pub mod enforces;
 pub mod history;
@@ -13,7 +14,9 @@ pub(crate) mod logs;
 pub mod new;
 pub mod observe;
 pub mod plan;
+pub mod production;
 pub mod resolve;
+pub mod rules;
 pub(crate) mod running;
 pub(crate) mod sample;
 pub mod shadow;
@@ -44,7 +47,8 @@ cargo xtask migrate deploy [--to NAME] [--lock-wait SECONDS] [--lock-timeout SEC
 cargo xtask migrate resolve --rolled-back NAME | --applied NAME
 cargo xtask migrate new NAME
 cargo xtask migrate plan [NAME…] [--all] [--json | --format text|markdown|json] [--shadow-url URL]
-cargo xtask migrate lint [NAME…] [--json] [--shadow-url URL]
+cargo xtask migrate lint [NAME… | --since NAME] [--json] [--shadow-url URL]
+cargo xtask migrate drift [--json] [--shadow-url URL]
 
 status    every migration: applied, pending, failed, rolled back, edited, missing locally;
           exits 0 only when the database is up to date
@@ -72,7 +76,9 @@ plan      runs each migration (default: the pending ones; --all: every one) on a
 lint      the same observation for every migration (or NAME…); exits 1 when one would block
           the app on an existing table, naming file:line, the lock, the table, what read it and
           the safe rewrite; `-- lint: allow <rule> because <reason>` above a statement records
-          a reviewed exception (see `cargo xtask migrate lint --help`)
+          a reviewed exception (see `cargo xtask migrate lint --help`; `--rules` lists them)
+drift     compares the database with what its applied migrations make on a shadow database
+          (tables, columns, constraints, indexes, enum values, triggers); exits 1 on drift
 
 OPTIONS:
     --database-url URL     instead of DATABASE_URL (Prisma URLs work, including ?schema=)
@@ -105,6 +111,7 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         match subcommand.as_deref() {
             Some("plan") => print!("{}{}", plan::PLAN_HELP, plan::SHADOW_OPTION_HELP),
             Some("lint") => print!("{}{}", plan::LINT_HELP, plan::SHADOW_OPTION_HELP),
+            Some("drift") => print!("{}{}", drift::HELP, plan::SHADOW_OPTION_HELP),
             _ => print!("{HELP}"),
         }
         return Ok(Outcome::Ready);
@@ -122,11 +129,12 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         Some("new") => run_new(args, globals),
         Some("plan") => plan::run_plan(args, globals),
         Some("lint") => plan::run_lint(args, globals),
+        Some("drift") => drift::run(args, globals),
         Some(other) => Err(usage(format!(
-            "unknown subcommand `migrate {other}`: use status, deploy, resolve, new, plan or lint (see `cargo xtask migrate --help`)"
+            "unknown subcommand `migrate {other}`: use status, deploy, resolve, new, plan, lint or drift (see `cargo xtask migrate --help`)"
         ))),
         None => Err(usage(
-            "`cargo xtask migrate` needs a subcommand: status, deploy, resolve, new, plan or lint (see `cargo xtask migrate --help`)",
+            "`cargo xtask migrate` needs a subcommand: status, deploy, resolve, new, plan, lint or drift (see `cargo xtask migrate --help`)",
         )),
     }
 }

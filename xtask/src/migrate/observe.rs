@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use postgres::Client;
 
+use super::production::{Baseline, TableSize};
 use super::sample;
 use super::shadow::{Notices, Shadow};
 use super::statements::{self, Statement};
@@ -166,7 +167,7 @@ pub struct StatementPlan {
 }
 
 impl StatementPlan {
-    fn new(statement: &Statement) -> StatementPlan {
+    pub(crate) fn new(statement: &Statement) -> StatementPlan {
         StatementPlan {
             statement: statement.clone(),
             locks: Vec::new(),
@@ -193,6 +194,8 @@ pub struct Failure {
     pub line: usize,
     pub code: String,
     pub message: String,
+    /// The table PostgreSQL names in the error, when it names one.
+    pub table: Option<String>,
 }
 
 /// One migration, observed.
@@ -205,66 +208,75 @@ pub struct MigrationPlan {
     pub statements: Vec<StatementPlan>,
     /// The statement PostgreSQL refused, if any: deploy would fail there too.
     pub failure: Option<Failure>,
+    /// The statement PostgreSQL refused only because of the shadow's sample rows: on tables
+    /// without them it ran, and `statements` are that run.
+    pub sample_failure: Option<Failure>,
+    /// Whether the migration is applied on the shadow, so the ones after it see its schema.
+    pub applied: bool,
+    /// Lines of the statements after the one PostgreSQL refused: never run.
+    pub unreached: Vec<usize>,
     /// Rows of each existing table before the migration (the sample).
     pub rows_before: BTreeMap<String, i64>,
+    /// Production's size of each existing table, when a database URL was given.
+    pub sizes: BTreeMap<String, TableSize>,
     /// Tables that could not be given sample rows, and other caveats.
     pub notes: Vec<String>,
     pub duration: Duration,
 }
 
-impl MigrationPlan {
-    pub fn existing_tables(&self) -> impl Iterator<Item = &String> {
-        self.rows_before.keys()
-    }
-}
-
 /// Session settings of the observer: every DEBUG1 line as a notice, in English (the messages are
 /// matched by their text), index builds without parallel workers so the notices are the same on
-/// every machine. Set again after every statement, in case the migration changed them.
+/// every machine. Set again after every statement that can change them (SET, RESET, DO, SELECT, CALL).
 const OBSERVER_SETTINGS_SQL: &str =
     "SET client_min_messages = debug1; SET max_parallel_maintenance_workers = 0";
 
-/// Every relation of the user schemas: (oid, name, kind, relfilenode).
-const RELATIONS_SQL: &str = "
-    SELECT c.oid, c.relname::text, c.relkind::text, c.relfilenode
+/// The catalog and this transaction's counters and locks, in one statement (one round trip
+/// after every statement of a migration), as rows of one shape: (what, oid, oid, name, text,
+/// text, four numbers, flag).
+///
+/// - `r`: every table, view and foreign table of the user schemas (the only relations a lock,
+///   a scan or a rewrite is reported on): oid, name, kind, schema, relfilenode;
+/// - `c`: CHECK and foreign key constraints: oid, table oid, name, valid;
+/// - `n`: the columns of the existing tables `$1` and whether they are NOT NULL (only existing
+///   tables' columns can be "made NOT NULL" in a way that matters, and reading every column of
+///   a large schema after every statement would cost most of the run);
+/// - `s`: this transaction's counters per table (read only as differences inside one
+///   transaction): seq_scan, seq_tup_read, idx_scan, rows updated or deleted;
+/// - `l`: the relation locks this backend holds in this database; oids below 16384 are the
+///   catalogs the observer's own query reads.
+const CATALOG_SQL: &str = "
+    SELECT 'r'::text, c.oid, 0::oid, c.relname::text, c.relkind::text, n.nspname::text,
+           c.relfilenode::bigint, 0::bigint, 0::bigint, 0::bigint, false
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-      AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'";
-
-/// CHECK and foreign key constraints: (oid, name, table oid, valid).
-const CONSTRAINTS_SQL: &str = "
-    SELECT c.oid, c.conname::text, c.conrelid, c.convalidated
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+      AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+    UNION ALL
+    SELECT 'c', c.oid, c.conrelid, c.conname::text, '', '', 0, 0, 0, 0, c.convalidated
     FROM pg_constraint c
     JOIN pg_class r ON r.oid = c.conrelid
     JOIN pg_namespace n ON n.oid = r.relnamespace
-    WHERE c.contype IN ('c', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
-
-/// Columns and whether they are NOT NULL: (table oid, column, not null).
-const NOT_NULL_SQL: &str = "
-    SELECT a.attrelid, a.attname::text, a.attnotnull
+    WHERE c.contype IN ('c', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    UNION ALL
+    SELECT 'n', a.attrelid, 0::oid, a.attname::text, '', '', 0, 0, 0, 0, a.attnotnull
     FROM pg_attribute a
-    JOIN pg_class r ON r.oid = a.attrelid
-    JOIN pg_namespace n ON n.oid = r.relnamespace
-    WHERE r.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')";
-
-/// This transaction's counters per table (read only as differences inside one transaction).
-const STATS_SQL: &str = "
-    SELECT relid, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_tup_upd, n_tup_del
-    FROM pg_stat_xact_user_tables";
-
-/// The relation locks this backend holds in this database; oids below 16384 are the catalogs
-/// the observer's own queries read.
-const OWN_LOCKS_SQL: &str = "
-    SELECT l.relation, l.mode FROM pg_locks l
+    WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT 's', relid, 0::oid, '', '', '', seq_scan, seq_tup_read, coalesce(idx_scan, 0),
+           n_tup_upd + n_tup_del, false
+    FROM pg_stat_xact_user_tables
+    UNION ALL
+    SELECT 'l', l.relation, 0::oid, l.mode, '', '', 0, 0, 0, 0, false
+    FROM pg_locks l
     WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
       AND l.relation >= 16384";
 
-/// The relation locks backend `$1` holds, named, read by a second session while it waits.
+/// The relation locks backend `$1` holds (an index's count for its table), read by a second
+/// session while it waits.
 const LOCKS_OF_SQL: &str = "
-    SELECT coalesce(t.relname, c.relname)::text, l.mode FROM pg_locks l
+    SELECT coalesce(t.oid, c.oid), l.mode FROM pg_locks l
     JOIN pg_class c ON c.oid = l.relation
     LEFT JOIN pg_index i ON i.indexrelid = c.oid
     LEFT JOIN pg_class t ON t.oid = i.indrelid
@@ -272,8 +284,8 @@ const LOCKS_OF_SQL: &str = "
       AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())";
 
-/// Table locks by table name.
-type TableLocks = Vec<(String, LockMode)>;
+/// Table locks by table oid.
+type TableLocks = Vec<(u32, LockMode)>;
 
 /// Whether backend `$1` waits for a lock.
 const WAITING_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)";
@@ -283,6 +295,7 @@ struct Relation {
     name: String,
     kind: String,
     filenode: u32,
+    schema: String,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -300,53 +313,69 @@ struct Catalog {
     constraints: HashMap<u32, (String, u32, bool)>,
     not_null: HashMap<(u32, String), bool>,
     counters: HashMap<u32, Counters>,
+    /// The relation locks this backend held: (relation oid, pg_locks mode).
+    locks: Vec<(u32, String)>,
+}
+
+/// The observer's catalog query, prepared once per connection: it runs after every
+/// statement, and an unprepared query costs a second round trip and a fresh plan each time.
+pub(crate) struct Queries {
+    catalog: postgres::Statement,
+}
+
+impl Queries {
+    pub(crate) fn prepare(client: &mut Client) -> Result<Queries> {
+        Ok(Queries {
+            catalog: client
+                .prepare(CATALOG_SQL)
+                .context("cannot prepare the observer's catalog query")?,
+        })
+    }
 }
 
 impl Catalog {
-    fn read(client: &mut Client) -> Result<Catalog> {
+    /// The catalog now; the NOT NULL flags of the tables `existing` only.
+    fn read(client: &mut Client, queries: &Queries, existing: &[u32]) -> Result<Catalog> {
         let mut catalog = Catalog::default();
         for row in client
-            .query(RELATIONS_SQL, &[])
-            .context("cannot read `pg_class`")?
+            .query(&queries.catalog, &[&existing])
+            .context("cannot read the shadow's catalog")?
         {
-            catalog.relations.insert(
-                row.get(0),
-                Relation {
-                    name: row.get(1),
-                    kind: row.get(2),
-                    filenode: row.get(3),
-                },
-            );
-        }
-        for row in client
-            .query(CONSTRAINTS_SQL, &[])
-            .context("cannot read `pg_constraint`")?
-        {
-            catalog
-                .constraints
-                .insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
-        }
-        for row in client
-            .query(NOT_NULL_SQL, &[])
-            .context("cannot read `pg_attribute`")?
-        {
-            catalog
-                .not_null
-                .insert((row.get(0), row.get(1)), row.get(2));
-        }
-        for row in client
-            .query(STATS_SQL, &[])
-            .context("cannot read `pg_stat_xact_user_tables`")?
-        {
-            catalog.counters.insert(
-                row.get(0),
-                Counters {
-                    seq_scan: row.get(1),
-                    seq_tup_read: row.get(2),
-                    idx_scan: row.get(3),
-                    changed: row.get::<_, i64>(4) + row.get::<_, i64>(5),
-                },
-            );
+            let what: String = row.get(0);
+            let oid: u32 = row.get(1);
+            match what.as_str() {
+                "r" => {
+                    catalog.relations.insert(
+                        oid,
+                        Relation {
+                            name: row.get(3),
+                            kind: row.get(4),
+                            schema: row.get(5),
+                            filenode: row.get::<_, i64>(6) as u32,
+                        },
+                    );
+                }
+                "c" => {
+                    catalog
+                        .constraints
+                        .insert(oid, (row.get(3), row.get(2), row.get(10)));
+                }
+                "n" => {
+                    catalog.not_null.insert((oid, row.get(3)), row.get(10));
+                }
+                "s" => {
+                    catalog.counters.insert(
+                        oid,
+                        Counters {
+                            seq_scan: row.get(6),
+                            seq_tup_read: row.get(7),
+                            idx_scan: row.get(8),
+                            changed: row.get(9),
+                        },
+                    );
+                }
+                _ => catalog.locks.push((oid, row.get(3))),
+            }
         }
         Ok(catalog)
     }
@@ -355,6 +384,30 @@ impl Catalog {
         self.relations
             .get(&oid)
             .is_some_and(|r| matches!(r.kind.as_str(), "r" | "p"))
+    }
+
+    /// The table PostgreSQL names in a DEBUG1 line (by its name now).
+    fn table_named(&self, name: &str) -> Option<u32> {
+        let mut oids: Vec<u32> = self
+            .relations
+            .iter()
+            .filter(|(_, r)| r.name == name && matches!(r.kind.as_str(), "r" | "p" | "m"))
+            .map(|(oid, _)| *oid)
+            .collect();
+        oids.sort();
+        oids.first().copied()
+    }
+
+    /// Ordinary and partitioned tables, by oid.
+    fn tables(&self) -> Vec<u32> {
+        let mut oids: Vec<u32> = self
+            .relations
+            .keys()
+            .copied()
+            .filter(|oid| self.is_table(*oid))
+            .collect();
+        oids.sort();
+        oids
     }
 }
 
@@ -406,13 +459,15 @@ fn parse_notice(message: &str) -> Option<Notice> {
     None
 }
 
-/// The observer's state across the statements of one migration.
+/// The observer's state across the statements of one migration. Tables are known by oid, not
+/// by name: a table dropped and created again under the same name is a new table, a renamed
+/// one is still the table it was.
 struct Observer<'a> {
     initial: Catalog,
-    /// Existing tables by name.
-    existing: BTreeSet<String>,
-    /// table → (strongest mode held, line of the statement that took it)
-    held: BTreeMap<String, (LockMode, usize)>,
+    /// Tables that existed before the migration and count as existing (production's).
+    existing: BTreeSet<u32>,
+    /// table oid → (strongest mode held, line of the statement that took it)
+    held: BTreeMap<u32, (LockMode, usize)>,
     notices: &'a Notices,
 }
 
@@ -425,17 +480,17 @@ impl Observer<'_> {
             .collect()
     }
 
-    fn name_of(&self, oid: u32, now: &Catalog) -> Option<(String, bool)> {
-        let relation = now
-            .relations
+    /// The table's name now (or before the migration, when it was dropped since).
+    fn name(&self, oid: u32, now: &Catalog) -> Option<String> {
+        now.relations
             .get(&oid)
-            .or_else(|| self.initial.relations.get(&oid))?;
-        matches!(relation.kind.as_str(), "r" | "p" | "v" | "m" | "f").then(|| {
-            (
-                relation.name.clone(),
-                !self.existing.contains(&relation.name),
-            )
-        })
+            .or_else(|| self.initial.relations.get(&oid))
+            .filter(|r| matches!(r.kind.as_str(), "r" | "p" | "v" | "m" | "f"))
+            .map(|r| r.name.clone())
+    }
+
+    fn is_new(&self, oid: u32) -> bool {
+        !self.existing.contains(&oid)
     }
 
     /// What changed between `before` and `after`, the statement's notices and the locks.
@@ -445,13 +500,13 @@ impl Observer<'_> {
         before: &Catalog,
         after: &Catalog,
         notices: &[Notice],
-        locks: &[(String, LockMode)],
+        locks: &[(u32, LockMode)],
     ) {
         let line = plan.statement.line;
         // Locks: the strongest mode per table; a new or stronger one was taken here.
-        let mut strongest: BTreeMap<String, LockMode> = BTreeMap::new();
+        let mut strongest: BTreeMap<u32, LockMode> = BTreeMap::new();
         for (table, mode) in locks {
-            let entry = strongest.entry(table.clone()).or_insert(*mode);
+            let entry = strongest.entry(*table).or_insert(*mode);
             *entry = (*entry).max(*mode);
         }
         for (table, mode) in strongest {
@@ -460,46 +515,49 @@ impl Observer<'_> {
                 None => true,
             };
             if taken_here {
-                self.held.insert(table.clone(), (mode, line));
+                self.held.insert(table, (mode, line));
             }
         }
         plan.locks = self
             .held
             .iter()
-            .map(|(table, (mode, since))| Lock {
-                table: table.clone(),
-                mode: *mode,
-                new_table: !self.existing.contains(table),
-                taken_here: *since == line,
-                since_line: *since,
+            .filter_map(|(oid, (mode, since))| {
+                Some(Lock {
+                    table: self.name(*oid, after)?,
+                    mode: *mode,
+                    new_table: self.is_new(*oid),
+                    taken_here: *since == line,
+                    since_line: *since,
+                })
             })
             .collect();
+        plan.locks.sort_by(|a, b| a.table.cmp(&b.table));
 
         // Rewrites: existing tables with new storage.
-        for (oid, relation) in &self.initial.relations {
-            if !self.initial.is_table(*oid) {
-                continue;
-            }
+        for oid in &self.existing {
             let (Some(was), Some(now)) = (before.relations.get(oid), after.relations.get(oid))
             else {
                 continue;
             };
             if was.filenode != now.filenode {
-                let said = notices
-                    .iter()
-                    .any(|n| *n == Notice::Rewriting(relation.name.clone()));
-                plan.rewrites.push((relation.name.clone(), said));
+                let said = notices.iter().any(
+                    |n| matches!(n, Notice::Rewriting(t) if after.table_named(t) == Some(*oid)),
+                );
+                plan.rewrites.push((now.name.clone(), said));
             }
         }
         plan.rewrites.sort();
 
         // Scans: the counters, then what the notices say each was for.
-        let mut scans: BTreeMap<String, Scan> = BTreeMap::new();
-        let mut add = |table: &str, kind: ScanKind, rows: i64, existing: &BTreeSet<String>| {
-            let scan = scans.entry(table.to_string()).or_insert(Scan {
-                table: table.to_string(),
+        let mut scans: BTreeMap<u32, Scan> = BTreeMap::new();
+        let mut add = |oid: u32, kind: ScanKind, rows: i64| {
+            let Some(table) = self.name(oid, after) else {
+                return;
+            };
+            let scan = scans.entry(oid).or_insert(Scan {
+                table,
                 kind,
-                new_table: !existing.contains(table),
+                new_table: self.is_new(oid),
                 rows_read: 0,
             });
             scan.kind = scan.kind.max(kind);
@@ -507,56 +565,51 @@ impl Observer<'_> {
         };
         for (oid, now) in &after.counters {
             let was = before.counters.get(oid).copied().unwrap_or_default();
-            let Some(relation) = after.relations.get(oid) else {
+            if !after.relations.contains_key(oid) {
                 continue;
-            };
+            }
             if now.seq_scan > was.seq_scan || now.idx_scan > was.idx_scan {
-                add(
-                    &relation.name,
-                    ScanKind::Read,
-                    now.seq_tup_read - was.seq_tup_read,
-                    &self.existing,
-                );
+                add(*oid, ScanKind::Read, now.seq_tup_read - was.seq_tup_read);
             }
             let changed = now.changed - was.changed;
-            if changed > 0 && self.existing.contains(&relation.name) {
-                plan.changed_rows.push((relation.name.clone(), changed));
+            if changed > 0 && self.existing.contains(oid) {
+                // Known by the name it had before the migration, as `rows_before` is.
+                if let Some(relation) = self.initial.relations.get(oid) {
+                    plan.changed_rows.push((relation.name.clone(), changed));
+                }
             }
         }
         for notice in notices {
-            match notice {
-                Notice::Rewriting(table) => add(table, ScanKind::Rewrite, 0, &self.existing),
-                Notice::Verifying(table) => add(table, ScanKind::Verify, 0, &self.existing),
+            let (table, kind) = match notice {
+                Notice::Rewriting(table) => (after.table_named(table), ScanKind::Rewrite),
+                Notice::Verifying(table) => (after.table_named(table), ScanKind::Verify),
                 Notice::BuildingIndex { table } if !table.starts_with("pg_toast_") => {
-                    add(table, ScanKind::IndexBuild, 0, &self.existing)
+                    (after.table_named(table), ScanKind::IndexBuild)
                 }
-                Notice::ValidatingForeignKey(constraint) => {
-                    if let Some((_, table, _)) = after
+                Notice::ValidatingForeignKey(constraint) => (
+                    after
                         .constraints
                         .values()
                         .find(|(name, _, _)| name == constraint)
-                    {
-                        if let Some(relation) = after.relations.get(table) {
-                            add(
-                                &relation.name,
-                                ScanKind::ValidateForeignKey,
-                                0,
-                                &self.existing,
-                            );
-                        }
-                    }
-                }
-                _ => {}
+                        .map(|(_, table, _)| *table),
+                    ScanKind::ValidateForeignKey,
+                ),
+                _ => continue,
+            };
+            if let Some(table) = table {
+                add(table, kind, 0);
             }
         }
         plan.scans = scans.into_values().collect();
+        plan.scans.sort_by(|a, b| a.table.cmp(&b.table));
         plan.changed_rows.sort();
 
         // Validations on existing tables.
         for (oid, (name, table, valid)) in &after.constraints {
-            let Some((table_name, true)) =
-                self.name_of(*table, after).map(|(name, new)| (name, !new))
-            else {
+            if self.is_new(*table) {
+                continue;
+            }
+            let Some(table_name) = self.name(*table, after) else {
                 continue;
             };
             let was = before.constraints.get(oid).map(|(_, _, valid)| *valid);
@@ -571,10 +624,13 @@ impl Observer<'_> {
             }
         }
         for ((table, column), not_null) in &after.not_null {
-            if !*not_null || before.not_null.get(&(*table, column.clone())) != Some(&false) {
+            if !*not_null
+                || before.not_null.get(&(*table, column.clone())) != Some(&false)
+                || self.is_new(*table)
+            {
                 continue;
             }
-            let Some((table_name, false)) = self.name_of(*table, after) else {
+            let Some(table_name) = self.name(*table, after) else {
                 continue;
             };
             let proved = notices.iter().any(|n| {
@@ -593,82 +649,106 @@ impl Observer<'_> {
     }
 }
 
-/// The locks of this backend, by table name (indexes count for their table).
-fn own_locks(
-    client: &mut Client,
-    now: &Catalog,
-    initial: &Catalog,
-) -> Result<Vec<(String, LockMode)>> {
+/// The table locks this backend held when `now` was read, by table oid.
+fn own_locks(now: &Catalog, initial: &Catalog) -> TableLocks {
     let mut locks = Vec::new();
-    for row in client
-        .query(OWN_LOCKS_SQL, &[])
-        .context("cannot read `pg_locks`")?
-    {
-        let oid: u32 = row.get(0);
-        let mode: String = row.get(1);
-        let Some(mode) = LockMode::parse(&mode) else {
+    for (oid, mode) in &now.locks {
+        let Some(mode) = LockMode::parse(mode) else {
             continue;
         };
-        // A relation dropped in this transaction (a rewrite's old storage) is named from the
+        // A relation dropped in this transaction (a rewrite's old storage) is known from the
         // catalog as it was before the migration; a transient one has no name and is skipped.
         let Some(relation) = now
             .relations
-            .get(&oid)
-            .or_else(|| initial.relations.get(&oid))
+            .get(oid)
+            .or_else(|| initial.relations.get(oid))
         else {
             continue;
         };
         if matches!(relation.kind.as_str(), "r" | "p" | "v" | "m" | "f") {
-            locks.push((relation.name.clone(), mode));
+            locks.push((*oid, mode));
         }
     }
     locks.sort();
-    Ok(locks)
+    locks
 }
 
-/// Row counts of every existing table, in a transaction of their own.
-fn count_rows(client: &mut Client, catalog: &Catalog) -> Result<BTreeMap<String, i64>> {
-    let mut rows = BTreeMap::new();
-    for (oid, relation) in &catalog.relations {
-        if !catalog.is_table(*oid) {
-            continue;
-        }
-        let sql = format!("SELECT count(*) FROM {}", qualified(client, *oid)?);
-        let count: i64 = client
-            .query_one(&sql, &[])
-            .with_context(|| format!("cannot count the rows of `{}`", relation.name))?
-            .get(0);
-        rows.insert(relation.name.clone(), count);
-    }
-    Ok(rows)
-}
-
-fn qualified(client: &mut Client, oid: u32) -> Result<String> {
-    let row = client
-        .query_one(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-            &[&oid],
-        )
-        .context("cannot name a table")?;
-    Ok(format!(
+fn qualified(relation: &Relation) -> String {
+    format!(
         "{}.{}",
-        quote_ident(&row.get::<_, String>(0)),
-        quote_ident(&row.get::<_, String>(1))
-    ))
+        quote_ident(&relation.schema),
+        quote_ident(&relation.name)
+    )
 }
 
-/// Observes `migration` on `database` (a copy of the schema just before it, which it fills
-/// with sample rows). The database is left in an undefined state: drop it afterwards.
-pub(crate) fn observe(
-    shadow: &Shadow,
-    database: &str,
-    migration: &Migration,
-    file: String,
-    timezone: Option<&str>,
-) -> Result<MigrationPlan> {
-    let started = Instant::now();
-    let notices: Notices = Default::default();
-    let mut client = shadow.connect(database, Some(notices.clone()))?;
+/// Row counts of every table, by oid, in one query.
+fn count_rows(client: &mut Client, catalog: &Catalog) -> Result<BTreeMap<u32, i64>> {
+    let parts: Vec<String> = catalog
+        .tables()
+        .into_iter()
+        .map(|oid| {
+            format!(
+                "SELECT {oid}::oid, count(*) FROM {}",
+                qualified(&catalog.relations[&oid])
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    Ok(client
+        .query(&parts.join(" UNION ALL "), &[])
+        .context("cannot count the rows of the shadow's tables")?
+        .iter()
+        .map(|row| (row.get::<_, u32>(0), row.get::<_, i64>(1)))
+        .collect())
+}
+
+/// Empties every table of the shadow (in one committed transaction), so a migration that
+/// the sample rows make fail can be applied, as it would be on empty tables. The next
+/// observation fills them again.
+pub(crate) fn empty_tables(client: &mut Client, queries: &Queries) -> Result<()> {
+    let catalog = Catalog::read(client, queries, &[])?;
+    let tables: Vec<String> = catalog
+        .tables()
+        .into_iter()
+        .map(|oid| qualified(&catalog.relations[&oid]))
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    client
+        .batch_execute(&format!("TRUNCATE {} CASCADE", tables.join(", ")))
+        .context("cannot empty the shadow's tables")
+}
+
+/// The shadow's tables, by oid.
+pub(crate) fn table_oids(client: &mut Client, queries: &Queries) -> Result<BTreeSet<u32>> {
+    Ok(Catalog::read(client, queries, &[])?
+        .tables()
+        .into_iter()
+        .collect())
+}
+
+/// What `observe` needs besides the migration.
+pub(crate) struct Observation<'a> {
+    pub shadow: &'a Shadow,
+    pub database: &'a str,
+    pub notices: &'a Notices,
+    pub timezone: Option<&'a str>,
+    /// Give every empty table sample rows first.
+    pub sample_rows: bool,
+    /// Which tables count as existing, and production's sizes.
+    pub baseline: &'a Baseline,
+    /// The catalog queries, prepared on `client`.
+    pub queries: &'a Queries,
+}
+
+/// Sets the observing session up again: a migration may change any session setting.
+pub(crate) fn reset_session(client: &mut Client, timezone: Option<&str>) -> Result<()> {
+    client
+        .batch_execute("RESET ALL")
+        .context("cannot reset the observing session")?;
     // English messages, whatever the server's locale (a superuser setting: a shadow server
     // where we are not superuser keeps its own, and `lc_messages` there should be C).
     let _ = client.batch_execute("SET lc_messages = 'C'");
@@ -678,21 +758,62 @@ pub(crate) fn observe(
             .execute("SELECT set_config('TimeZone', $1, false)", &[&timezone])
             .context("cannot set the shadow session's TimeZone")?;
     }
-    let mut notes = sample::fill(&mut client)?;
-    let initial = Catalog::read(&mut client)?;
-    let rows_before = count_rows(&mut client, &initial)?;
-    let existing: BTreeSet<String> = rows_before.keys().cloned().collect();
+    Ok(())
+}
+
+/// Observes `migration` on the shadow database `client` is connected to (the schema just
+/// before it). A migration that succeeds is committed there, so the next one sees its schema;
+/// one that fails is rolled back (`failure` says where).
+pub(crate) fn observe(
+    client: &mut Client,
+    how: &Observation,
+    migration: &Migration,
+    file: String,
+) -> Result<MigrationPlan> {
+    let started = Instant::now();
+    reset_session(client, how.timezone)?;
+    let mut initial = Catalog::read(client, how.queries, &[])?;
+    let mut counts = count_rows(client, &initial)?;
+    let mut notes = Vec::new();
+    if how.sample_rows && counts.values().any(|rows| *rows == 0) {
+        let filled = counts
+            .iter()
+            .filter(|(_, rows)| **rows > 0)
+            .map(|(oid, _)| *oid)
+            .collect();
+        notes = sample::fill(client, &filled)?;
+        initial = Catalog::read(client, how.queries, &[])?;
+        counts = count_rows(client, &initial)?;
+    }
+    let mut existing = BTreeSet::new();
+    let mut rows_before = BTreeMap::new();
+    let mut sizes = BTreeMap::new();
+    for (oid, rows) in &counts {
+        let relation = &initial.relations[oid];
+        if !how.baseline.is_old(*oid, &relation.schema, &relation.name) {
+            continue;
+        }
+        existing.insert(*oid);
+        rows_before.insert(relation.name.clone(), *rows);
+        if let Some(size) = how.baseline.size(&relation.schema, &relation.name) {
+            sizes.insert(relation.name.clone(), size);
+        }
+    }
     client
         .batch_execute(OBSERVER_SETTINGS_SQL)
         .context("cannot set up the observing session")?;
-    notices.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    how.notices
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
 
+    let old: Vec<u32> = existing.iter().copied().collect();
     let statements = statements::split(&migration.script);
     let mut observer = Observer {
         initial: initial.clone(),
         existing,
         held: BTreeMap::new(),
-        notices: &notices,
+        notices: how.notices,
     };
     let mut plan = MigrationPlan {
         name: migration.name.clone(),
@@ -700,14 +821,18 @@ pub(crate) fn observe(
         mode: Mode::Transaction,
         statements: Vec::new(),
         failure: None,
+        sample_failure: None,
+        applied: true,
+        unreached: Vec::new(),
         rows_before,
+        sizes,
         notes: Vec::new(),
         duration: Duration::ZERO,
     };
     let single = statements.len() == 1;
     client.batch_execute("BEGIN").context("cannot begin")?;
     let mut in_transaction = true;
-    let mut before = Catalog::read(&mut client)?;
+    let mut before = Catalog::read(client, how.queries, &old)?;
     for statement in &statements {
         let keyword = statement.keyword();
         let mut statement_plan = StatementPlan::new(statement);
@@ -720,7 +845,7 @@ pub(crate) fn observe(
             client.batch_execute("BEGIN").context("cannot begin")?;
             in_transaction = true;
             observer.held.clear();
-            before = Catalog::read(&mut client)?;
+            before = Catalog::read(client, how.queries, &old)?;
         }
         observer.take_notices();
         match client.batch_execute(&statement.sql) {
@@ -734,16 +859,16 @@ pub(crate) fn observe(
                 in_transaction = false;
                 plan.mode = Mode::OnItsOwn;
                 observer.take_notices();
-                let before = Catalog::read(&mut client)?;
+                let before = Catalog::read(client, how.queries, &old)?;
                 let (outcome, locks) =
-                    run_on_its_own(shadow, database, &mut client, &statement.sql, &before)?;
+                    run_on_its_own(how.shadow, how.database, client, &statement.sql, &before)?;
                 if let Err(error) = outcome {
                     plan.failure = Some(failure(statement, &error));
                     plan.statements.push(statement_plan);
                     break;
                 }
                 client.batch_execute(OBSERVER_SETTINGS_SQL)?;
-                let after = Catalog::read(&mut client)?;
+                let after = Catalog::read(client, how.queries, &old)?;
                 let notices = observer.take_notices();
                 match &locks {
                     Some(locks) => {
@@ -778,11 +903,13 @@ pub(crate) fn observe(
                     observer.held.clear();
                     continue;
                 }
-                client
-                    .batch_execute(OBSERVER_SETTINGS_SQL)
-                    .context("cannot restore the observing session's settings")?;
-                let after = Catalog::read(&mut client)?;
-                let locks = own_locks(&mut client, &after, &observer.initial)?;
+                if matches!(keyword.as_str(), "SET" | "RESET" | "DO" | "SELECT" | "CALL") {
+                    client
+                        .batch_execute(OBSERVER_SETTINGS_SQL)
+                        .context("cannot restore the observing session's settings")?;
+                }
+                let after = Catalog::read(client, how.queries, &old)?;
+                let locks = own_locks(&after, &observer.initial);
                 let notices = observer.take_notices();
                 observer.compare(&mut statement_plan, &before, &after, &notices, &locks);
                 plan.statements.push(statement_plan);
@@ -791,9 +918,16 @@ pub(crate) fn observe(
         }
     }
     if in_transaction {
-        client
-            .batch_execute("ROLLBACK")
-            .context("cannot roll back")?;
+        // Deploy commits the script: so does the shadow, and the next migration builds on it.
+        client.batch_execute("COMMIT").context("cannot commit")?;
+    }
+    plan.applied = plan.failure.is_none();
+    if let Some(failure) = &plan.failure {
+        plan.unreached = statements
+            .iter()
+            .map(|s| s.line)
+            .filter(|line| *line > failure.line)
+            .collect();
     }
     plan.notes = notes;
     plan.duration = started.elapsed();
@@ -806,11 +940,13 @@ fn failure(statement: &Statement, error: &postgres::Error) -> Failure {
             line: statement.line,
             code: db.code().code().to_string(),
             message: db.message().to_string(),
+            table: db.table().map(str::to_string),
         },
         None => Failure {
             line: statement.line,
             code: String::new(),
             message: db::describe_driver_error(error),
+            table: None,
         },
     }
 }
@@ -830,13 +966,11 @@ fn run_on_its_own(
         .query_one("SELECT pg_backend_pid()", &[])
         .context("cannot read the observer's pid")?
         .get(0);
-    let mut tables = Vec::new();
-    for oid in catalog.relations.keys() {
-        if catalog.is_table(*oid) {
-            tables.push(qualified(client, *oid)?);
-        }
-    }
-    tables.sort();
+    let tables: Vec<String> = catalog
+        .tables()
+        .into_iter()
+        .map(|oid| qualified(&catalog.relations[&oid]))
+        .collect();
     let mut blocker = shadow.connect(database, None)?;
     let mut watcher = shadow.connect(database, None)?;
     if !tables.is_empty() {
@@ -863,7 +997,7 @@ fn run_on_its_own(
                     .context("cannot read `pg_locks`")?
                 {
                     if let Some(mode) = LockMode::parse(&row.get::<_, String>(1)) {
-                        seen.push((row.get::<_, String>(0), mode));
+                        seen.push((row.get::<_, u32>(0), mode));
                     }
                 }
                 seen.sort();

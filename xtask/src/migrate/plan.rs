@@ -7,16 +7,18 @@
 //! database is only read, for `_prisma_migrations` (which migrations are pending) and its
 //! `TimeZone` setting; the shadow databases live on a throwaway cluster, or on `--shadow-url`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pico_args::Arguments;
+use postgres::Client;
 use serde_json::{json, Value};
 
 use super::lint::{self, Finding};
-use super::observe::{self, LockMode, MigrationPlan, Mode};
-use super::shadow::Shadow;
+use super::observe::{self, LockMode, MigrationPlan, Mode, Observation};
+use super::production::{Baseline, TableSize};
+use super::shadow::{Notices, Shadow};
 use crate::cli::{self, Globals};
 use crate::db::Connect;
 use crate::error::{usage, Outcome};
@@ -29,23 +31,32 @@ Runs each migration on a shadow database (a copy of the schema just before it, w
 rows) the way deploy runs it, and shows per statement the table locks held (taken by it, and
 still held from earlier statements of the same transaction), rewrites, scans, validations and
 rows changed. Default: the migrations pending on DATABASE_URL (only `_prisma_migrations` and the
-TimeZone setting are read there); --all, or without a database URL: every migration.
+TimeZone setting are read there, and its tables' sizes from the catalog: a table it lacks counts
+as new); --all, or without a database URL: every migration.
 --fail-on-findings: exit 1 when lint finds a blocking statement (the plan is printed first).
 --format github: the text, then each finding as a GitHub Actions annotation on its line.
 ";
 
 pub(crate) const LINT_HELP: &str = "\
-cargo xtask migrate lint [NAME…] [--migrations-dir DIR] [--json | --format text|json|github] [--shadow-url URL]
-Observes each migration (default: all of them) as `migrate plan` does and exits 1 when one
+cargo xtask migrate lint [NAME… | --since NAME] [--migrations-dir DIR] [--json | --format text|json|github] [--shadow-url URL]
+cargo xtask migrate lint --rules
+Observes each migration (default: all of them) as `migrate plan` does, on one shadow database
+where they are applied in order (one that PostgreSQL refuses is reported and the run goes on
+without it), and exits 1 when one
 would block the app on a table that existed before it: a rewrite, an index built without
 CONCURRENTLY, a table read while a lock that blocks writes (SHARE and stronger) or reads
 (ACCESS EXCLUSIVE) is held, or an UPDATE/DELETE of every row in one transaction. Each finding
 names file:line, the lock, the table, what read it and the online-safe rewrite. A reviewed
 exception is a comment just above the statement:
     -- lint: allow <rule> because <reason>
-rules: table-rewrite, index-build, scan-under-lock, full-table-dml, fails.
+rules: table-rewrite, index-build, scan-under-lock, full-table-dml, fails, fails-on-sample-rows,
+unknown-allow, unused-allow (`--rules` prints what each fires on and the safe way).
+    --since NAME           lint the migrations after NAME; tables they create count as new
+                           (empty), as a pull request's migrations would see them
 --format github: the text, then each blocking finding as a GitHub Actions annotation
 (`::error file=…,line=…::…`), which GitHub shows on that line of the pull request's diff.
+With a database URL (--database-url or DATABASE_URL; only its catalog is read), a table that
+does not exist there counts as new and empty, and findings show each table's rows and bytes.
 ";
 
 /// Where the shadow databases are made: `--shadow-url` (a server where the role may CREATE
@@ -72,7 +83,11 @@ pub struct PlanReport {
     /// Where the shadow ran and which migrations were chosen, for the header.
     pub header: String,
     pub plans: Vec<MigrationPlan>,
+    /// Migrations not observed that could not be applied on the shadow: (name, why).
+    pub not_applied: Vec<(String, String)>,
     pub findings: Vec<Vec<Finding>>,
+    /// Per migration, where a rule could not judge and why.
+    pub blind: Vec<Vec<String>>,
     /// Whether the report is lint's (verdicts) or plan's (tables).
     pub lint: bool,
 }
@@ -83,36 +98,82 @@ pub struct PlanRequest<'a> {
     pub targets: BTreeSet<String>,
     /// The user's TimeZone setting, when known (type changes to timestamptz depend on it).
     pub timezone: Option<String>,
+    /// Tables created by migrations after this one count as new (`--since`).
+    pub since: Option<String>,
+    /// Production's tables and sizes (a database URL): a table it lacks counts as new.
+    pub production: Option<BTreeMap<String, TableSize>>,
 }
 
-/// Observes each target migration on `shadow`, in order.
-pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Vec<MigrationPlan>> {
-    let last = request
+/// Every target migration observed, and the others that could not be applied on the shadow.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub plans: Vec<MigrationPlan>,
+    /// Migrations applied but not observed (before or between the targets) that PostgreSQL
+    /// refused even on empty tables: (name, why). The ones after them run without them.
+    pub not_applied: Vec<(String, String)>,
+}
+
+impl From<Vec<MigrationPlan>> for Observed {
+    fn from(plans: Vec<MigrationPlan>) -> Observed {
+        Observed {
+            plans,
+            not_applied: Vec::new(),
+        }
+    }
+}
+
+/// Observes each target migration on `shadow`, in order, on one database: each migration is
+/// applied (committed) where it was observed, so the next one is observed on its schema and
+/// rows. A migration PostgreSQL refuses is observed again on tables without sample rows; when
+/// it fails there too it is left out, and the run goes on without it.
+pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Observed> {
+    let mut observed = Observed::default();
+    let Some(last) = request
         .migrations
         .iter()
-        .rposition(|m| request.targets.contains(&m.name));
-    let Some(last) = last else {
-        return Ok(Vec::new());
+        .rposition(|m| request.targets.contains(&m.name))
+    else {
+        return Ok(observed);
     };
-    // The state just before the first migration to observe is kept on the shadow, so a second
-    // plan with the same beginning (the tests' corpus) starts from a copy of it.
     let first = request
         .migrations
         .iter()
         .position(|m| request.targets.contains(&m.name))
         .unwrap_or(0);
+    // The migrations after `--since` are the set whose new tables count as new.
+    let set_begins = match &request.since {
+        Some(since) => {
+            let name = &migrations::find(request.migrations, since)?.name;
+            request
+                .migrations
+                .iter()
+                .position(|m| &m.name == name)
+                .map(|i| i + 1)
+        }
+        None => None,
+    };
+    // The state just before the first migration to observe is kept on the shadow, so a second
+    // plan with the same beginning (the tests' corpus) starts from a copy of it.
     let checksums: Vec<String> = request.migrations[..first]
         .iter()
         .map(|m| m.checksum.clone())
         .collect();
-    let (base, start) = match shadow.prefix(&checksums) {
-        Some(prefix) => {
-            let prefix = prefix.to_string();
-            (shadow.create(Some(&prefix))?, first)
-        }
+    let cached = shadow
+        .prefix(&checksums)
+        .map(str::to_string)
+        .filter(|_| set_begins.is_none_or(|begins| begins >= first));
+    let (base, start) = match cached {
+        Some(prefix) => (shadow.create(Some(&prefix))?, first),
         None => (shadow.create(None)?, 0),
     };
-    let mut plans = Vec::new();
+    let notices: Notices = Default::default();
+    let mut client = shadow.connect(&base, Some(notices.clone()))?;
+    let mut queries = observe::Queries::prepare(&mut client)?;
+    let mut baseline = Baseline {
+        since: None,
+        production: request.production.clone(),
+    };
+    let mut reported_notes: BTreeSet<String> = BTreeSet::new();
     for (index, migration) in request
         .migrations
         .iter()
@@ -120,41 +181,135 @@ pub fn observe_all(shadow: &mut Shadow, request: &PlanRequest) -> Result<Vec<Mig
         .take(last + 1)
         .skip(start)
     {
-        if index == first && start == 0 && first > 0 {
+        if index == first && start == 0 && first > 0 && shadow.prefix(&checksums).is_none() {
+            // A template may have no connection open.
+            drop(client);
             shadow.keep_prefix(checksums.clone(), &base)?;
+            client = shadow.connect(&base, Some(notices.clone()))?;
+            queries = observe::Queries::prepare(&mut client)?;
         }
-        if request.targets.contains(&migration.name) {
-            eprintln!("observing `{}` ...", migration.name);
-            let copy = shadow.create(Some(&base))?;
-            let observed = observe::observe(
-                shadow,
-                &copy,
-                migration,
-                display_path(migration),
-                request.timezone.as_deref(),
-            )
-            .with_context(|| format!("cannot observe `{}` on the shadow", migration.name));
-            shadow.drop_database(&copy)?;
-            let observed = observed?;
-            let failed = observed.failure.is_some();
-            plans.push(observed);
-            if failed {
-                // The migrations after it build on a state deploy would never reach.
-                break;
+        if set_begins == Some(index) {
+            baseline.since = Some(observe::table_oids(&mut client, &queries)?);
+        }
+        if !request.targets.contains(&migration.name) {
+            if let Err(why) = apply(&mut client, &queries, migration)? {
+                observed.not_applied.push((migration.name.clone(), why));
+            }
+            continue;
+        }
+        eprintln!("observing `{}` ...", migration.name);
+        let how = Observation {
+            shadow,
+            database: &base,
+            notices: &notices,
+            timezone: request.timezone.as_deref(),
+            sample_rows: true,
+            baseline: &baseline,
+            queries: &queries,
+        };
+        let started = std::time::Instant::now();
+        let mut plan = observe::observe(&mut client, &how, migration, display_path(migration))
+            .with_context(|| format!("cannot observe `{}` on the shadow", migration.name))?;
+        let fresh_may_help = plan
+            .failure
+            .as_ref()
+            .is_some_and(|failure| fresh_rows_may_help(failure, &migration.script));
+        if let (Some(failure), true) = (plan.failure.clone(), fresh_may_help) {
+            // The rows were made before earlier migrations (as production's old rows were):
+            // rows made now get today's defaults and triggers.
+            observe::empty_tables(&mut client, &queries)?;
+            let fresh = observe::observe(&mut client, &how, migration, display_path(migration))
+                .with_context(|| format!("cannot observe `{}` on the shadow", migration.name))?;
+            if fresh.failure.is_none() {
+                let mut fresh = fresh;
+                fresh.notes.push(format!(
+                    "line {}: fails on the sample rows made before earlier migrations ({}, SQLSTATE {}), as production's old rows may; observed on sample rows made just before it",
+                    failure.line, failure.message, failure.code
+                ));
+                plan = fresh;
             }
         }
-        // Applied as deploy applies it: the whole file as one script.
-        let mut client = shadow.connect(&base, None)?;
-        client.batch_execute(&migration.script).map_err(|error| {
-            anyhow::anyhow!(
-                "migration `{name}` fails on the shadow database (the schema without rows), so the migrations after it cannot be planned: {}; run `cargo xtask migrate lint {name}` to see the statement",
-                crate::db::describe_driver_error(&error),
-                name = migration.name,
-            )
-        })?;
+        if let Some(failure) = plan.failure.clone() {
+            // Without the sample rows: does it fail on its own, or only because of them?
+            observe::empty_tables(&mut client, &queries)?;
+            let how = Observation {
+                sample_rows: false,
+                ..how
+            };
+            let mut again = observe::observe(&mut client, &how, migration, display_path(migration))
+                .with_context(|| format!("cannot observe `{}` on the shadow", migration.name))?;
+            match &again.failure {
+                None => {
+                    again.notes.splice(0..0, plan.notes.drain(..));
+                    again.notes.push(format!(
+                        "line {}: fails only because of the shadow's sample rows ({}, SQLSTATE {}); observed again on tables without rows, which is what the plan shows; production's rows decide whether it fails there",
+                        failure.line, failure.message, failure.code
+                    ));
+                    again.sample_failure = Some(failure);
+                    plan = again;
+                }
+                Some(empty) => {
+                    let note = format!(
+                        "it fails on tables without rows too (line {}: {}): it is not applied on the shadow, and the migrations after it are observed without it",
+                        empty.line, empty.message
+                    );
+                    if empty.line > failure.line {
+                        // The sample rows stopped it earlier: the run without them saw more.
+                        again.notes.splice(0..0, plan.notes.drain(..));
+                        again.sample_failure = Some(failure);
+                        plan = again;
+                    }
+                    plan.notes.push(note);
+                    plan.applied = false;
+                }
+            }
+        }
+        // Every attempt counts: the time is what the migration cost the run.
+        plan.duration = started.elapsed();
+        plan.notes.retain(|note| {
+            reported_notes.insert(note.clone()) || !note.contains("has no sample rows")
+        });
+        observed.plans.push(plan);
     }
+    drop(client);
     shadow.drop_database(&base)?;
-    Ok(plans)
+    Ok(observed)
+}
+
+/// Whether rows made just before the migration could pass where the rows carried from earlier
+/// migrations failed: a guard (`RAISE`), a CHECK, a foreign key, a unique index over foreign
+/// key columns or a `SET NOT NULL` meets today's defaults, triggers and parent rows on them. A
+/// cast of a sample value fails on fresh rows alike, and a column added NOT NULL has no value
+/// on any row.
+fn fresh_rows_may_help(failure: &observe::Failure, script: &str) -> bool {
+    let statement = super::statements::split(script)
+        .into_iter()
+        .find(|s| s.line == failure.line)
+        .map(|s| s.sql.to_ascii_uppercase())
+        .unwrap_or_default();
+    match failure.code.as_str() {
+        "P0001" | "23514" | "23503" | "23505" => true,
+        "23502" => !statement.contains("ADD COLUMN") && !statement.contains("ADD \""),
+        _ => false,
+    }
+}
+
+/// Applies a migration that is not observed, as deploy does (the whole file as one script);
+/// when PostgreSQL refuses it, once more on empty tables. `Err(why)` when it cannot be applied.
+fn apply(
+    client: &mut Client,
+    queries: &observe::Queries,
+    migration: &Migration,
+) -> Result<std::result::Result<(), String>> {
+    // As deploy runs it: no session settings of ours matter to a plain apply.
+    if client.batch_execute(&migration.script).is_ok() {
+        return Ok(Ok(()));
+    }
+    let _ = client.batch_execute("ROLLBACK");
+    observe::empty_tables(client, queries)?;
+    Ok(client
+        .batch_execute(&migration.script)
+        .map_err(|error| crate::db::describe_driver_error(&error)))
 }
 
 /// `migrations/<name>/migration.sql` for the repository's own folder, else the full path.
@@ -168,14 +323,66 @@ fn display_path(migration: &Migration) -> String {
 }
 
 impl PlanReport {
-    pub fn new(header: String, plans: Vec<MigrationPlan>, lint: bool) -> PlanReport {
-        let findings = plans.iter().map(lint::judge).collect();
+    pub fn new(header: String, observed: impl Into<Observed>, lint: bool) -> PlanReport {
+        let Observed { plans, not_applied } = observed.into();
+        let (findings, blind) = plans
+            .iter()
+            .map(|plan| {
+                let judgement = lint::judge(plan);
+                (judgement.findings, judgement.blind)
+            })
+            .unzip();
         PlanReport {
             header,
             plans,
+            not_applied,
+            blind,
             findings,
             lint,
         }
+    }
+
+    /// How many migrations were observed, how many only on tables without sample rows, and
+    /// how many PostgreSQL refused (with the reason), in a few lines.
+    pub fn summary(&self) -> String {
+        let on_empty: Vec<&MigrationPlan> = self
+            .plans
+            .iter()
+            .filter(|p| p.sample_failure.is_some() && p.failure.is_none())
+            .collect();
+        let failed: Vec<&MigrationPlan> =
+            self.plans.iter().filter(|p| p.failure.is_some()).collect();
+        let mut out = format!(
+            "\n{} migration(s) observed: {} ran whole ({} of them on tables without sample rows, which made them fail), {} refused by PostgreSQL even without rows",
+            self.plans.len(),
+            self.plans.len() - failed.len(),
+            on_empty.len(),
+            failed.len(),
+        );
+        if !self.not_applied.is_empty() {
+            out.push_str(&format!(
+                "; {} migration(s) not linted could not be applied",
+                self.not_applied.len()
+            ));
+        }
+        out.push('\n');
+        for plan in failed {
+            if let Some(failure) = &plan.failure {
+                out.push_str(&format!(
+                    "  refused: `{}` line {}: {} (SQLSTATE {}){}\n",
+                    plan.name,
+                    failure.line,
+                    failure.message,
+                    failure.code,
+                    if plan.applied {
+                        ""
+                    } else {
+                        "; not applied on the shadow"
+                    }
+                ));
+            }
+        }
+        out
     }
 
     /// Findings that are not reviewed exceptions.
@@ -283,7 +490,8 @@ impl PlanReport {
             .filter(|l| !l.new_table && l.mode.blocks().is_some())
             .map(|l| format!("{} on `{}`", l.mode.name(), l.table))
             .collect();
-        let allowed = findings.len();
+        let allowed = findings.iter().filter(|f| f.allowed.is_some()).count();
+        let warnings = findings.iter().filter(|f| f.warns()).count();
         // Session settings alone (a new migration holds its `SET LOCAL lock_timeout` line) are
         // not yet a change.
         let settings_only = plan.statements.iter().all(|s| {
@@ -311,14 +519,24 @@ impl PlanReport {
         if allowed > 0 {
             text.push_str(&format!(" ({allowed} reviewed exception(s))"));
         }
+        if warnings > 0 {
+            text.push_str(&format!(" ({warnings} warning(s))"));
+        }
         text
     }
 
     fn finding_text(plan: &MigrationPlan, finding: &Finding) -> String {
+        let warning = if finding.warns() { "warning: " } else { "" };
         let mut out = format!(
-            "{}:{}: {}: `{}`",
+            "{}:{}: {warning}{}: `{}`",
             plan.file, finding.line, finding.rule, finding.statement
         );
+        let size = |table: &str| {
+            plan.sizes
+                .get(table)
+                .map(|size| format!(" ({} in production)", size.describe()))
+                .unwrap_or_default()
+        };
         if let Some((mode, table, since)) = &finding.lock {
             let taken = if *since == finding.line {
                 String::new()
@@ -326,10 +544,20 @@ impl PlanReport {
                 format!(" (taken at line {since})")
             };
             out.push_str(&format!(
-                " holds {} on `{table}`{taken}, which blocks {}",
+                " holds {} on `{table}`{}{taken}, which blocks {}",
                 mode.name(),
+                size(table),
                 mode.blocks().unwrap_or("nothing")
             ));
+            if !finding.table.is_empty() && finding.table != *table {
+                out.push_str(&format!(
+                    " and reads `{}`{}",
+                    finding.table,
+                    size(&finding.table)
+                ));
+            }
+        } else if !finding.table.is_empty() {
+            out.push_str(&format!(" on `{}`{}", finding.table, size(&finding.table)));
         }
         out.push_str(&format!("; {}\n    safe: {}\n", finding.what, finding.fix));
         if let Some(reason) = &finding.allowed {
@@ -350,12 +578,12 @@ impl PlanReport {
             out.push_str(&self.header);
             out.push('\n');
         }
-        for (plan, findings) in self.plans.iter().zip(&self.findings) {
+        for ((plan, findings), blind) in self.plans.iter().zip(&self.findings).zip(&self.blind) {
             out.push('\n');
             out.push_str(&Self::heading(plan));
             out.push('\n');
             out.push_str(&Self::plan_table(plan).render());
-            out.push_str(&Self::notes(plan));
+            out.push_str(&Self::notes(plan, blind));
             out.push_str(&Self::verdict(plan, findings));
             out.push('\n');
             for finding in findings {
@@ -370,7 +598,7 @@ impl PlanReport {
         out
     }
 
-    fn notes(plan: &MigrationPlan) -> String {
+    fn notes(plan: &MigrationPlan, blind: &[String]) -> String {
         let mut out = String::new();
         if let Some(failure) = &plan.failure {
             out.push_str(&format!(
@@ -381,6 +609,9 @@ impl PlanReport {
         for note in &plan.notes {
             out.push_str(&format!("note: {note}\n"));
         }
+        for note in blind {
+            out.push_str(&format!("not judged: {note}\n"));
+        }
         out
     }
 
@@ -390,10 +621,15 @@ impl PlanReport {
             out.push_str(&self.header);
             out.push('\n');
         }
-        for (plan, findings) in self.plans.iter().zip(&self.findings) {
+        for (not_applied, why) in &self.not_applied {
+            out.push_str(&format!(
+                "⚠️ `{not_applied}` (not linted) cannot be applied on the shadow: {why}; the migrations after it are observed without it\n"
+            ));
+        }
+        for ((plan, findings), blind) in self.plans.iter().zip(&self.findings).zip(&self.blind) {
             out.push_str(&Self::verdict(plan, findings));
             out.push('\n');
-            for note in Self::notes(plan).lines() {
+            for note in Self::notes(plan, blind).lines() {
                 out.push_str(&format!("  {note}\n"));
             }
             for finding in findings {
@@ -406,11 +642,12 @@ impl PlanReport {
             .findings
             .iter()
             .flatten()
-            .filter(|f| !f.blocks())
+            .filter(|f| f.allowed.is_some())
             .count();
+        out.push_str(&self.summary());
         out.push_str(&format!(
-            "\nlint: {} migration(s) observed, {blocking} blocking finding(s), {allowed} reviewed exception(s){}\n",
-            self.plans.len(),
+            "lint: {blocking} blocking finding(s), {allowed} reviewed exception(s), {} warning(s){}\n",
+            self.findings.iter().flatten().filter(|f| f.warns()).count(),
             if style.redact_durations {
                 String::new()
             } else {
@@ -454,7 +691,7 @@ impl PlanReport {
             out.push_str("No new migration.\n");
             return out;
         }
-        for (plan, findings) in self.plans.iter().zip(&self.findings) {
+        for ((plan, findings), blind) in self.plans.iter().zip(&self.findings).zip(&self.blind) {
             out.push_str(&format!(
                 "### `{}`\n\n{}\n\n",
                 plan.name,
@@ -468,7 +705,7 @@ impl PlanReport {
                 out.push_str(&format!("| {} |\n", cells.join(" | ")));
             }
             out.push('\n');
-            for line in Self::notes(plan).lines() {
+            for line in Self::notes(plan, blind).lines() {
                 out.push_str(&format!("- {}\n", md_escape(line)));
             }
             for finding in findings {
@@ -525,9 +762,13 @@ impl Report for PlanReport {
             .plans
             .iter()
             .zip(&self.findings)
-            .map(|(plan, findings)| {
+            .zip(&self.blind)
+            .map(|((plan, findings), blind)| {
                 json!({
                     "name": plan.name,
+                    "applied": plan.applied,
+                    "sample_rows_failure": plan.sample_failure.as_ref().map(|f| json!({"line": f.line, "sqlstate": f.code, "message": f.message})),
+                    "not_judged": blind,
                     "file": plan.file,
                     "mode": match plan.mode { Mode::Transaction => "transaction", Mode::OnItsOwn => "on_its_own" },
                     "rows_before": plan.rows_before,
@@ -552,7 +793,7 @@ impl Report for PlanReport {
                         "rows_changed": s.changed_rows.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                     "findings": findings.iter().map(|f| json!({
-                        "rule": f.rule, "line": f.line, "statement": f.statement, "table": f.table,
+                        "rule": f.rule.name(), "blocks": f.blocks(), "line": f.line, "statement": f.statement, "table": f.table,
                         "lock": f.lock.as_ref().map(|(mode, table, since)| json!({"mode": mode.name(), "table": table, "since_line": since})),
                         "what": f.what, "fix": f.fix, "allowed": f.allowed,
                     })).collect::<Vec<_>>(),
@@ -565,7 +806,12 @@ impl Report for PlanReport {
             } else {
                 "migrate_plan"
             },
-            json!({ "shadow": self.header, "migrations": migrations, "blocking": self.blocking().count() }),
+            json!({
+                "shadow": self.header,
+                "migrations": migrations,
+                "not_applied": self.not_applied.iter().map(|(name, why)| json!({"name": name, "why": why})).collect::<Vec<_>>(),
+                "blocking": self.blocking().count(),
+            }),
         )
     }
 
@@ -647,6 +893,7 @@ pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome
     let migrations = globals.migrations()?;
     let mut timezone = None;
     let mut database_major = None;
+    let mut production = None;
     let (targets, chosen): (BTreeSet<String>, String) = if !names.is_empty() {
         (
             checked_names(&migrations, &names)?,
@@ -665,6 +912,7 @@ pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome
                     .context("cannot read the database's TimeZone and server_version_num")?;
                 timezone = Some(settings.get::<_, String>(0));
                 database_major = Some(settings.get::<_, i32>(1));
+                production = Some(super::production::read(&mut client)?);
                 (
                     status
                         .pending()
@@ -688,6 +936,8 @@ pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome
             migrations: &migrations,
             targets,
             timezone,
+            since: None,
+            production,
         },
     )?;
     let mut header = format!(
@@ -717,33 +967,64 @@ pub(crate) fn run_plan(mut args: Arguments, globals: &Globals) -> Result<Outcome
 }
 
 pub(crate) fn run_lint(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
+    if args.contains("--rules") {
+        cli::finish(args, "migrate lint --rules")?;
+        print!("{}", super::rules::describe());
+        return Ok(Outcome::Ready);
+    }
     let format = format(&mut args)?;
     let shadow_url = cli::text(&mut args, "--shadow-url")?;
+    let since = cli::text(&mut args, "--since")?;
     let names = names(&mut args)?;
     cli::finish(args, "migrate lint")?;
     let migrations = globals.migrations()?;
-    let targets = if names.is_empty() {
-        all_names(&migrations)
-    } else {
-        checked_names(&migrations, &names)?
+    let targets = match (&since, names.is_empty()) {
+        (Some(_), false) => {
+            return Err(usage(
+                "`--since NAME` lints the migrations after NAME: leave out the names, or leave out `--since`",
+            ))
+        }
+        (Some(since), true) => {
+            let since = migrations::find(&migrations, since)?;
+            migrations
+                .iter()
+                .filter(|m| m.name > since.name)
+                .map(|m| m.name.clone())
+                .collect()
+        }
+        (None, true) => all_names(&migrations),
+        (None, false) => checked_names(&migrations, &names)?,
     };
     let started = Instant::now();
+    // With a database URL, production's catalog says which tables exist and how big they are.
+    let (production, against) = match globals.url() {
+        Ok(url) => {
+            let mut client = url.connect()?;
+            (
+                Some(super::production::read(&mut client)?),
+                format!(", tables and sizes from `{}`", url.describe()),
+            )
+        }
+        Err(_) => (None, String::new()),
+    };
     let mut shadow = shadow(shadow_url.as_deref())?;
-    let plans = observe_all(
+    let observed = observe_all(
         &mut shadow,
         &PlanRequest {
             migrations: &migrations,
             targets,
             timezone: None,
+            since,
+            production,
         },
     )?;
     let header = format!(
-        "lint: observed on {} (PostgreSQL {}) in {}",
+        "lint: observed on {} (PostgreSQL {}){against} in {}",
         shadow.described,
         shadow_version(&shadow),
         Style::default().seconds(started.elapsed())
     );
-    emit(&PlanReport::new(header, plans, true), format)
+    emit(&PlanReport::new(header, observed, true), format)
 }
 
 fn all_names(migrations: &[Migration]) -> BTreeSet<String> {

@@ -64,8 +64,9 @@ impl Table {
     }
 }
 
-/// Fills every table with sample rows; returns a note for each table left empty.
-pub(crate) fn fill(client: &mut Client) -> Result<Vec<String>> {
+/// Fills every table that has no rows yet (all but `filled`) with sample rows; returns a note
+/// for each table left empty.
+pub(crate) fn fill(client: &mut Client, filled: &BTreeSet<u32>) -> Result<Vec<String>> {
     let mut tables: BTreeMap<u32, Table> = BTreeMap::new();
     for row in client
         .query(COLUMNS_SQL, &[])
@@ -106,6 +107,9 @@ pub(crate) fn fill(client: &mut Client) -> Result<Vec<String>> {
     }
     let mut notes = Vec::new();
     for oid in parents_first(&tables) {
+        if filled.contains(&oid) {
+            continue;
+        }
         let table = &tables[&oid];
         let mut outcome = Ok(0);
         for fill_nullable in [false, true] {

@@ -1,0 +1,1 @@
+CREATE INDEX "MetricDaily_provider_idx" ON "MetricDaily"("provider");
