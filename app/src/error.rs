@@ -29,6 +29,10 @@ pub enum AppError {
     },
     /// 503 with `Retry-After`: the database is away.
     Unavailable,
+    /// 503 with `Retry-After`: the database did not finish this request's work in time (a
+    /// lock, a statement timeout, every pooled connection busy, a connection lost under a
+    /// write). Logged by `db`, not here.
+    Busy,
     Internal(anyhow::Error),
 }
 
@@ -44,7 +48,7 @@ impl AppError {
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable | AppError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +84,9 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 /// Seconds a client should wait before retrying while the database is away.
 pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 
+/// Seconds a client should wait before retrying a request the database was too busy for.
+pub const BUSY_RETRY_AFTER: u64 = 2;
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -99,6 +106,10 @@ impl IntoResponse for AppError {
             AppError::Unavailable => (
                 default_message(status).to_string(),
                 Some(UNAVAILABLE_RETRY_AFTER),
+            ),
+            AppError::Busy => (
+                "Data Hub is busy right now. Please try again in a few seconds.".to_string(),
+                Some(BUSY_RETRY_AFTER),
             ),
             AppError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "request failed");

@@ -4,6 +4,7 @@
 mod bad_input;
 mod browser;
 mod cli;
+mod deadline;
 mod isolation;
 mod outage;
 mod refusals;
