@@ -5,8 +5,20 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct DailyPoint {
     pub date: String,
-    pub spend: f64,
+    /// `None` when the day's spend cannot be drawn (PostgreSQL's `numeric` holds `NaN`).
+    pub spend: Option<f64>,
     pub clicks: i64,
+}
+
+impl DailyPoint {
+    /// A day as read from the database: a spend that is not a finite number is no spend.
+    pub fn new(date: String, spend: f64, clicks: i64) -> DailyPoint {
+        DailyPoint {
+            date,
+            spend: spend.is_finite().then_some(spend),
+            clicks,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,7 +52,11 @@ pub fn build(points: &[DailyPoint]) -> Option<Chart> {
     if points.is_empty() {
         return None;
     }
-    let max_spend = points.iter().map(|p| p.spend).fold(0.0, f64::max).max(1.0);
+    let max_spend = points
+        .iter()
+        .filter_map(|p| p.spend)
+        .fold(0.0, f64::max)
+        .max(1.0);
     let max_clicks = points.iter().map(|p| p.clicks).max().unwrap_or(0).max(1);
     let plot_height = HEIGHT - 2.0 * PADDING;
     let step = (WIDTH - 2.0 * PADDING) / points.len() as f64;
@@ -48,12 +64,15 @@ pub fn build(points: &[DailyPoint]) -> Option<Chart> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let height = p.spend / max_spend * plot_height;
+            let height = p.spend.map_or(0.0, |spend| spend / max_spend * plot_height);
+            let spend = p
+                .spend
+                .map_or_else(|| "not recorded".to_string(), |spend| format!("{spend:.2}"));
             Bar {
                 x: round(PADDING + i as f64 * step + step * 0.15),
                 y: round(HEIGHT - PADDING - height),
                 height: round(height),
-                label: format!("{}: spend {:.2}, {} clicks", p.date, p.spend, p.clicks),
+                label: format!("{}: spend {spend}, {} clicks", p.date, p.clicks),
             }
         })
         .collect();

@@ -70,6 +70,7 @@ pub fn default_message(status: StatusCode) -> &'static str {
         413 => "That was more than this form accepts.",
         415 | 422 => "The form could not be read. Reload the page and try again.",
         429 => "Too many attempts. Please wait a moment and try again.",
+        431 => "The request's headers were larger than Data Hub accepts.",
         503 => "Data Hub cannot reach its database right now. Please try again in a few seconds.",
         s if s >= 500 => "Something went wrong on our side. Please try again.",
         _ => "The request was refused.",

@@ -12,6 +12,7 @@ pub mod providers;
 pub mod security;
 pub mod server;
 pub mod session;
+pub mod strict;
 pub mod throttle;
 pub mod views;
 
@@ -77,8 +78,8 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .method_not_allowed_fallback(pages::method_not_allowed)
         .fallback(pages::not_found)
         // Innermost first: the body limit, the whole-request deadline (which also ends slowly
-        // sent bodies), the cross-site check, the error page for every bare refusal, and the
-        // security headers on everything.
+        // sent bodies), the cross-site check, HTTP/1.1's rules on `Host` and the head's size,
+        // the error page for every bare refusal, and the security headers on everything.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -88,6 +89,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
             state.clone(),
             security::same_origin_only,
         ))
+        .layer(from_fn(strict::strict_http))
         .layer(from_fn(error::error_pages))
         .layer(from_fn_with_state(state.clone(), security::headers))
         .with_state(state)

@@ -11,4 +11,5 @@ mod refusals;
 mod sessions;
 mod sign_in;
 mod slow_clients;
+mod strict;
 mod support;

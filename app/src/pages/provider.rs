@@ -56,11 +56,7 @@ pub async fn show(
         .query(DAILY_SQL, &[&auth.workspace_id, &provider.slug])
         .await?
         .iter()
-        .map(|r| DailyPoint {
-            date: r.get(0),
-            spend: r.get(1),
-            clicks: r.get(2),
-        })
+        .map(|r| DailyPoint::new(r.get(0), r.get(1), r.get(2)))
         .collect();
     let insights: Vec<InsightView> = client
         .query(INSIGHTS_SQL, &[&auth.workspace_id, &provider.slug])
@@ -78,7 +74,7 @@ pub async fn show(
         .await?;
     let connected: bool = connection.get(0);
     let account: Option<String> = connection.get(1);
-    let total_spend: f64 = points.iter().map(|p| p.spend).sum();
+    let total_spend: f64 = points.iter().filter_map(|p| p.spend).sum();
     let total_clicks: i64 = points.iter().map(|p| p.clicks).sum();
     Ok(state
         .views
