@@ -6,6 +6,7 @@ pub mod chart;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fair;
 pub mod hashing;
 pub mod pages;
 pub mod providers;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub hasher: hashing::Hasher,
     pub throttle: Arc<Mutex<throttle::Throttle>>,
+    /// The open connections and each address's share of them.
+    pub connections: Arc<fair::Connections>,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             config: Arc::new(config),
             hasher: hashing::Hasher::for_this_machine(),
             throttle: Arc::default(),
+            connections: Arc::default(),
         }
     }
 }
@@ -90,6 +94,13 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
             security::same_origin_only,
         ))
         .layer(from_fn(strict::strict_http))
+        .layer(from_fn_with_state(
+            fair::InFlight::new(
+                limits.per_client_requests,
+                state.config.trusted_proxies.clone(),
+            ),
+            fair::limit_in_flight,
+        ))
         .layer(from_fn(error::error_pages))
         .layer(from_fn_with_state(state.clone(), security::headers))
         .with_state(state)
@@ -114,7 +125,17 @@ pub async fn serve_with(
         Arc::clone(&state.db),
         Duration::from_secs(5 * 60),
     ));
-    let served = server::serve(listener, router(state, limits), limits, shutdown).await;
+    let connections = Arc::clone(&state.connections);
+    let trusted_proxies = state.config.trusted_proxies.clone();
+    let served = server::serve(
+        listener,
+        router(state, limits),
+        limits,
+        connections,
+        trusted_proxies,
+        shutdown,
+    )
+    .await;
     sweeper.abort();
     cleaner.abort();
     Ok(served?)

@@ -5,6 +5,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod deadline;
+mod fair_share;
 mod isolation;
 mod outage;
 mod refusals;
