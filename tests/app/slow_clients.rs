@@ -161,7 +161,7 @@ fn connections_beyond_the_limit_wait_while_every_connection_is_busy() {
     }
     assert_eq!(app.state.connections.evictions().closed_when_full, 0);
     // The first finishes; then the others are served in turn.
-    first.write_all(body[10..].as_bytes()).unwrap();
+    first.write_all(&body.as_bytes()[10..]).unwrap();
     let mut answer = String::new();
     first.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
