@@ -204,6 +204,8 @@ pub struct Db {
     outage: Mutex<Outage>,
     refused: AtomicU64,
     retried: AtomicU64,
+    /// Sampling of repeated log lines, for the whole app.
+    pub repeats: crate::repeats::Repeats,
 }
 
 struct Outage {
@@ -230,6 +232,7 @@ impl Db {
             }),
             refused: AtomicU64::new(0),
             retried: AtomicU64::new(0),
+            repeats: crate::repeats::Repeats::default(),
         }))
     }
 
@@ -490,7 +493,9 @@ impl DbClient {
         }
         self.db.available();
         if busy(&error) {
-            tracing::info!(error = %error, "database busy: answering 503");
+            if self.db.repeats.admit("database busy", 503) {
+                tracing::info!(error = %error, "database busy: answering 503");
+            }
             return Err(Failure::Refused(AppError::Busy));
         }
         Err(Failure::Refused(AppError::Internal(error.into())))

@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::AppState;
 
 #[derive(Debug)]
 pub enum AppError {
@@ -96,10 +98,7 @@ impl IntoResponse for AppError {
             AppError::BadRequest(m)
             | AppError::Forbidden(m)
             | AppError::NotFound(m)
-            | AppError::Conflict(m) => {
-                tracing::info!(status = status.as_u16(), reason = %m, "request refused");
-                (m, None)
-            }
+            | AppError::Conflict(m) => (m, None),
             AppError::TooManyRequests {
                 message,
                 retry_after,
@@ -119,31 +118,32 @@ impl IntoResponse for AppError {
             other @ (AppError::MethodNotAllowed
             | AppError::PayloadTooLarge
             | AppError::UnsupportedMediaType) => {
-                let message = default_message(other.status());
-                tracing::info!(
-                    status = status.as_u16(),
-                    reason = message,
-                    "request refused"
-                );
-                (message.to_string(), None)
+                (default_message(other.status()).to_string(), None)
             }
         };
+        let logged_reason = Refused(message.clone());
         let mut response = (status, crate::views::error_page(status, &message)).into_response();
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        response.extensions_mut().insert(logged_reason);
         response
     }
 }
 
+/// The reason of a refusal, for `error_pages` to log (sampled) once the response is made.
+#[derive(Debug, Clone)]
+pub struct Refused(pub String);
+
 pub type AppResult<T> = Result<T, AppError>;
 
-/// Middleware: a 4xx or 5xx whose body is not HTML (so not ours: axum's 405, tower-http's 413
-/// and 408, a path the router could not decode) becomes the error page for its status,
-/// keeping its other headers (`Allow`, `Retry-After`).
-pub async fn error_pages(request: Request, next: Next) -> Response {
+/// Middleware: every refusal (4xx) is logged here, one line each up to the sampling budget
+/// (`crate::repeats`); a 4xx or 5xx whose body is not HTML (so not ours: axum's 405,
+/// tower-http's 413 and 408, a path the router could not decode) becomes the error page for
+/// its status, keeping its other headers (`Allow`, `Retry-After`).
+pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();
@@ -154,10 +154,15 @@ pub async fn error_pages(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
+    let refused = response.extensions().get::<Refused>().cloned();
+    let logged = status.is_client_error() && (refused.is_some() || !is_html);
+    if logged && state.db.repeats.admit("request refused", status.as_u16()) {
+        let reason = refused.map_or_else(|| default_message(status).to_string(), |r| r.0);
+        tracing::info!(status = status.as_u16(), %path, reason, "request refused");
+    }
     if is_html {
         return response;
     }
-    tracing::info!(status = status.as_u16(), %path, "request refused");
     let (parts, _bare_body) = response.into_parts();
     let mut page = (
         status,

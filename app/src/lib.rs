@@ -10,6 +10,7 @@ pub mod fair;
 pub mod hashing;
 pub mod pages;
 pub mod providers;
+pub mod repeats;
 pub mod security;
 pub mod server;
 pub mod session;
@@ -101,7 +102,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
             ),
             fair::limit_in_flight,
         ))
-        .layer(from_fn(error::error_pages))
+        .layer(from_fn_with_state(state.clone(), error::error_pages))
         .layer(from_fn_with_state(state.clone(), security::headers))
         .with_state(state)
 }
@@ -120,11 +121,15 @@ pub async fn serve_with(
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let sweeper = tokio::spawn(sweep_throttle(Arc::clone(&state.throttle)));
+    let sweeper = tokio::spawn(sweep_throttle(
+        Arc::clone(&state.throttle),
+        Arc::clone(&state.db),
+    ));
     let cleaner = tokio::spawn(session::delete_expired_every(
         Arc::clone(&state.db),
         Duration::from_secs(5 * 60),
     ));
+    let db = Arc::clone(&state.db);
     let connections = Arc::clone(&state.connections);
     let trusted_proxies = state.config.trusted_proxies.clone();
     let served = server::serve(
@@ -138,18 +143,32 @@ pub async fn serve_with(
     .await;
     sweeper.abort();
     cleaner.abort();
+    // What the last minute did not write, before the process ends.
+    db.repeats.summarise();
     Ok(served?)
 }
 
-async fn sweep_throttle(throttle: Arc<Mutex<throttle::Throttle>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+/// Bursts of failed sign-ins logged one line each, up to `repeats::BUDGET` a minute, then
+/// one line for the rest.
+async fn sweep_throttle(throttle: Arc<Mutex<throttle::Throttle>>, db: Arc<Db>) {
+    let mut tick = tokio::time::interval(repeats::WINDOW);
     loop {
         tick.tick().await;
+        db.repeats.summarise();
         let ended = throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .sweep(Instant::now());
-        for burst in ended {
+        let budget = usize::try_from(repeats::BUDGET).unwrap_or(usize::MAX);
+        if ended.len() > budget {
+            let rest = &ended[budget..];
+            tracing::warn!(
+                bursts = rest.len(),
+                failures = rest.iter().map(|b| u64::from(b.failures)).sum::<u64>(),
+                "sign-in failure bursts ended (more, not listed)"
+            );
+        }
+        for burst in ended.into_iter().take(budget) {
             tracing::warn!(
                 kind = burst.kind,
                 key = %burst.key,

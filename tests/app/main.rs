@@ -7,6 +7,7 @@ mod cli;
 mod deadline;
 mod fair_share;
 mod isolation;
+mod logs;
 mod outage;
 mod refusals;
 mod sessions;

@@ -165,8 +165,9 @@ pub async fn submit(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .failure(&account, &client, Instant::now());
-            if starts_burst {
-                // One line per burst; the minute sweep logs a summary when it ends.
+            if starts_burst && state.db.repeats.admit("sign-in failures started", 401) {
+                // One line per burst (a spray of fresh emails is sampled); the minute sweep
+                // logs a summary when it ends.
                 tracing::warn!(%account, %client, "sign-in failures started");
             }
             refuse(&state, &email, "Wrong email or password.")
