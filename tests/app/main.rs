@@ -9,6 +9,7 @@ mod fair_share;
 mod isolation;
 mod logs;
 mod outage;
+mod pages;
 mod refusals;
 mod sessions;
 mod sign_in;

@@ -11,6 +11,7 @@ use crate::error::{AppError, AppResult};
 use crate::providers::{self, Provider};
 use crate::session::Auth;
 use crate::AppState;
+use datahub_core::format::{money_in, thousands};
 
 /// Spend and clicks per day, the 30 days ending at this provider's latest metric.
 const DAILY_SQL: &str = r#"
@@ -34,7 +35,18 @@ struct InsightView {
     title: String,
     body: String,
     severity: String,
+    /// What the severity asks of the reader, in words.
+    meaning: &'static str,
     date: String,
+}
+
+/// What each severity asks of a marketer reading it.
+pub fn severity_meaning(severity: &str) -> &'static str {
+    match severity {
+        "critical" => "Act now",
+        "warning" => "Worth a look",
+        _ => "For your information",
+    }
 }
 
 fn known(slug: &str) -> AppResult<Provider> {
@@ -65,6 +77,7 @@ pub async fn show(
         .map(|r| InsightView {
             title: r.get(0),
             body: r.get(1),
+            meaning: severity_meaning(&r.get::<_, String>(2)),
             severity: r.get(2),
             date: r.get(3),
         })
@@ -83,8 +96,10 @@ pub async fn show(
             context! {
                 auth => context! { user => auth.user_label, workspace => auth.workspace_name, csrf => auth.csrf_token },
                 provider => context! { slug => provider.slug, name => provider.name },
-                chart => chart::build(&points), insights, connected, account,
-                total_spend => format!("{total_spend:.2}"), total_clicks, days => points.len(),
+                chart => chart::build(&points, &state.config.currency), insights, connected, account,
+                total_spend => money_in(&state.config.currency, total_spend),
+                total_clicks => thousands(total_clicks), days => points.len(),
+                unrecorded => points.iter().filter(|p| p.spend.is_none()).count(),
             },
         )?
         .into_response())
