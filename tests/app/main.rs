@@ -10,6 +10,7 @@ mod isolation;
 mod logs;
 mod outage;
 mod pages;
+mod pooler;
 mod refusals;
 mod sessions;
 mod sign_in;
