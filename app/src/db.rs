@@ -275,6 +275,7 @@ impl Db {
         let client = self.checkout(&self.pool, deadline).await?;
         Ok(DbClient {
             client: Some(client),
+            pool: self.pool.clone(),
             db: Arc::clone(self),
             deadline,
         })
@@ -306,6 +307,7 @@ impl Db {
         };
         let mut probe = DbClient {
             client: Some(client),
+            pool: self.health.clone(),
             db: Arc::clone(self),
             deadline,
         };
@@ -400,6 +402,8 @@ enum Failure {
 /// SQL error is a 500.
 pub struct DbClient {
     client: Option<Object>,
+    /// Where a replacement comes from (the app's pool, or `/healthz`'s own).
+    pool: Pool,
     db: Arc<Db>,
     deadline: tokio::time::Instant,
 }
@@ -417,7 +421,7 @@ impl DbClient {
                     "database connection lost under a read; retrying once on a new one"
                 );
                 self.db.retried.fetch_add(1, Ordering::Relaxed);
-                self.client = Some(self.db.checkout(&self.db.pool, self.deadline).await?);
+                self.client = Some(self.db.checkout(&self.pool, self.deadline).await?);
                 match self.run(sql, params).await {
                     Ok((rows, _)) => Ok(rows),
                     Err(Failure::Refused(error)) => Err(error),
