@@ -70,7 +70,9 @@ impl Connections {
 
     /// A connection from `ip` was accepted: registers it, first closing the idlest of that
     /// address's connections when the address is over `share` (`None`: no per-address cap).
+    /// An IPv6 address counts by its /64, one subscriber's prefix, as the sign-in throttle does.
     pub fn admit(&self, ip: IpAddr, share: Option<usize>) -> Admission {
+        let ip = share_key(ip);
         let mut inner = self.lock();
         if let Some(share) = share {
             if inner.per_address.get(&ip).copied().unwrap_or(0) >= share {
@@ -139,7 +141,7 @@ impl Connections {
         let inner = self.lock();
         (
             inner.open.len(),
-            inner.per_address.get(&ip).copied().unwrap_or(0),
+            inner.per_address.get(&share_key(ip)).copied().unwrap_or(0),
         )
     }
 
@@ -159,6 +161,20 @@ impl Connections {
             closed_when_full: inner.closed_when_full,
             refused_for_share: inner.refused_for_share,
         }
+    }
+}
+
+/// The address a connection's share is counted under: IPv4 as it is (an IPv4-mapped IPv6
+/// address as its IPv4), IPv6 by its /64.
+pub fn share_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
     }
 }
 
@@ -277,4 +293,26 @@ pub async fn limit_in_flight(
         key,
     };
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_subscriber_counts_as_one_address() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(share_key(a), share_key(b));
+        assert_ne!(share_key(a), share_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(share_key(mapped).to_string(), "192.0.2.1");
+        let connections = Connections::default();
+        for _ in 0..3 {
+            assert!(matches!(connections.admit(a, Some(2)), Admission::Serve(_)));
+        }
+        assert_eq!(connections.open(b), (2, 2));
+        assert_eq!(connections.evictions().closed_for_share, 1);
+    }
 }
