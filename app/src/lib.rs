@@ -151,7 +151,12 @@ pub async fn serve_with(
 /// Bursts of failed sign-ins logged one line each, up to `repeats::BUDGET` a minute, then
 /// one line for the rest.
 async fn sweep_throttle(throttle: Arc<Mutex<throttle::Throttle>>, db: Arc<Db>) {
-    let mut tick = tokio::time::interval(repeats::WINDOW);
+    // The first tick a window after the start (not at once, which would cut the first
+    // window of the sampling short).
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + repeats::WINDOW,
+        repeats::WINDOW,
+    );
     loop {
         tick.tick().await;
         db.repeats.summarise();
