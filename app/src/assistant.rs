@@ -1,6 +1,8 @@
 //! The Master Chat assistant: answers from the workspace's own metrics, for the provider the
 //! question names or for all of them. Every query is scoped by `workspaceId`.
 
+use datahub_core::format::{money_in, thousands};
+
 use crate::db::DbClient;
 use crate::error::AppResult;
 
@@ -29,7 +31,14 @@ struct Totals {
     until: String,
 }
 
-pub async fn reply(client: &mut DbClient, workspace_id: &str, question: &str) -> AppResult<String> {
+/// The answer to `question`, every amount in `currency` and every number formatted as on the
+/// cards and the chart.
+pub async fn reply(
+    client: &mut DbClient,
+    workspace_id: &str,
+    currency: &str,
+    question: &str,
+) -> AppResult<String> {
     let rows = client.query(TOTALS_SQL, &[&workspace_id]).await?;
     let totals: Vec<Totals> = rows
         .iter()
@@ -43,12 +52,12 @@ pub async fn reply(client: &mut DbClient, workspace_id: &str, question: &str) ->
         })
         .collect();
     Ok(match providers::mentioned_in(question) {
-        Some(provider) => about_provider(provider, &totals),
-        None => about_all(&totals),
+        Some(provider) => about_provider(provider, &totals, currency),
+        None => about_all(&totals, currency),
     })
 }
 
-fn about_provider(provider: Provider, totals: &[Totals]) -> String {
+fn about_provider(provider: Provider, totals: &[Totals], currency: &str) -> String {
     let Some(t) = totals.iter().find(|t| t.provider == provider.slug) else {
         return format!(
             "There are no {} metrics in this workspace yet. Connect {} on its page and the next sync brings them in.",
@@ -56,23 +65,26 @@ fn about_provider(provider: Provider, totals: &[Totals]) -> String {
         );
     };
     let per_conversion = if t.conversions > 0 {
-        format!(", {:.2} per conversion", t.spend / t.conversions as f64)
+        format!(
+            ", {} per conversion",
+            money_in(currency, t.spend / t.conversions as f64)
+        )
     } else {
         String::new()
     };
     format!(
-        "{}, 30 days to {}: spend {:.2} ({}), {} clicks, {} conversions{}.",
+        "{}, 30 days to {}: spend {} ({}), {} clicks, {} conversions{}.",
         provider.name,
         t.until,
-        t.spend,
+        money_in(currency, t.spend),
         trend(t.spend, t.previous_spend),
-        t.clicks,
-        t.conversions,
+        thousands(t.clicks),
+        thousands(t.conversions),
         per_conversion
     )
 }
 
-fn about_all(totals: &[Totals]) -> String {
+fn about_all(totals: &[Totals], currency: &str) -> String {
     if totals.is_empty() {
         return "This workspace has no metrics yet. Connect a provider to get started.".into();
     }
@@ -87,15 +99,15 @@ fn about_all(totals: &[Totals]) -> String {
             .map(|p| (p.name, t.conversions))
     });
     let mut text = format!(
-        "All providers, 30 days to {}: spend {:.2} ({}), {} clicks, {} conversions.",
+        "All providers, 30 days to {}: spend {} ({}), {} clicks, {} conversions.",
         totals[0].until,
-        spend,
+        money_in(currency, spend),
         trend(spend, previous),
-        clicks,
-        conversions
+        thousands(clicks),
+        thousands(conversions)
     );
     if let Some((name, n)) = best {
-        text.push_str(&format!(" Most conversions: {name} ({n})."));
+        text.push_str(&format!(" Most conversions: {name} ({}).", thousands(n)));
     }
     text
 }

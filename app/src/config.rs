@@ -1,6 +1,6 @@
 //! What the operator decides: the public address (https turns on Secure cookies and HSTS, and
 //! is the origin cross-site checks compare against), the key that makes account pseudonyms in
-//! the log, and the proxies whose `X-Forwarded-For` names the client.
+//! the log, the proxies whose `X-Forwarded-For` names the client, and the currency of spend.
 
 use std::net::IpAddr;
 
@@ -14,7 +14,13 @@ pub struct Config {
     pub pseudonym_key: Vec<u8>,
     /// Peers whose `X-Forwarded-For` is believed (a reverse proxy in front of the app).
     pub trusted_proxies: Vec<IpAddr>,
+    /// The ISO 4217 code of the currency the providers report spend in (`USD` unless
+    /// `DATAHUB_CURRENCY` says otherwise), shown beside every amount.
+    pub currency: String,
 }
+
+/// The currency unless `DATAHUB_CURRENCY` names another.
+pub const DEFAULT_CURRENCY: &str = "USD";
 
 impl Default for Config {
     /// No public URL, no proxies, and a random key for this process only.
@@ -23,6 +29,7 @@ impl Default for Config {
             public_url: None,
             pseudonym_key: random_key(),
             trusted_proxies: Vec::new(),
+            currency: DEFAULT_CURRENCY.to_string(),
         }
     }
 }
@@ -65,10 +72,21 @@ impl Config {
                 .collect::<Result<Vec<_>>>()?,
             Err(_) => Vec::new(),
         };
+        let currency = match std::env::var("DATAHUB_CURRENCY") {
+            Ok(code) if !code.trim().is_empty() => {
+                let code = code.trim();
+                if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+                    bail!("`DATAHUB_CURRENCY` `{code}` is not a currency code; give three capital letters, e.g. `DATAHUB_CURRENCY=EUR`");
+                }
+                code.to_string()
+            }
+            _ => DEFAULT_CURRENCY.to_string(),
+        };
         Ok(Config {
             public_url,
             pseudonym_key,
             trusted_proxies,
+            currency,
         })
     }
 }

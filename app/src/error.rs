@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::AppState;
 
 #[derive(Debug)]
 pub enum AppError {
@@ -29,6 +31,10 @@ pub enum AppError {
     },
     /// 503 with `Retry-After`: the database is away.
     Unavailable,
+    /// 503 with `Retry-After`: the database did not finish this request's work in time (a
+    /// lock, a statement timeout, every pooled connection busy, a connection lost under a
+    /// write). Logged by `db`, not here.
+    Busy,
     Internal(anyhow::Error),
 }
 
@@ -44,7 +50,7 @@ impl AppError {
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable | AppError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +72,7 @@ pub fn default_message(status: StatusCode) -> &'static str {
         413 => "That was more than this form accepts.",
         415 | 422 => "The form could not be read. Reload the page and try again.",
         429 => "Too many attempts. Please wait a moment and try again.",
+        431 => "The request's headers were larger than Data Hub accepts.",
         503 => "Data Hub cannot reach its database right now. Please try again in a few seconds.",
         s if s >= 500 => "Something went wrong on our side. Please try again.",
         _ => "The request was refused.",
@@ -80,6 +87,9 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 /// Seconds a client should wait before retrying while the database is away.
 pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 
+/// Seconds a client should wait before retrying a request the database was too busy for.
+pub const BUSY_RETRY_AFTER: u64 = 2;
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -88,10 +98,7 @@ impl IntoResponse for AppError {
             AppError::BadRequest(m)
             | AppError::Forbidden(m)
             | AppError::NotFound(m)
-            | AppError::Conflict(m) => {
-                tracing::info!(status = status.as_u16(), reason = %m, "request refused");
-                (m, None)
-            }
+            | AppError::Conflict(m) => (m, None),
             AppError::TooManyRequests {
                 message,
                 retry_after,
@@ -100,6 +107,10 @@ impl IntoResponse for AppError {
                 default_message(status).to_string(),
                 Some(UNAVAILABLE_RETRY_AFTER),
             ),
+            AppError::Busy => (
+                "Data Hub is busy right now. Please try again in a few seconds.".to_string(),
+                Some(BUSY_RETRY_AFTER),
+            ),
             AppError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "request failed");
                 (default_message(status).to_string(), None)
@@ -107,31 +118,32 @@ impl IntoResponse for AppError {
             other @ (AppError::MethodNotAllowed
             | AppError::PayloadTooLarge
             | AppError::UnsupportedMediaType) => {
-                let message = default_message(other.status());
-                tracing::info!(
-                    status = status.as_u16(),
-                    reason = message,
-                    "request refused"
-                );
-                (message.to_string(), None)
+                (default_message(other.status()).to_string(), None)
             }
         };
+        let logged_reason = Refused(message.clone());
         let mut response = (status, crate::views::error_page(status, &message)).into_response();
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        response.extensions_mut().insert(logged_reason);
         response
     }
 }
 
+/// The reason of a refusal, for `error_pages` to log (sampled) once the response is made.
+#[derive(Debug, Clone)]
+pub struct Refused(pub String);
+
 pub type AppResult<T> = Result<T, AppError>;
 
-/// Middleware: a 4xx or 5xx whose body is not HTML (so not ours: axum's 405, tower-http's 413
-/// and 408, a path the router could not decode) becomes the error page for its status,
-/// keeping its other headers (`Allow`, `Retry-After`).
-pub async fn error_pages(request: Request, next: Next) -> Response {
+/// Middleware: every refusal (4xx) is logged here, one line each up to the sampling budget
+/// (`crate::repeats`); a 4xx or 5xx whose body is not HTML (so not ours: axum's 405,
+/// tower-http's 413 and 408, a path the router could not decode) becomes the error page for
+/// its status, keeping its other headers (`Allow`, `Retry-After`).
+pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();
@@ -142,10 +154,15 @@ pub async fn error_pages(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
+    let refused = response.extensions().get::<Refused>().cloned();
+    let logged = status.is_client_error() && (refused.is_some() || !is_html);
+    if logged && state.db.repeats.admit("request refused", status.as_u16()) {
+        let reason = refused.map_or_else(|| default_message(status).to_string(), |r| r.0);
+        tracing::info!(status = status.as_u16(), %path, reason, "request refused");
+    }
     if is_html {
         return response;
     }
-    tracing::info!(status = status.as_u16(), %path, "request refused");
     let (parts, _bare_body) = response.into_parts();
     let mut page = (
         status,

@@ -5,6 +5,12 @@
 //! login flood costs the rest of the app at most `permits` cores and `permits` × 19 MiB, and
 //! never holds a database connection. The threads run at a lower priority (nice 10): when
 //! the cores are contended, pages for signed-in users go first.
+//!
+//! One more permit (and thread) is reserved for browsers that show a valid device cookie (they
+//! signed in to that account before): a spray of sign-ins from browsers without one, however
+//! many addresses it comes from, cannot take it, so the owner still signs in. A browser with a
+//! device cookie that finds every permit busy waits up to `TRUSTED_WAIT` for the reserved one
+//! (a fair queue) instead of being refused at once.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -15,11 +21,16 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 /// Scheduling niceness of the hashing threads (0 is normal, 19 the lowest).
 const NICE: i32 = 10;
 
+/// How long a browser with a device cookie waits for the reserved permit.
+pub const TRUSTED_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// For browsers with a device cookie only.
+    reserved: Arc<Semaphore>,
     jobs: Sender<Job>,
 }
 
@@ -29,11 +40,12 @@ pub struct Permit {
 }
 
 impl Hasher {
+    /// `permits` for everyone and one more for browsers with a device cookie.
     pub fn new(permits: usize) -> Hasher {
         let permits = permits.max(1);
         let (jobs, queue) = channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        for n in 0..permits {
+        for n in 0..=permits {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
@@ -42,6 +54,7 @@ impl Hasher {
         }
         Hasher {
             permits: Arc::new(Semaphore::new(permits)),
+            reserved: Arc::new(Semaphore::new(1)),
             jobs,
         }
     }
@@ -57,6 +70,22 @@ impl Hasher {
         Arc::clone(&self.permits)
             .try_acquire_owned()
             .ok()
+            .map(|held| Permit { _held: held })
+    }
+
+    /// For a browser with a valid device cookie: the reserved permit, else a shared one, else
+    /// the reserved one within `TRUSTED_WAIT`; `None` after that.
+    pub async fn reserve_trusted(&self) -> Option<Permit> {
+        let now = Arc::clone(&self.reserved)
+            .try_acquire_owned()
+            .or_else(|_| Arc::clone(&self.permits).try_acquire_owned());
+        if let Ok(held) = now {
+            return Some(Permit { _held: held });
+        }
+        tokio::time::timeout(TRUSTED_WAIT, Arc::clone(&self.reserved).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
             .map(|held| Permit { _held: held })
     }
 

@@ -6,12 +6,15 @@ pub mod chart;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fair;
 pub mod hashing;
 pub mod pages;
 pub mod providers;
+pub mod repeats;
 pub mod security;
 pub mod server;
 pub mod session;
+pub mod strict;
 pub mod throttle;
 pub mod views;
 
@@ -39,6 +42,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub hasher: hashing::Hasher,
     pub throttle: Arc<Mutex<throttle::Throttle>>,
+    /// The open connections and each address's share of them.
+    pub connections: Arc<fair::Connections>,
 }
 
 impl AppState {
@@ -49,6 +54,7 @@ impl AppState {
             config: Arc::new(config),
             hasher: hashing::Hasher::for_this_machine(),
             throttle: Arc::default(),
+            connections: Arc::default(),
         }
     }
 }
@@ -77,8 +83,8 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .method_not_allowed_fallback(pages::method_not_allowed)
         .fallback(pages::not_found)
         // Innermost first: the body limit, the whole-request deadline (which also ends slowly
-        // sent bodies), the cross-site check, the error page for every bare refusal, and the
-        // security headers on everything.
+        // sent bodies), the cross-site check, HTTP/1.1's rules on `Host` and the head's size,
+        // the error page for every bare refusal, and the security headers on everything.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -88,7 +94,15 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
             state.clone(),
             security::same_origin_only,
         ))
-        .layer(from_fn(error::error_pages))
+        .layer(from_fn(strict::strict_http))
+        .layer(from_fn_with_state(
+            fair::InFlight::new(
+                limits.per_client_requests,
+                state.config.trusted_proxies.clone(),
+            ),
+            fair::limit_in_flight,
+        ))
+        .layer(from_fn_with_state(state.clone(), error::error_pages))
         .layer(from_fn_with_state(state.clone(), security::headers))
         .with_state(state)
 }
@@ -107,26 +121,59 @@ pub async fn serve_with(
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let sweeper = tokio::spawn(sweep_throttle(Arc::clone(&state.throttle)));
+    let sweeper = tokio::spawn(sweep_throttle(
+        Arc::clone(&state.throttle),
+        Arc::clone(&state.db),
+    ));
     let cleaner = tokio::spawn(session::delete_expired_every(
         Arc::clone(&state.db),
         Duration::from_secs(5 * 60),
     ));
-    let served = server::serve(listener, router(state, limits), limits, shutdown).await;
+    let db = Arc::clone(&state.db);
+    let connections = Arc::clone(&state.connections);
+    let trusted_proxies = state.config.trusted_proxies.clone();
+    let served = server::serve(
+        listener,
+        router(state, limits),
+        limits,
+        connections,
+        trusted_proxies,
+        shutdown,
+    )
+    .await;
     sweeper.abort();
     cleaner.abort();
+    // What the last minute did not write, before the process ends.
+    db.repeats.summarise();
     Ok(served?)
 }
 
-async fn sweep_throttle(throttle: Arc<Mutex<throttle::Throttle>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+/// Bursts of failed sign-ins logged one line each, up to `repeats::BUDGET` a minute, then
+/// one line for the rest.
+async fn sweep_throttle(throttle: Arc<Mutex<throttle::Throttle>>, db: Arc<Db>) {
+    // The first tick a window after the start (not at once, which would cut the first
+    // window of the sampling short).
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + repeats::WINDOW,
+        repeats::WINDOW,
+    );
     loop {
         tick.tick().await;
+        db.repeats.summarise();
         let ended = throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .sweep(Instant::now());
-        for burst in ended {
+        let budget = usize::try_from(repeats::BUDGET).unwrap_or(usize::MAX);
+        if ended.len() > budget {
+            let rest = &ended[budget..];
+            tracing::warn!(
+                bursts = rest.len(),
+                failures = rest.iter().map(|b| u64::from(b.failures)).sum::<u64>(),
+                "sign-in failure bursts ended (more, not listed)"
+            );
+        }
+        for burst in ended.into_iter().take(budget) {
             tracing::warn!(
                 kind = burst.kind,
                 key = %burst.key,

@@ -16,6 +16,7 @@ USAGE:
     DATABASE_URL        the database (Prisma-style URLs work, including ?schema= and sslmode)
     DATAHUB_PSEUDONYM_KEY    hex key naming accounts in the log (`openssl rand -hex 32`)
     DATAHUB_TRUSTED_PROXIES  proxies whose X-Forwarded-For names the client (comma-separated)
+    DATAHUB_CURRENCY         the currency spend is reported in (ISO 4217 code, default USD)
 ";
 
 struct Options {

@@ -66,7 +66,9 @@ pub async fn same_origin_only(
     match cross_site(request.headers(), state.config.public_url.as_deref()) {
         None => next.run(request).await,
         Some(why) => {
-            tracing::warn!(method = %request.method(), path = request.uri().path(), why, "cross-site request refused");
+            if state.db.repeats.admit("cross-site request refused", 403) {
+                tracing::warn!(method = %request.method(), path = request.uri().path(), why, "cross-site request refused");
+            }
             AppError::Forbidden(
                 "This form did not come from Data Hub. Open Data Hub and try again.".into(),
             )

@@ -5,12 +5,13 @@
 //!   accept, and after each response on a keep-alive connection, so it is also the idle
 //!   keep-alive timeout;
 //! - a whole-request timeout (408) in the router, which also ends bodies sent slowly;
-//! - a connection limit below the file-descriptor limit: a permit is taken before `accept`,
-//!   so at the limit new clients wait in the kernel's backlog instead of costing a descriptor;
+//! - a connection limit below the file-descriptor limit, with a fair share per address
+//!   (`crate::fair`): at the limit the idlest connection makes room for a new client, and only
+//!   when every connection is busy do new clients wait in the kernel's backlog;
 //! - graceful shutdown: stop accepting, let requests in flight finish, close idle connections.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::fair::{Admission, Connections};
+
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Time a client has to send a complete request head; also how long an idle keep-alive
@@ -34,6 +37,13 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Connections one address may hold; beyond, its idlest is closed (`crate::fair`).
+    pub per_address_connections: usize,
+    /// Requests one client may have in flight; beyond, 429.
+    pub per_client_requests: usize,
+    /// How long a connection must have waited for a request head before it may be closed to
+    /// make room for another client (a client just accepted has not had time to send one).
+    pub idle_grace: Duration,
 }
 
 impl Default for Limits {
@@ -43,6 +53,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_connections: max_connections_for_fd_limit(1024),
             shutdown_grace: Duration::from_secs(10),
+            per_address_connections: 128,
+            per_client_requests: 64,
+            idle_grace: Duration::from_secs(1),
         }
     }
 }
@@ -83,56 +96,95 @@ pub fn connections_within(wanted: usize, fd_limit: u64) -> usize {
     wanted.min(fds.saturating_sub(reserve)).max(1)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains.
+/// Serves `router` on `listener` until `shutdown` resolves, then drains. `connections` keeps
+/// each address to its share and makes room for new clients when the server is full
+/// (`crate::fair`); connections from `trusted_proxies` are not capped per address.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &Limits,
+    connections: Arc<Connections>,
+    trusted_proxies: Vec<IpAddr>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
-        // The request head must fit in 64 KiB (hyper's default is about 400 KiB).
-        .max_buf_size(64 * 1024);
+        // The request head must fit in 64 KiB (hyper's default is about 400 KiB); a head
+        // that arrives in one write is measured again in `crate::strict`.
+        .max_buf_size(crate::strict::MAX_HEAD_BYTES);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = shutdown.as_mut() => break,
-        };
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of descriptors, or a client gone before accept: wait, go on.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+        // A free permit, then a client. When the server is full, a client that arrives gets
+        // the place of the idlest connection; when every connection is busy with a request,
+        // it waits for one to finish (and later clients in the kernel's backlog).
+        let (permit, accepted) = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => tokio::select! {
+                accepted = listener.accept() => (permit, accepted),
+                () = shutdown.as_mut() => break,
+            },
+            Err(_) => tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => {
+                    drop(permit);
                     continue;
                 }
+                accepted = listener.accept() => {
+                    connections.make_room(limits.idle_grace);
+                    tokio::select! {
+                        permit = Arc::clone(&permits).acquire_owned() => (permit.expect("the semaphore is never closed"), accepted),
+                        () = shutdown.as_mut() => break,
+                    }
+                }
+                () = shutdown.as_mut() => break,
             },
-            () = shutdown.as_mut() => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, or a client gone before accept: wait, go on.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let share =
+            (!trusted_proxies.contains(&remote.ip())).then_some(limits.per_address_connections);
+        let id = match connections.admit(remote.ip(), share) {
+            Admission::Serve(id) => id,
+            // Over its share with every connection busy: this one is closed unanswered.
+            Admission::Refuse => continue,
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let served = Arc::clone(&connections);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             // What handlers read as `ConnectInfo<SocketAddr>`: the peer's address.
             request
                 .extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(remote));
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            served.request_started(id);
+            let response = router.clone().oneshot(request.map(axum::body::Body::new));
+            let served = Arc::clone(&served);
+            async move {
+                let response = response.await;
+                served.request_ended(id);
+                response
+            }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        let ended = Arc::clone(&connections);
+        let task = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 // Header timeouts, resets and malformed heads: the client's doing.
                 tracing::debug!(%remote, %error, "connection ended");
             }
+            ended.closed(id);
             drop(permit);
         });
+        connections.serving(id, task.abort_handle());
     }
     // New clients are refused from here on.
     drop(listener);

@@ -218,7 +218,7 @@ pub async fn delete_expired_every(db: Arc<Db>, period: Duration) {
     loop {
         tick.tick().await;
         match delete_expired(&db).await {
-            Ok(0) | Err(AppError::Unavailable) => {}
+            Ok(0) | Err(AppError::Unavailable | AppError::Busy) => {}
             Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),
             Err(error) => tracing::warn!(?error, "cannot delete expired sessions"),
         }

@@ -180,13 +180,19 @@ fn bump(
     now: Instant,
 ) -> bool {
     if !map.contains_key(key) && map.len() >= MAX_KEYS {
-        // Full: forget the stalest counter (a scan, only ever under a distributed attack).
+        // Full: forget the stalest counter whose lock is over (a scan, only ever under a
+        // distributed attack). A lock is never cut short: with every counter locked, this
+        // failure is not counted under `key` (the other key of the attempt still counts it).
         let stalest = map
             .iter()
+            .filter(|(_, c)| c.locked_until <= now)
             .min_by_key(|(_, c)| c.last_failure)
             .map(|(k, _)| k.clone());
-        if let Some(stalest) = stalest {
-            map.remove(&stalest);
+        match stalest {
+            Some(stalest) => {
+                map.remove(&stalest);
+            }
+            None => return false,
         }
     }
     let counter = map.entry(key.to_string()).or_insert_with(|| Counter {
@@ -383,6 +389,42 @@ mod tests {
             );
         }
         assert_eq!(t.len(), (MAX_KEYS, 1));
+    }
+
+    #[test]
+    fn a_full_table_never_shortens_an_active_lock() {
+        let mut t = Throttle::default();
+        let t0 = Instant::now();
+        // The victim is locked, and is the stalest counter of all.
+        for _ in 0..10 {
+            t.failure("victim", "198.51.100.1", t0);
+        }
+        let locked = t.check("victim", "192.0.2.1", false, t0).unwrap_err();
+        assert_eq!(locked.retry_after, ACCOUNT.delay(10));
+        // A spray fills the table with fresh, unlocked counters, then goes on.
+        for i in 0..(MAX_KEYS + 10) {
+            let at = t0 + Duration::from_millis(1 + i as u64 / 1000);
+            t.failure(&format!("spray{i}"), "198.51.100.2", at);
+        }
+        assert_eq!(t.len().0, MAX_KEYS);
+        let later = t0 + Duration::from_millis(200);
+        let still = t.check("victim", "192.0.2.1", false, later).unwrap_err();
+        assert_eq!(
+            still.retry_after,
+            ACCOUNT.delay(10) - Duration::from_millis(200)
+        );
+        // With every counter locked, a new key is not counted, and no lock is dropped for it.
+        let mut full = Throttle::default();
+        for i in 0..MAX_KEYS {
+            for _ in 0..6 {
+                full.failure(&format!("a{i}"), "203.0.113.1", t0);
+            }
+        }
+        full.failure("newcomer", "203.0.113.2", t0);
+        assert_eq!(full.len().0, MAX_KEYS);
+        assert!((0..MAX_KEYS).all(|i| full
+            .check(&format!("a{i}"), "192.0.2.9", false, t0)
+            .is_err()));
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn provider_pages_show_only_the_current_workspace() {
     let google = alice.get("/data/google-ads");
     assert!(google.body.contains("ALPHA-INSIGHT"));
     assert!(
-        google.body.contains("spend 100.00, 110 clicks"),
+        google.body.contains("spend USD 100.00, 110 clicks"),
         "A's totals only"
     );
     // Meta Ads is connected in B only: A sees it as not connected.
@@ -168,10 +168,13 @@ fn chat_answers_from_the_current_workspace_and_stores_there() {
         .unwrap()
         .get(0);
     assert!(
-        reply.contains("spend 100.00") && reply.contains("110 clicks"),
+        reply.contains("spend USD 100.00") && reply.contains("110 clicks"),
         "{reply}"
     );
-    assert!(!reply.contains("5555") && !reply.contains("777"), "{reply}");
+    assert!(
+        !reply.contains("5555") && !reply.contains("5,555") && !reply.contains("777"),
+        "{reply}"
+    );
     assert_eq!(workspace_digest(&mut client, "ws_b"), before_b);
     assert_nothing_of_b(&alice.get("/data").body, "/data after chat");
 }

@@ -4,10 +4,16 @@
 mod bad_input;
 mod browser;
 mod cli;
+mod deadline;
+mod fair_share;
 mod isolation;
+mod logs;
 mod outage;
+mod pages;
+mod pooler;
 mod refusals;
 mod sessions;
 mod sign_in;
 mod slow_clients;
+mod strict;
 mod support;

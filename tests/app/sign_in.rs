@@ -98,6 +98,93 @@ fn a_sign_in_with_every_hashing_slot_busy_is_refused_at_once() {
     assert_eq!(response.status, 303, "a slot is free again");
 }
 
+/// The device cookie a sign-in sets, as a `Cookie` header value.
+fn device_cookie_of(response: &crate::support::Response) -> String {
+    response
+        .set_cookies()
+        .into_iter()
+        .find(|cookie| cookie.starts_with("datahub_device="))
+        .expect("a device cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_browser_with_a_device_cookie_has_a_hashing_slot_no_spray_can_take() {
+    let db = two_workspaces();
+    let app = start(&db);
+    let mut owner = Browser::new(&app);
+    let first = owner.post("/login", &[("email", ALICE), ("password", PASSWORD)]);
+    assert_eq!(first.status, 303);
+    owner.cookie = Some(device_cookie_of(&first));
+    // Every shared slot taken, as a spray would.
+    let mut held = Vec::new();
+    while let Some(permit) = app.state.hasher.try_reserve() {
+        held.push(permit);
+    }
+    let stranger = Browser::new(&app);
+    let refused = stranger.post("/login", &[("email", ALICE), ("password", PASSWORD)]);
+    assert_eq!(
+        refused.status, 429,
+        "no device cookie: the shared slots only"
+    );
+    for _ in 0..3 {
+        let response = owner.post("/login", &[("email", ALICE), ("password", PASSWORD)]);
+        assert_eq!(response.status, 303, "the reserved slot: {}", response.body);
+    }
+    // Another account's device cookie does not open it.
+    let response = owner.post("/login", &[("email", BOB), ("password", PASSWORD)]);
+    assert_eq!(response.status, 429);
+    drop(held);
+}
+
+#[test]
+fn the_owner_signs_in_during_a_spray_from_rotating_addresses() {
+    let db = two_workspaces();
+    let app = AppProcess::start(db.url(), &[AS_PROXY]);
+    let mut owner = Browser::at(&app.base);
+    let first = owner.post("/login", &[("email", ALICE), ("password", PASSWORD)]);
+    assert_eq!(first.status, 303);
+    owner.cookie = Some(device_cookie_of(&first));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (owner_statuses, spray_statuses) = thread::scope(|scope| {
+        let sprayers: Vec<_> = (0..16)
+            .map(|i| {
+                let (base, stop) = (app.base.clone(), &stop);
+                scope.spawn(move || {
+                    let sprayer = Browser::at(&base);
+                    let mut statuses = Vec::new();
+                    let mut n = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        // A fresh email from a fresh address every time.
+                        let address = format!("10.{i}.{}.{}", n / 250, n % 250 + 1);
+                        let email = format!("spray{i}-{n}@x.test");
+                        statuses.push(login_from(&sprayer, &address, &email, "guess").0);
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let owner_statuses: Vec<u16> = (0..30)
+            .map(|_| login_from(&owner, "192.0.2.1", ALICE, PASSWORD).0)
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let spray: Vec<u16> = sprayers
+            .into_iter()
+            .flat_map(|sprayer| sprayer.join().unwrap())
+            .collect();
+        (owner_statuses, spray)
+    });
+    assert_eq!(owner_statuses, vec![303; 30], "every sign-in of the owner");
+    assert!(
+        spray_statuses.iter().all(|s| *s == 401 || *s == 429),
+        "the spray gets 401 or 429 only"
+    );
+}
+
 #[test]
 fn brute_force_is_throttled_without_locking_the_owner_out() {
     let db = two_workspaces();

@@ -1,6 +1,6 @@
 //! Slow and silent clients: a half-sent request is closed, an idle keep-alive connection is
-//! closed, a slowly sent body gets 408, and connections beyond the limit wait in the kernel's
-//! backlog instead of being accepted. Short limits make the tests quick; nothing is timed:
+//! closed, a slowly sent body gets 408, and while every connection is busy with a request,
+//! connections beyond the limit wait (one accepted, the rest in the kernel's backlog). Short limits make the tests quick; nothing is timed:
 //! each assertion is on what the server sent, or on the listen queue's length.
 
 use std::io::{Read, Write};
@@ -15,6 +15,7 @@ fn short_limits(max_connections: usize) -> app::Limits {
         request_timeout: Duration::from_secs(2),
         max_connections,
         shutdown_grace: Duration::from_secs(1),
+        ..app::Limits::default()
     }
 }
 
@@ -118,45 +119,56 @@ fn accept_queue(port: u16) -> usize {
 }
 
 #[test]
-fn connections_beyond_the_limit_wait_in_the_backlog() {
+fn connections_beyond_the_limit_wait_while_every_connection_is_busy() {
     let db = two_workspaces();
     let mut limits = short_limits(1);
     limits.header_read_timeout = Duration::from_secs(30);
+    limits.request_timeout = Duration::from_secs(60);
+    // A connection just accepted is not idle yet, however long this test takes.
+    limits.idle_grace = Duration::from_secs(600);
     let app = start_with(&db, app::Config::default(), limits);
     let port: u16 = app.address().rsplit(':').next().unwrap().parse().unwrap();
     let address = app.address().to_string();
-    // The one permitted connection, silent.
+    // The one permitted connection, busy with a request whose body is half sent (an idle one
+    // would be closed to make room: `fair_share`).
+    let body = "email=x%40x.test&password=wrong";
     let mut first = connect(&app);
-    first.write_all(b"GET ").unwrap();
+    write!(
+        first,
+        "POST /login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    while app.state.connections.busy() == 0 {
+        std::thread::yield_now();
+    }
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    // The second is accepted and held unserved; the third waits in the kernel's queue.
+    let mut second = connect(&app);
+    second.write_all(request.as_bytes()).unwrap();
     while accept_queue(port) > 0 {
         std::thread::yield_now();
     }
-    // The second is not accepted: the kernel holds it in the queue.
-    let mut second = connect(&app);
-    second
-        .write_all(
-            format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
+    let mut third = connect(&app);
+    third.write_all(request.as_bytes()).unwrap();
     for _ in 0..200 {
         assert_eq!(
             accept_queue(port),
             1,
-            "the second connection is waiting, not accepted"
+            "the third connection is waiting, not accepted"
         );
     }
-    // The first finishes; then the second is accepted and answered.
-    first
-        .write_all(
-            format!("/healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .unwrap();
+    assert_eq!(app.state.connections.evictions().closed_when_full, 0);
+    // The first finishes; then the others are served in turn.
+    first.write_all(&body.as_bytes()[10..]).unwrap();
     let mut answer = String::new();
     first.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let mut answer = String::new();
-    second.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    for stream in [&mut second, &mut third] {
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
     assert_eq!(accept_queue(port), 0);
 }

@@ -70,12 +70,24 @@ pub fn start_with(db: &TestDb, config: app::Config, limits: app::Limits) -> Runn
 
 /// The app against any database URL (a proxy in front of the test database, say).
 pub fn start_on(url: &str, config: app::Config, limits: app::Limits) -> RunningApp {
+    start_with_db_limits(url, config, limits, app::db::DbLimits::default())
+}
+
+/// The app with its own bounds on database waits (short deadlines, statement timeouts).
+pub fn start_with_db_limits(
+    url: &str,
+    config: app::Config,
+    limits: app::Limits,
+    db_limits: app::db::DbLimits,
+) -> RunningApp {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let database = runtime.block_on(async { app::Db::new(url) }).unwrap();
+    let database = runtime
+        .block_on(async { app::Db::with_limits(url, db_limits) })
+        .unwrap();
     let state = app::AppState::new(database, config);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -305,6 +317,23 @@ pub fn workspace_digest(client: &mut Client, workspace: &str) -> String {
         )
         .unwrap()
         .get(0)
+}
+
+/// `url` with one more query parameter.
+pub fn with_param(url: &str, param: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{param}")
+}
+
+/// Waits until `sql` (one `int8`) counts `n`: a state seen in the server, not a sleep.
+pub fn wait_for_count(client: &mut Client, sql: &str, n: i64) {
+    for _ in 0..20_000 {
+        if count(client, sql) == n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("never counted {n}: {sql}");
 }
 
 pub fn count(client: &mut Client, sql: &str) -> i64 {

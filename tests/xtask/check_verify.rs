@@ -47,11 +47,14 @@ fn check_with_nulls_counts_per_table() {
     assert_stable_snapshot!("check_nulls", report.render_with(Style::SNAPSHOT));
     let output = run_xtask(&["check"], Some(db.url()));
     assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output.stdout).ends_with("run `cargo xtask backfill`\n"));
+    assert!(
+        text(&output.stdout).ends_with("run `cargo xtask backfill --release workspace-tenancy`\n")
+    );
     let json = run_xtask(&["check", "--json"], Some(db.url()));
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(doc["nulls"]["MetricDaily"], 1234);
-    assert_eq!(doc["nulls"]["Connection"], 2);
+    let tenancy = &doc["releases"][0];
+    assert_eq!(tenancy["nulls"]["MetricDaily.workspaceId"], 1234);
+    assert_eq!(tenancy["nulls"]["Connection.workspaceId"], 2);
     assert_eq!(doc["backfilled"], false);
 }
 

@@ -338,7 +338,9 @@ fn rows() -> Vec<Row> {
         &["backfill"],
         Db::Init,
         1,
-        &format!("the expand migration `{EXPAND}` of the `workspace-tenancy` release is not applied"),
+        &format!(
+            "the expand migration `{EXPAND}` of the `workspace-tenancy` release is not applied"
+        ),
     ));
     rows.push(row(
         &["check"],

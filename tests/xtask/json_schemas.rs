@@ -107,7 +107,10 @@ fn check_without_columns_and_with_nulls() {
     let tenancy = &counted["releases"][0];
     assert_eq!(tenancy["columns_missing"], serde_json::json!([]));
     assert!(counted["total_nulls"].as_i64().unwrap() > 0);
-    assert_eq!(tenancy["next"], "cargo xtask backfill --release workspace-tenancy");
+    assert_eq!(
+        tenancy["next"],
+        "cargo xtask backfill --release workspace-tenancy"
+    );
 }
 
 #[test]

@@ -256,7 +256,10 @@ fn a_contract_failing_at_validate_holds_nothing_and_runs_again() {
     )
     .unwrap_err();
     let message = format!("{refused:#}");
-    assert!(message.contains("was not applied, because it would fail"), "{message}");
+    assert!(
+        message.contains("was not applied, because it would fail"),
+        "{message}"
+    );
     assert!(message.contains("`Insight_workspaceId_fkey`"), "{message}");
     let status = migrate::status(&mut client, &repo_migrations()).unwrap();
     assert_eq!(status.state_of(CONTRACT), Some(&State::Pending));

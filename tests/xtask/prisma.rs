@@ -256,7 +256,10 @@ fn failed_contract() -> TestDb {
     let db = TestDb::migrated_to(INIT);
     insert_pre_tenancy_user(&mut db.client(), "user_1");
     db.deploy_to(EXPAND);
-    assert_code(&run_xtask(&["migrate", "deploy", "--skip-row-check"], Some(db.url())), 1);
+    assert_code(
+        &run_xtask(&["migrate", "deploy", "--skip-row-check"], Some(db.url())),
+        1,
+    );
     db
 }
 

@@ -122,7 +122,9 @@ fn release_stops_at_check_when_nulls_remain() {
     assert!(remaining > 0);
     assert_eq!(last.rows, Some(remaining));
     assert!(
-        report.conclusion.contains("stopped at `check workspace-tenancy`")
+        report
+            .conclusion
+            .contains("stopped at `check workspace-tenancy`")
             && report.conclusion.contains("cargo xtask backfill"),
         "{}",
         report.conclusion

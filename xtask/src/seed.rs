@@ -129,7 +129,9 @@ SELECT 'i' || substr(md5('insight' || i || '-' || p), 1, 24), 'u' || substr(md5(
        size.slugs[p],
        (ARRAY['Spend is up week over week','Click-through rate dropped','Conversions at a 30-day high'])[1 + (i + p) % 3],
        'Compared with the previous 7 days.',
-       (ARRAY['info','warning','critical'])[1 + (i * p) % 3],
+       -- The severity follows the title: a rise in spend and a drop in click-through are worth a
+       -- look, a conversions high is good news.
+       (ARRAY['warning','warning','info'])[1 + (i + p) % 3],
        timestamp '2025-12-01' + (i % 17) * interval '1 day'
 FROM size, generate_series(1, size.users) i, generate_series(1, size.providers) p"#,
     r#"

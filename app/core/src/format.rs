@@ -28,6 +28,16 @@ pub fn money(amount: f64) -> String {
     )
 }
 
+/// An amount with its currency, as every page and the chat show it: `USD 1,234.50`. A value
+/// that is not a finite number (PostgreSQL's `numeric` holds `NaN`) is `not recorded`.
+pub fn money_in(currency: &str, amount: f64) -> String {
+    if amount.is_finite() {
+        format!("{currency} {}", money(amount))
+    } else {
+        "not recorded".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +58,7 @@ mod tests {
         assert_eq!(money(0.0), "0.00");
         assert_eq!(money(-0.5), "-0.50");
         assert_eq!(money(-1234.567), "-1,234.57");
+        assert_eq!(money_in("USD", 1234.5), "USD 1,234.50");
+        assert_eq!(money_in("USD", f64::NAN), "not recorded");
     }
 }

@@ -44,7 +44,13 @@ pub async fn send(
         )));
     }
     let mut client = state.db.client().await?;
-    let reply = assistant::reply(&mut client, &auth.workspace_id, message).await?;
+    let reply = assistant::reply(
+        &mut client,
+        &auth.workspace_id,
+        &state.config.currency,
+        message,
+    )
+    .await?;
     client
         .execute(
             INSERT_EXCHANGE_SQL,

@@ -1,6 +1,7 @@
 //! Login and logout. A sign-in attempt goes through, in order: the form; the throttle (per
 //! account and per client address: 429 with `Retry-After`, no database work, no hash); a
-//! hashing permit (none free: 429 at once); the user's row, read on a connection that goes
+//! hashing permit (none free: 429 at once, except that a browser with a device cookie has a
+//! permit reserved for it and may wait for it briefly); the user's row, read on a connection that goes
 //! back to the pool before the hash; the hash, off the async runtime; then the session.
 
 use std::net::SocketAddr;
@@ -89,7 +90,12 @@ pub async fn submit(
             retry_after: refusal.retry_after,
         });
     }
-    let Some(permit) = state.hasher.try_reserve() else {
+    let permit = if trusted_device {
+        state.hasher.reserve_trusted().await
+    } else {
+        state.hasher.try_reserve()
+    };
+    let Some(permit) = permit else {
         return Err(AppError::TooManyRequests {
             message: "Data Hub is busy signing people in. Try again in a second.".into(),
             retry_after: Duration::from_secs(1),
@@ -159,8 +165,9 @@ pub async fn submit(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .failure(&account, &client, Instant::now());
-            if starts_burst {
-                // One line per burst; the minute sweep logs a summary when it ends.
+            if starts_burst && state.db.repeats.admit("sign-in failures started", 401) {
+                // One line per burst (a spray of fresh emails is sampled); the minute sweep
+                // logs a summary when it ends.
                 tracing::warn!(%account, %client, "sign-in failures started");
             }
             refuse(&state, &email, "Wrong email or password.")

@@ -11,7 +11,7 @@ use crate::error::AppResult;
 use crate::providers::PROVIDERS;
 use crate::session::Auth;
 use crate::AppState;
-use datahub_core::format::{money, thousands};
+use datahub_core::format::{money_in, thousands};
 
 /// Headline metrics of the 30 days ending at the workspace's latest metric.
 const CARD_METRICS_SQL: &str = r#"
@@ -44,10 +44,10 @@ struct Card {
     name: &'static str,
     connected: bool,
     account: Option<String>,
-    impressions: String,
-    clicks: String,
-    spend: String,
-    conversions: String,
+    impressions: Option<String>,
+    clicks: Option<String>,
+    spend: Option<String>,
+    conversions: Option<String>,
     has_metrics: bool,
 }
 
@@ -85,10 +85,11 @@ pub async fn show(State(state): State<AppState>, auth: Auth) -> AppResult<Respon
                 name: p.name,
                 connected: connection.map(|c| c.get::<_, bool>(1)).unwrap_or(false),
                 account: connection.and_then(|c| c.get(2)),
-                impressions: thousands(metric.map(|m| m.get(1)).unwrap_or(0)),
-                clicks: thousands(metric.map(|m| m.get(2)).unwrap_or(0)),
-                spend: money(metric.map(|m| m.get::<_, f64>(3)).unwrap_or(0.0)),
-                conversions: thousands(metric.map(|m| m.get(4)).unwrap_or(0)),
+                // No row is no data, shown as such; a row's zero is a zero.
+                impressions: metric.map(|m| thousands(m.get(1))),
+                clicks: metric.map(|m| thousands(m.get(2))),
+                spend: metric.map(|m| money_in(&state.config.currency, m.get::<_, f64>(3))),
+                conversions: metric.map(|m| thousands(m.get(4))),
                 has_metrics: metric.is_some(),
             }
         })
@@ -111,7 +112,7 @@ pub async fn show(State(state): State<AppState>, auth: Auth) -> AppResult<Respon
             context! {
                 auth => context! { user => auth.user_label, workspace => auth.workspace_name,
                                    workspace_id => auth.workspace_id, csrf => auth.csrf_token },
-                memberships, cards, messages, until,
+                memberships, cards, messages, until, currency => state.config.currency,
             },
         )?
         .into_response())

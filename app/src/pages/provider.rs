@@ -11,6 +11,7 @@ use crate::error::{AppError, AppResult};
 use crate::providers::{self, Provider};
 use crate::session::Auth;
 use crate::AppState;
+use datahub_core::format::{money_in, thousands};
 
 /// Spend and clicks per day, the 30 days ending at this provider's latest metric.
 const DAILY_SQL: &str = r#"
@@ -34,7 +35,18 @@ struct InsightView {
     title: String,
     body: String,
     severity: String,
+    /// What the severity asks of the reader, in words.
+    meaning: &'static str,
     date: String,
+}
+
+/// What each severity asks of a marketer reading it.
+pub fn severity_meaning(severity: &str) -> &'static str {
+    match severity {
+        "critical" => "Act now",
+        "warning" => "Worth a look",
+        _ => "For your information",
+    }
 }
 
 fn known(slug: &str) -> AppResult<Provider> {
@@ -56,11 +68,7 @@ pub async fn show(
         .query(DAILY_SQL, &[&auth.workspace_id, &provider.slug])
         .await?
         .iter()
-        .map(|r| DailyPoint {
-            date: r.get(0),
-            spend: r.get(1),
-            clicks: r.get(2),
-        })
+        .map(|r| DailyPoint::new(r.get(0), r.get(1), r.get(2)))
         .collect();
     let insights: Vec<InsightView> = client
         .query(INSIGHTS_SQL, &[&auth.workspace_id, &provider.slug])
@@ -69,6 +77,7 @@ pub async fn show(
         .map(|r| InsightView {
             title: r.get(0),
             body: r.get(1),
+            meaning: severity_meaning(&r.get::<_, String>(2)),
             severity: r.get(2),
             date: r.get(3),
         })
@@ -78,7 +87,7 @@ pub async fn show(
         .await?;
     let connected: bool = connection.get(0);
     let account: Option<String> = connection.get(1);
-    let total_spend: f64 = points.iter().map(|p| p.spend).sum();
+    let total_spend: f64 = points.iter().filter_map(|p| p.spend).sum();
     let total_clicks: i64 = points.iter().map(|p| p.clicks).sum();
     Ok(state
         .views
@@ -87,8 +96,10 @@ pub async fn show(
             context! {
                 auth => context! { user => auth.user_label, workspace => auth.workspace_name, csrf => auth.csrf_token },
                 provider => context! { slug => provider.slug, name => provider.name },
-                chart => chart::build(&points), insights, connected, account,
-                total_spend => format!("{total_spend:.2}"), total_clicks, days => points.len(),
+                chart => chart::build(&points, &state.config.currency), insights, connected, account,
+                total_spend => money_in(&state.config.currency, total_spend),
+                total_clicks => thousands(total_clicks), days => points.len(),
+                unrecorded => points.iter().filter(|p| p.spend.is_none()).count(),
             },
         )?
         .into_response())
