@@ -16,7 +16,7 @@ use crate::support::{
 const LOCK_METRICS: &str = r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#;
 
 /// App backends waiting for a lock.
-const WAITING: &str = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'datahub-app' AND wait_event_type = 'Lock'";
+const WAITING: &str = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'datahub-app%' AND wait_event_type = 'Lock'";
 
 fn limits(deadline: u64, statement_timeout: u64) -> DbLimits {
     DbLimits {
@@ -114,7 +114,7 @@ fn a_connection_terminated_under_a_read_is_replaced_and_the_read_retried() {
         wait_for_count(&mut watcher, WAITING, 1);
         let terminated = count(
             &mut watcher,
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'datahub-app' AND wait_event_type = 'Lock'",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE 'datahub-app%' AND wait_event_type = 'Lock'",
         );
         assert_eq!(terminated, 1);
         // The retry waits on the same lock, on a new connection.
@@ -130,12 +130,12 @@ fn a_connection_terminated_under_a_read_is_replaced_and_the_read_retried() {
     let mut admin = db.client();
     let terminated = count(
         &mut admin,
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'datahub-app'",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE 'datahub-app%'",
     );
     assert!(terminated >= 1);
     wait_for_count(
         &mut admin,
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'datahub-app'",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'datahub-app%'",
         0,
     );
     for path in ["/data", "/data/google-ads", "/healthz", "/data"] {

@@ -93,9 +93,11 @@ fn one_address_holding_idle_connections_keeps_only_its_share() {
     let app = start_with(&db, app::Config::default(), limits(16, 4, 64));
     let hog: IpAddr = "127.0.0.2".parse().unwrap();
     let mut held: Vec<TcpStream> = (0..20).map(|_| connect_from(&app, "127.0.0.2")).collect();
+    // Every one of the 20 was taken in and dealt with: 16 closed or refused, by its share or,
+    // when the accept loop found the server full first, as the idlest.
     let admitted = || {
         let evictions = app.state.connections.evictions();
-        evictions.closed_for_share + evictions.refused_for_share >= 16
+        evictions.closed_for_share + evictions.refused_for_share + evictions.closed_when_full >= 16
     };
     if !(0..20_000).any(|_| {
         admitted() || {
@@ -109,11 +111,13 @@ fn one_address_holding_idle_connections_keeps_only_its_share() {
             app.state.connections.open(hog)
         );
     }
+    // By its share, or as the idlest when an eviction's close was still in flight and the
+    // server counted itself full: either way the hog's oldest 16 are closed.
+    let evictions = app.state.connections.evictions();
     assert_eq!(
-        app.state.connections.evictions().closed_for_share,
+        evictions.closed_for_share + evictions.closed_when_full,
         16,
-        "{:?}",
-        app.state.connections.evictions()
+        "{evictions:?}"
     );
     assert_eq!(app.state.connections.open(hog).1, 4);
     // The oldest went first, the newest four are still open.

@@ -497,8 +497,8 @@ fn backfill_json_reports_rows_per_table() {
     let output = run_xtask(&["backfill", "--json"], Some(db.url()));
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(doc["dryRun"], false);
-    assert_eq!(doc["stoppedEarly"], false);
+    assert_eq!(doc["dry_run"], false);
+    assert_eq!(doc["stopped_early"], false);
     // No standby streams from the tests' server: the backfill waits for none.
     assert_eq!(doc["replica"], serde_json::Value::Null);
     assert_eq!(doc["rows"], nulls);

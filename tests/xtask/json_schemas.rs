@@ -13,7 +13,15 @@ use crate::support::insert_pre_tenancy_user;
 
 /// The reports that have a schema; every file in `schemas/` is one of them. `migrate_plan` is
 /// checked in `migrate_lint.rs` (plan and lint share it), `smoke` in `smoke.rs`.
-const REPORTS: [&str; 5] = ["migrate_status", "check", "verify", "migrate_plan", "smoke"];
+const REPORTS: [&str; 7] = [
+    "migrate_status",
+    "check",
+    "verify",
+    "migrate_plan",
+    "smoke",
+    "backfill",
+    "runbook",
+];
 
 fn schema(report: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -128,4 +136,43 @@ fn verify_before_and_after_the_expand() {
         expanded["foreign_keys"]["rows"].as_array().unwrap().len(),
         4
     );
+}
+
+#[test]
+fn backfill_dry_run_and_run() {
+    let db = TestDb::migrated_to(INIT);
+    insert_pre_tenancy_user(&mut db.client(), "user_1");
+    db.deploy_to(EXPAND);
+    let dry = conforming(&db, "backfill", &["backfill", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["tables"][0]["rows"], 1);
+    let run = conforming(&db, "backfill", &["backfill"]);
+    assert_eq!(run["release"], "workspace-tenancy");
+    assert_eq!(run["rows"], 1);
+    assert_eq!(run["replica"], Value::Null);
+}
+
+#[test]
+fn runbook_reports_of_status_recover_and_rollback() {
+    let db = TestDb::migrated_to(INIT);
+    insert_pre_tenancy_user(&mut db.client(), "user_1");
+    db.deploy_to(EXPAND);
+    // The incident, as Prisma deploys it: the contract fails on the NULL.
+    let incident = run_xtask(&["migrate", "deploy", "--skip-row-check"], Some(db.url()));
+    assert_eq!(incident.status.code(), Some(1));
+    let status = conforming(&db, "runbook", &["status"]);
+    assert_eq!(status["command"], "status");
+    assert_eq!(status["ok"], false);
+    let plan = conforming(&db, "runbook", &["recover", "--dry-run"]);
+    assert!(plan["findings"].as_array().unwrap().len() > 1);
+    assert!(plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["result"] == "planned"));
+    let recovered = conforming(&db, "runbook", &["recover"]);
+    assert_eq!(recovered["ok"], true, "{recovered}");
+    let preview = conforming(&db, "runbook", &["rollback"]);
+    assert_eq!(preview["command"], "rollback (preview)");
+    assert_eq!(preview["steps"][0]["result"], "planned");
 }

@@ -158,8 +158,8 @@ fn a_standby_that_stops_replaying_holds_the_backfill_until_the_time_limit_ends_i
     );
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(doc["stoppedEarly"], true, "{doc}");
-    assert_eq!(doc["replica"]["maxReplicaLagMs"], 0, "{doc}");
+    assert_eq!(doc["stopped_early"], true, "{doc}");
+    assert_eq!(doc["replica"]["max_replica_lag_ms"], 0, "{doc}");
     assert_eq!(
         doc["replica"]["standbys"],
         serde_json::json!([cluster.standby_name()])
@@ -180,8 +180,8 @@ fn a_standby_that_stops_replaying_holds_the_backfill_until_the_time_limit_ends_i
     let output = run_xtask(&["backfill", "--json"], Some(db.url()));
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(doc["stoppedEarly"], false, "{doc}");
-    assert_eq!(doc["replica"]["maxReplicaLagMs"], 1000, "{doc}");
+    assert_eq!(doc["stopped_early"], false, "{doc}");
+    assert_eq!(doc["replica"]["max_replica_lag_ms"], 1000, "{doc}");
     assert_eq!(doc["rows"], left);
     assert_eq!(null_count(&mut primary), 0);
 }

@@ -733,31 +733,35 @@ impl Report for BackfillReport {
     }
 
     fn to_json(&self) -> serde_json::Value {
-        json!({
-            "dryRun": self.dry_run,
-            "stoppedEarly": self.stopped_early,
-            "release": self.release,
-            "prepared": self.prepared,
-            "preparedLabel": self.prepared_label,
-            "replica": self.replica.as_ref().map(|r| json!({
-                "maxReplicaLagMs": r.limit.as_millis() as u64,
-                "standbys": r.standbys,
-                "pauses": r.waits,
-                "pausedSeconds": r.waited.as_secs_f64(),
-            })),
-            "rows": self.total_rows(),
-            "seconds": self.duration.as_secs_f64(),
-            "tables": self.tables.iter().map(|t| json!({
-                "table": t.table,
-                "column": t.column,
-                "unfilled": t.unfilled,
-                "rows": t.rows,
-                "batches": t.batches,
-                "seconds": t.duration.as_secs_f64(),
-                "held": t.held,
-            })).collect::<Vec<_>>(),
-            "held": self.held(),
-        })
+        crate::report::document(
+            "backfill",
+            json!({
+                "dry_run": self.dry_run,
+                "stopped_early": self.stopped_early,
+                "release": self.release,
+                "prepared": self.prepared,
+                "prepared_label": self.prepared_label,
+                "replica": self.replica.as_ref().map(|r| json!({
+                    "max_replica_lag_ms": r.limit.as_millis() as u64,
+                    "standbys": r.standbys,
+                    "pauses": r.waits,
+                    "paused_seconds": r.waited.as_secs_f64(),
+                })),
+                "rows": self.total_rows(),
+                "seconds": self.duration.as_secs_f64(),
+                "tables": self.tables.iter().map(|t| json!({
+                    "table": t.table,
+                    "column": t.column,
+                    "unfilled": t.unfilled,
+                    "rows": t.rows,
+                    "batches": t.batches,
+                    "seconds": t.duration.as_secs_f64(),
+                    "held": t.held,
+                })).collect::<Vec<_>>(),
+                "held": self.held(),
+                "unfilled": self.unfilled(),
+            }),
+        )
     }
 
     /// A backfill that ran is done, even when the time limit stopped it early (it says so);

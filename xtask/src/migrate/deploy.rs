@@ -132,7 +132,7 @@ impl Report for DeployReport {
             "applied": self.applied.iter().map(|a| json!({
                 "name": a.name,
                 "seconds": a.duration.as_secs_f64(),
-                "lockTimeouts": a.lock_timeouts,
+                "lock_timeouts": a.lock_timeouts,
             })).collect::<Vec<_>>(),
         })
     }

@@ -92,7 +92,13 @@ pub struct RecoverReport {
 
 impl Report for RecoverReport {
     fn render_with(&self, style: Style) -> String {
-        let mut out = String::from("Found:\n");
+        // A real run has printed its steps as it went: what it found comes first in the
+        // report, named as the state before, and the conclusion (the state now) last.
+        let mut out = String::from(if self.report.command == "recover" {
+            "Found before recovering:\n"
+        } else {
+            "Found:\n"
+        });
         for finding in &self.findings {
             out.push_str(&format!("- {finding}\n"));
         }

@@ -31,7 +31,7 @@ use crate::report;
 pub(crate) const SUMMARY: &str = "the Emergency Rollback of the release contracted last";
 
 pub(crate) const HELP: &str = "\
-cargo xtask rollback [--release NAME] [--yes] [--lock-wait SECONDS] [--lock-timeout SECONDS]
+cargo xtask rollback [--release NAME] [--yes] [--json] [--lock-wait SECONDS] [--lock-timeout SECONDS]
 The release checklist's Emergency Rollback of the release contracted last (or --release NAME):
 the columns its contract made NOT NULL become nullable again and the contract migration is
 marked rolled back, in one transaction; `cargo xtask release` brings NOT NULL back. It refuses
@@ -47,6 +47,7 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
         return Ok(Outcome::Ready);
     }
     let yes = args.contains("--yes");
+    let json = args.contains("--json");
     let release: Option<String> = args
         .opt_value_from_str("--release")
         .map_err(cli::parse_error)?;
@@ -56,7 +57,7 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let migrations = globals.migrations()?;
     let mut client = globals.url()?.connect()?;
     let report = rollback_release(&mut client, &migrations, release.as_deref(), yes, &deploy)?;
-    report::emit(&report, false)
+    report::emit(&report, json)
 }
 
 /// Rolls back the release contracted last.

@@ -219,19 +219,22 @@ impl Report for RunbookReport {
     }
 
     fn to_json(&self) -> serde_json::Value {
-        json!({
-            "command": self.command,
-            "ok": self.ok,
-            "seconds": self.duration.as_secs_f64(),
-            "steps": self.steps.iter().map(|s| json!({
-                "step": s.name,
-                "result": s.result.key(),
-                "rows": s.rows,
-                "seconds": s.duration.as_secs_f64(),
-                "detail": s.detail,
-            })).collect::<Vec<_>>(),
-            "conclusion": self.conclusion,
-        })
+        crate::report::document(
+            "runbook",
+            json!({
+                "command": self.command,
+                "ok": self.ok,
+                "seconds": self.duration.as_secs_f64(),
+                "steps": self.steps.iter().map(|s| json!({
+                    "step": s.name,
+                    "result": s.result.key(),
+                    "rows": s.rows,
+                    "seconds": s.duration.as_secs_f64(),
+                    "detail": s.detail,
+                })).collect::<Vec<_>>(),
+                "conclusion": self.conclusion,
+            }),
+        )
     }
 
     fn ok(&self) -> bool {
