@@ -13,7 +13,7 @@ use crate::support::insert_pre_tenancy_user;
 
 /// The reports that have a schema; every file in `schemas/` is one of them. `migrate_plan` is
 /// checked in `migrate_lint.rs` (plan and lint share it), `smoke` in `smoke.rs`.
-const REPORTS: [&str; 7] = [
+const REPORTS: [&str; 8] = [
     "migrate_status",
     "check",
     "verify",
@@ -21,6 +21,7 @@ const REPORTS: [&str; 7] = [
     "smoke",
     "backfill",
     "runbook",
+    "migrate_drift",
 ];
 
 fn schema(report: &str) -> Value {
@@ -175,4 +176,27 @@ fn runbook_reports_of_status_recover_and_rollback() {
     let preview = conforming(&db, "runbook", &["rollback"]);
     assert_eq!(preview["command"], "rollback (preview)");
     assert_eq!(preview["steps"][0]["result"], "planned");
+}
+
+#[test]
+fn migrate_drift_without_and_with_a_hand_change() {
+    let db = TestDb::migrated_to(EXPAND);
+    let shadow = datahub_tests::harness::server_url();
+    let clean = conforming(
+        &db,
+        "migrate_drift",
+        &["migrate", "drift", "--shadow-url", &shadow],
+    );
+    assert_eq!(clean["drift"], 0, "{clean}");
+    db.client()
+        .batch_execute(r#"ALTER TABLE "Insight" ADD COLUMN "byHand" TEXT"#)
+        .unwrap();
+    let drifted = conforming(
+        &db,
+        "migrate_drift",
+        &["migrate", "drift", "--shadow-url", &shadow],
+    );
+    assert_eq!(drifted["drift"], 1, "{drifted}");
+    assert_eq!(drifted["differences"][0]["kind"], "column");
+    assert_eq!(drifted["differences"][0]["migrations"], Value::Null);
 }

@@ -299,16 +299,20 @@ impl Report for DriftReport {
     }
 
     fn to_json(&self) -> serde_json::Value {
-        json!({
-            "database": self.database,
-            "replayed": self.replayed,
-            "notes": self.notes,
-            "differences": self.differences.iter().map(|d| json!({
-                "kind": d.kind.label(), "table": d.table, "name": d.name,
-                "migrations": d.migrations, "database": d.database, "inspect": d.inspect_sql(),
-                "drift": !d.validated_since,
-            })).collect::<Vec<_>>(),
-        })
+        crate::report::document(
+            "migrate_drift",
+            json!({
+                "database": self.database,
+                "replayed": self.replayed,
+                "notes": self.notes,
+                "drift": self.drifted().count(),
+                "differences": self.differences.iter().map(|d| json!({
+                    "kind": d.kind.label(), "table": d.table, "name": d.name,
+                    "migrations": d.migrations, "database": d.database, "inspect": d.inspect_sql(),
+                    "drift": !d.validated_since,
+                })).collect::<Vec<_>>(),
+            }),
+        )
     }
 
     fn ok(&self) -> bool {
