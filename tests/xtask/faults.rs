@@ -229,7 +229,7 @@ fn args(command: Command) -> Vec<&'static str> {
 }
 
 /// A session of the app that holds a lock until it is dropped (or released).
-struct Blocker {
+pub(crate) struct Blocker {
     client: Option<Client>,
 }
 
@@ -239,7 +239,11 @@ impl Blocker {
     }
 
     fn holding(db: &Database, sql: &str) -> Blocker {
-        let mut client = db.client();
+        Blocker::holding_in(db.client(), sql)
+    }
+
+    /// `sql` run in a transaction of `client` that stays open.
+    pub(crate) fn holding_in(mut client: Client, sql: &str) -> Blocker {
         client.batch_execute("BEGIN").unwrap();
         client.batch_execute(sql).unwrap();
         Blocker {
@@ -248,7 +252,7 @@ impl Blocker {
     }
 
     /// Commits, unless the server restart already ended the session.
-    fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if let Some(mut client) = self.client.take() {
             let _ = client.batch_execute("COMMIT");
         }
@@ -275,46 +279,52 @@ fn blocker_for(db: &Database, at: At) -> Blocker {
 
 /// Waits (at most a minute, then fails) until the command is where the case strikes.
 fn wait_until_parked(observer: &mut Client, running: &mut Running, at: At) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let parked = match at {
-            At::InExpand | At::InRollback => waits_for_lock_on(observer, "MetricDaily"),
-            At::InContract => waits_for_lock_on(observer, "Connection"),
-            At::InIndexBuild => index_build_waits(observer),
-            At::InHeldRows => {
-                let left: i64 = observer
-                    .query_one(
-                        r#"SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NULL"#,
-                        &[],
-                    )
-                    .unwrap()
-                    .get(0);
-                left == 1
-                    && running
-                        .stderr()
-                        .iter()
-                        .any(|l| l.contains("held by other transactions"))
-            }
-            At::AfterStep(step) => running.stderr().iter().any(|line| {
-                line.starts_with(&format!("✅ done {step}"))
-                    || line.starts_with(&format!("⏭️ skipped {step}"))
-            }),
-            At::InSmoke => running
-                .stderr()
-                .iter()
-                .any(|line| line.starts_with("✅ sign in")),
-        };
-        if parked {
-            return;
+    wait_until(running, &format!("{at:?}"), |running| match at {
+        At::InExpand | At::InRollback => waits_for_lock_on(observer, "MetricDaily"),
+        At::InContract => waits_for_lock_on(observer, "Connection"),
+        At::InIndexBuild => index_build_waits(observer),
+        At::InHeldRows => {
+            let left: i64 = observer
+                .query_one(
+                    r#"SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NULL"#,
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            left == 1
+                && running
+                    .stderr()
+                    .iter()
+                    .any(|l| l.contains("held by other transactions"))
         }
+        At::AfterStep(step) => running.stderr().iter().any(|line| {
+            line.starts_with(&format!("✅ done {step}"))
+                || line.starts_with(&format!("⏭️ skipped {step}"))
+        }),
+        At::InSmoke => running
+            .stderr()
+            .iter()
+            .any(|line| line.starts_with("✅ sign in")),
+    });
+}
+
+/// Waits (at most a minute, then fails) until `parked` sees the command where a fault strikes
+/// (`place` names it in the failure); fails at once if the command ends before.
+pub(crate) fn wait_until(
+    running: &mut Running,
+    place: &str,
+    mut parked: impl FnMut(&Running) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !parked(running) {
         assert!(
             running.is_running(),
-            "the command ended before the fault ({at:?}); its stderr:\n{}",
+            "the command ended before the fault ({place}); its stderr:\n{}",
             running.stderr().join("\n")
         );
         assert!(
             Instant::now() < deadline,
-            "the command never reached {at:?}; its stderr:\n{}",
+            "the command never reached {place}; its stderr:\n{}",
             running.stderr().join("\n")
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -361,7 +371,7 @@ fn terminate_xtask_backends(observer: &mut Client) -> i64 {
         .get(0)
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on a child process this test started and still owns.
     let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
     assert_eq!(sent, 0, "kill -{signal} {pid}");
