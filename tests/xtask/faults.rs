@@ -360,7 +360,7 @@ fn index_build_waits(observer: &mut Client) -> bool {
         .get(0)
 }
 
-fn terminate_xtask_backends(observer: &mut Client) -> i64 {
+pub(crate) fn terminate_xtask_backends(observer: &mut Client) -> i64 {
     observer
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -379,19 +379,33 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) {
 
 /// The old app version, inserting rows without `workspaceId` every few milliseconds on its own
 /// connection (reconnecting after a restart) until stopped.
-struct OldApp {
+pub(crate) struct OldApp {
     stop: Arc<AtomicBool>,
     inserted: Arc<Mutex<Vec<String>>>,
+    failed: Arc<Mutex<Vec<String>>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
+/// One write of an old app: the row `id`, the `n`th it writes.
+pub(crate) type OldAppWrite = fn(&mut Client, &str, u64) -> Result<(), postgres::Error>;
+
 impl OldApp {
     fn start(url: &str) -> OldApp {
+        OldApp::start_with(url, "oldapp", insert_as_the_old_app)
+    }
+
+    /// An old app that writes with `write`, its rows' ids `{prefix}_{n}`.
+    pub(crate) fn start_with(url: &str, prefix: &'static str, write: OldAppWrite) -> OldApp {
         let stop = Arc::new(AtomicBool::new(false));
         let inserted = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new(Vec::new()));
         let next = Arc::new(AtomicU64::new(0));
-        let (url, thread_stop, thread_inserted) =
-            (url.to_string(), Arc::clone(&stop), Arc::clone(&inserted));
+        let (url, thread_stop, thread_inserted, thread_failed) = (
+            url.to_string(),
+            Arc::clone(&stop),
+            Arc::clone(&inserted),
+            Arc::clone(&failed),
+        );
         let handle = std::thread::spawn(move || {
             let mut client: Option<Client> = None;
             while !thread_stop.load(Ordering::SeqCst) {
@@ -407,9 +421,10 @@ impl OldApp {
                 }
                 if let Some(client) = client.as_mut() {
                     let n = next.fetch_add(1, Ordering::SeqCst);
-                    let id = format!("oldapp_{n}");
-                    if insert_as_the_old_app(client, &id, n).is_ok() {
-                        thread_inserted.lock().unwrap().push(id);
+                    let id = format!("{prefix}_{n}");
+                    match write(client, &id, n) {
+                        Ok(()) => thread_inserted.lock().unwrap().push(id),
+                        Err(error) => thread_failed.lock().unwrap().push(format!("{error:?}")),
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -418,17 +433,30 @@ impl OldApp {
         OldApp {
             stop,
             inserted,
+            failed,
             handle: Some(handle),
         }
     }
 
+    /// How many rows it has seen committed so far.
+    pub(crate) fn written(&self) -> usize {
+        self.inserted.lock().unwrap().len()
+    }
+
     /// Stops the writer; the ids of the rows it saw committed.
-    fn stop(mut self) -> Vec<String> {
+    fn stop(self) -> Vec<String> {
+        self.stop_with_failures().0
+    }
+
+    /// Stops the writer; the ids of the rows it saw committed, and the errors of the writes
+    /// that failed (a fault that ends its session or the server fails some).
+    pub(crate) fn stop_with_failures(mut self) -> (Vec<String>, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(handle) = self.handle.take() {
             handle.join().unwrap();
         }
-        self.inserted.lock().unwrap().clone()
+        let failed = self.failed.lock().unwrap().clone();
+        (self.inserted.lock().unwrap().clone(), failed)
     }
 }
 

@@ -1,15 +1,17 @@
 //! The fault matrix on the third release (`next_release/`: `MetricDaily.connectionId` filled
 //! from `Connection`), run by the binary on a migrations folder that holds it beside the
 //! repository's: `release` killed inside that release's backfill and inside its contract,
-//! `rollback --yes` killed inside its DROP NOT NULL. After each fault, `recover` (or the
+//! `recover` killed inside that contract after the incident (the contract deployed over the
+//! NULLs), `rollback --yes` killed inside its DROP NOT NULL. After each fault, `recover` (or the
 //! rollback again) converges: `migrate status` up to date, `check` green for both releases,
-//! every metric row filed under the connection the rule names, nothing recorded failed, and
-//! real Prisma's `migrate status` agrees.
+//! every metric row filed under the connection the rule names (the rows the previous app
+//! writes all along without `connectionId` too, none of its writes failing), nothing recorded
+//! failed, and real Prisma's `migrate status` agrees.
 //!
 //! Deterministic as `faults`: the command is parked by a lock another session holds and the
 //! fault is injected once the database shows it waiting there, never after a sleep.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datahub_tests::harness::{client_for, run_xtask, text, Running, TestDb};
 use datahub_tests::prisma::prisma;
@@ -20,7 +22,7 @@ use xtask::migrations::Migration;
 use xtask::report::Report;
 use xtask::tenancy::INIT;
 
-use crate::faults::{signal, wait_until, Blocker};
+use crate::faults::{signal, terminate_xtask_backends, wait_until, Blocker, OldApp};
 use crate::next_release::{connection_column, failed_rows, folder, misfiled, CONTRACT, EXPAND};
 use crate::support::{seed_small, tenancy, workspace_columns, ALL_BACKFILLED};
 
@@ -130,14 +132,45 @@ impl Third {
     }
 }
 
+/// The app deployed before the third release: it writes metric rows with their workspace and
+/// without `connectionId`, which the expand's trigger fills.
+fn insert_as_the_previous_app(
+    client: &mut Client,
+    id: &str,
+    n: u64,
+) -> Result<(), postgres::Error> {
+    let day = n as i32;
+    client.execute(
+        r#"INSERT INTO "MetricDaily" ("id", "userId", "workspaceId", "provider", "date", "impressions", "clicks")
+           SELECT $1, m."userId", m."workspaceId", m."provider", date '2030-01-01' + $2::int, 100, 10
+           FROM "MetricDaily" m WHERE m."id" NOT LIKE 'prevapp\_%' ORDER BY m."id" LIMIT 1"#,
+        &[&id, &day],
+    )?;
+    Ok(())
+}
+
+/// The previous app, started and seen to have written a row.
+fn previous_app(third: &Third) -> OldApp {
+    let app = OldApp::start_with(third.db.url(), "prevapp", insert_as_the_previous_app);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.written() == 0 {
+        if Instant::now() >= deadline {
+            let (_, failed) = app.stop_with_failures();
+            panic!("the previous app never wrote a row: {:?}", failed.last());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    app
+}
+
 /// Every column but the two releases' of the rows that existed before the case (the
-/// connections the sweep creates are not in it).
+/// connections the sweep creates and the previous app's rows are not in it).
 fn digest(client: &mut Client) -> String {
     client
         .query_one(
             r#"SELECT md5(string_agg(d, '|' ORDER BY d)) FROM (
                  SELECT 'C' || (to_jsonb(t) - 'workspaceId')::text AS d FROM "Connection" t WHERE t."id" NOT LIKE 'conn\_%'
-                 UNION ALL SELECT 'M' || (to_jsonb(t) - 'workspaceId' - 'connectionId')::text FROM "MetricDaily" t
+                 UNION ALL SELECT 'M' || (to_jsonb(t) - 'workspaceId' - 'connectionId')::text FROM "MetricDaily" t WHERE t."id" NOT LIKE 'prevapp\_%'
                  UNION ALL SELECT 'I' || (to_jsonb(t) - 'workspaceId')::text FROM "Insight" t
                  UNION ALL SELECT 'H' || (to_jsonb(t) - 'workspaceId')::text FROM "ChatMessage" t
                  UNION ALL SELECT 'U' || to_jsonb(t)::text FROM "User" t
@@ -167,9 +200,27 @@ fn waits_on_metric_daily_in(observer: &mut Client, statement: &str) -> bool {
 }
 
 /// The state every case must end in: both releases done, as xtask, the catalog and Prisma see
-/// it, and the data as it was.
-fn assert_converged(third: &Third, before: &str) {
+/// it, the data as it was, and every row the previous app wrote kept (and filed by the rule).
+fn assert_converged(third: &Third, before: &str, previous_app: OldApp) {
+    let (written, failed) = previous_app.stop_with_failures();
+    assert_eq!(
+        failed,
+        Vec::<String>::new(),
+        "the previous app's writes failed"
+    );
     let mut client = third.client();
+    let kept: i64 = client
+        .query_one(
+            r#"SELECT count(*) FROM "MetricDaily" WHERE "id" = ANY($1)"#,
+            &[&written],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept,
+        written.len() as i64,
+        "rows the previous app wrote are gone"
+    );
     let status = third.succeeds(&["migrate", "status"]);
     assert!(
         status.contains("Database schema is up to date!"),
@@ -211,9 +262,36 @@ fn assert_converged(third: &Third, before: &str) {
 
 #[test]
 fn release_sigkill_in_the_third_releases_backfill_then_recover() {
+    release_stopped_in_the_backfill(
+        |running, _| running.kill(),
+        |code, stderr| {
+            assert_eq!(code, None, "killed by a signal: {stderr}");
+        },
+    );
+}
+
+#[test]
+fn release_terminated_in_the_third_releases_backfill_then_recover() {
+    release_stopped_in_the_backfill(
+        |_, observer| assert!(terminate_xtask_backends(observer) > 0),
+        |code, stderr| {
+            // The connection lost: a clear error, never a panic.
+            assert!(matches!(code, Some(1) | Some(2)), "{code:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        },
+    );
+}
+
+/// `release` parked on a `MetricDaily` row another session holds FOR UPDATE, inside the third
+/// release's backfill, stopped by `fault`; `outcome` judges its exit; then `recover`.
+fn release_stopped_in_the_backfill(
+    fault: impl FnOnce(&mut Running, &mut Client),
+    outcome: impl FnOnce(Option<i32>, &str),
+) {
     let third = Third::at(Stage::Expanded);
     let mut observer = third.client();
     let before = digest(&mut observer);
+    let app = previous_app(&third);
     let mut blocker = Blocker::holding_in(
         third.client(),
         r#"SELECT 1 FROM "MetricDaily" WHERE "id" = (SELECT min("id") FROM "MetricDaily") FOR UPDATE"#,
@@ -234,13 +312,42 @@ fn release_sigkill_in_the_third_releases_backfill_then_recover() {
                 .iter()
                 .any(|l| l.contains("MetricDaily: 1 row(s) held by other transactions"))
     });
+    fault(&mut running, &mut observer);
+    let (code, _, stderr) = running.wait(Duration::from_secs(30));
+    outcome(code, &stderr);
+    blocker.release();
+
+    third.succeeds(&["recover"]);
+    assert_converged(&third, &before, app);
+}
+
+/// The incident on the third release: its contract deployed as Prisma deploys it, over the
+/// NULLs, fails and is recorded failed. `recover` backfills and re-deploys it, and is killed
+/// inside the contract's SET NOT NULL; `recover` again converges.
+#[test]
+fn recover_sigkill_in_the_third_releases_contract_then_recover_again() {
+    let third = Third::at(Stage::Expanded);
+    let mut observer = third.client();
+    let before = digest(&mut observer);
+    let deploy = run_xtask(
+        &third.args(&["migrate", "deploy", "--skip-row-check"]),
+        Some(third.db.url()),
+    );
+    assert_eq!(deploy.status.code(), Some(1), "{}", text(&deploy.stderr));
+    assert_eq!(failed_rows(&mut observer), [CONTRACT]);
+    let app = previous_app(&third);
+    let mut blocker = Blocker::holding_in(third.client(), r#"SELECT count(*) FROM "MetricDaily""#);
+    let mut running = third.start(&["recover"]);
+    wait_until(&mut running, "the contract's SET NOT NULL", |_| {
+        waits_on_metric_daily_in(&mut observer, "SET NOT NULL")
+    });
     running.kill();
     let (code, _, stderr) = running.wait(Duration::from_secs(30));
     assert_eq!(code, None, "killed by a signal: {stderr}");
     blocker.release();
 
     third.succeeds(&["recover"]);
-    assert_converged(&third, &before);
+    assert_converged(&third, &before, app);
 }
 
 #[test]
@@ -248,6 +355,7 @@ fn release_sigterm_in_the_third_releases_contract_then_recover() {
     let third = Third::at(Stage::Backfilled);
     let mut observer = third.client();
     let before = digest(&mut observer);
+    let app = previous_app(&third);
     // The app reads `MetricDaily` in an open transaction: the contract's SET NOT NULL waits.
     let mut blocker = Blocker::holding_in(third.client(), r#"SELECT count(*) FROM "MetricDaily""#);
     let mut running = third.start(&["release", "--batch-size", "100"]);
@@ -264,7 +372,7 @@ fn release_sigterm_in_the_third_releases_contract_then_recover() {
     blocker.release();
 
     third.succeeds(&["recover"]);
-    assert_converged(&third, &before);
+    assert_converged(&third, &before, app);
 }
 
 #[test]
@@ -272,6 +380,7 @@ fn rollback_sigkill_in_the_third_releases_drop_not_null_then_again() {
     let third = Third::at(Stage::Contracted);
     let mut observer = third.client();
     let before = digest(&mut observer);
+    let app = previous_app(&third);
     assert_eq!(connection_column(&mut observer), Some(false));
     let mut blocker = Blocker::holding_in(third.client(), r#"SELECT count(*) FROM "MetricDaily""#);
     let mut running = third.start(&["rollback", "--yes"]);
@@ -298,5 +407,5 @@ fn rollback_sigkill_in_the_third_releases_drop_not_null_then_again() {
 
     // `recover` brings the contract back.
     third.succeeds(&["recover"]);
-    assert_converged(&third, &before);
+    assert_converged(&third, &before, app);
 }
