@@ -229,7 +229,7 @@ fn args(command: Command) -> Vec<&'static str> {
 }
 
 /// A session of the app that holds a lock until it is dropped (or released).
-struct Blocker {
+pub(crate) struct Blocker {
     client: Option<Client>,
 }
 
@@ -239,7 +239,11 @@ impl Blocker {
     }
 
     fn holding(db: &Database, sql: &str) -> Blocker {
-        let mut client = db.client();
+        Blocker::holding_in(db.client(), sql)
+    }
+
+    /// `sql` run in a transaction of `client` that stays open.
+    pub(crate) fn holding_in(mut client: Client, sql: &str) -> Blocker {
         client.batch_execute("BEGIN").unwrap();
         client.batch_execute(sql).unwrap();
         Blocker {
@@ -248,7 +252,7 @@ impl Blocker {
     }
 
     /// Commits, unless the server restart already ended the session.
-    fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if let Some(mut client) = self.client.take() {
             let _ = client.batch_execute("COMMIT");
         }
@@ -275,46 +279,52 @@ fn blocker_for(db: &Database, at: At) -> Blocker {
 
 /// Waits (at most a minute, then fails) until the command is where the case strikes.
 fn wait_until_parked(observer: &mut Client, running: &mut Running, at: At) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let parked = match at {
-            At::InExpand | At::InRollback => waits_for_lock_on(observer, "MetricDaily"),
-            At::InContract => waits_for_lock_on(observer, "Connection"),
-            At::InIndexBuild => index_build_waits(observer),
-            At::InHeldRows => {
-                let left: i64 = observer
-                    .query_one(
-                        r#"SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NULL"#,
-                        &[],
-                    )
-                    .unwrap()
-                    .get(0);
-                left == 1
-                    && running
-                        .stderr()
-                        .iter()
-                        .any(|l| l.contains("held by other transactions"))
-            }
-            At::AfterStep(step) => running.stderr().iter().any(|line| {
-                line.starts_with(&format!("✅ done {step}"))
-                    || line.starts_with(&format!("⏭️ skipped {step}"))
-            }),
-            At::InSmoke => running
-                .stderr()
-                .iter()
-                .any(|line| line.starts_with("✅ sign in")),
-        };
-        if parked {
-            return;
+    wait_until(running, &format!("{at:?}"), |running| match at {
+        At::InExpand | At::InRollback => waits_for_lock_on(observer, "MetricDaily"),
+        At::InContract => waits_for_lock_on(observer, "Connection"),
+        At::InIndexBuild => index_build_waits(observer),
+        At::InHeldRows => {
+            let left: i64 = observer
+                .query_one(
+                    r#"SELECT count(*) FROM "MetricDaily" WHERE "workspaceId" IS NULL"#,
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            left == 1
+                && running
+                    .stderr()
+                    .iter()
+                    .any(|l| l.contains("held by other transactions"))
         }
+        At::AfterStep(step) => running.stderr().iter().any(|line| {
+            line.starts_with(&format!("✅ done {step}"))
+                || line.starts_with(&format!("⏭️ skipped {step}"))
+        }),
+        At::InSmoke => running
+            .stderr()
+            .iter()
+            .any(|line| line.starts_with("✅ sign in")),
+    });
+}
+
+/// Waits (at most a minute, then fails) until `parked` sees the command where a fault strikes
+/// (`place` names it in the failure); fails at once if the command ends before.
+pub(crate) fn wait_until(
+    running: &mut Running,
+    place: &str,
+    mut parked: impl FnMut(&Running) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !parked(running) {
         assert!(
             running.is_running(),
-            "the command ended before the fault ({at:?}); its stderr:\n{}",
+            "the command ended before the fault ({place}); its stderr:\n{}",
             running.stderr().join("\n")
         );
         assert!(
             Instant::now() < deadline,
-            "the command never reached {at:?}; its stderr:\n{}",
+            "the command never reached {place}; its stderr:\n{}",
             running.stderr().join("\n")
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -350,7 +360,7 @@ fn index_build_waits(observer: &mut Client) -> bool {
         .get(0)
 }
 
-fn terminate_xtask_backends(observer: &mut Client) -> i64 {
+pub(crate) fn terminate_xtask_backends(observer: &mut Client) -> i64 {
     observer
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -361,7 +371,7 @@ fn terminate_xtask_backends(observer: &mut Client) -> i64 {
         .get(0)
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on a child process this test started and still owns.
     let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
     assert_eq!(sent, 0, "kill -{signal} {pid}");
@@ -369,19 +379,33 @@ fn signal(pid: u32, signal: libc::c_int) {
 
 /// The old app version, inserting rows without `workspaceId` every few milliseconds on its own
 /// connection (reconnecting after a restart) until stopped.
-struct OldApp {
+pub(crate) struct OldApp {
     stop: Arc<AtomicBool>,
     inserted: Arc<Mutex<Vec<String>>>,
+    failed: Arc<Mutex<Vec<String>>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
+/// One write of an old app: the row `id`, the `n`th it writes.
+pub(crate) type OldAppWrite = fn(&mut Client, &str, u64) -> Result<(), postgres::Error>;
+
 impl OldApp {
     fn start(url: &str) -> OldApp {
+        OldApp::start_with(url, "oldapp", insert_as_the_old_app)
+    }
+
+    /// An old app that writes with `write`, its rows' ids `{prefix}_{n}`.
+    pub(crate) fn start_with(url: &str, prefix: &'static str, write: OldAppWrite) -> OldApp {
         let stop = Arc::new(AtomicBool::new(false));
         let inserted = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new(Vec::new()));
         let next = Arc::new(AtomicU64::new(0));
-        let (url, thread_stop, thread_inserted) =
-            (url.to_string(), Arc::clone(&stop), Arc::clone(&inserted));
+        let (url, thread_stop, thread_inserted, thread_failed) = (
+            url.to_string(),
+            Arc::clone(&stop),
+            Arc::clone(&inserted),
+            Arc::clone(&failed),
+        );
         let handle = std::thread::spawn(move || {
             let mut client: Option<Client> = None;
             while !thread_stop.load(Ordering::SeqCst) {
@@ -397,9 +421,10 @@ impl OldApp {
                 }
                 if let Some(client) = client.as_mut() {
                     let n = next.fetch_add(1, Ordering::SeqCst);
-                    let id = format!("oldapp_{n}");
-                    if insert_as_the_old_app(client, &id, n).is_ok() {
-                        thread_inserted.lock().unwrap().push(id);
+                    let id = format!("{prefix}_{n}");
+                    match write(client, &id, n) {
+                        Ok(()) => thread_inserted.lock().unwrap().push(id),
+                        Err(error) => thread_failed.lock().unwrap().push(format!("{error:?}")),
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -408,17 +433,30 @@ impl OldApp {
         OldApp {
             stop,
             inserted,
+            failed,
             handle: Some(handle),
         }
     }
 
+    /// How many rows it has seen committed so far.
+    pub(crate) fn written(&self) -> usize {
+        self.inserted.lock().unwrap().len()
+    }
+
     /// Stops the writer; the ids of the rows it saw committed.
-    fn stop(mut self) -> Vec<String> {
+    fn stop(self) -> Vec<String> {
+        self.stop_with_failures().0
+    }
+
+    /// Stops the writer; the ids of the rows it saw committed, and the errors of the writes
+    /// that failed (a fault that ends its session or the server fails some).
+    pub(crate) fn stop_with_failures(mut self) -> (Vec<String>, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(handle) = self.handle.take() {
             handle.join().unwrap();
         }
-        self.inserted.lock().unwrap().clone()
+        let failed = self.failed.lock().unwrap().clone();
+        (self.inserted.lock().unwrap().clone(), failed)
     }
 }
 

@@ -22,6 +22,7 @@ mod migrate_new;
 mod migrate_resolve;
 mod migrate_status;
 mod next_release;
+mod next_release_faults;
 mod old_snapshot;
 mod pooler;
 mod prisma;

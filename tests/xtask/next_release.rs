@@ -19,12 +19,12 @@ use xtask::AppBuild;
 
 use crate::support::{bookkeeping, seed_small, workspace_columns, ALL_BACKFILLED};
 
-const EXPAND: &str = "20260301000000_metric_daily_connection";
-const CONTRACT: &str = "20260301000100_metric_daily_connection_not_null";
+pub(crate) const EXPAND: &str = "20260301000000_metric_daily_connection";
+pub(crate) const CONTRACT: &str = "20260301000100_metric_daily_connection_not_null";
 
 /// The repository's migrations plus the next release's, in a temp folder; without
 /// `release.toml` when `declared` is false.
-fn folder(declared: bool) -> (tempfile::TempDir, Vec<Migration>) {
+pub(crate) fn folder(declared: bool) -> (tempfile::TempDir, Vec<Migration>) {
     let dir = tempfile::tempdir().unwrap();
     copy_of_migrations(dir.path());
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("xtask/next_release");
@@ -54,7 +54,7 @@ fn options() -> ReleaseOptions {
 }
 
 /// `MetricDaily.connectionId`: (exists, nullable).
-fn connection_column(client: &mut Client) -> Option<bool> {
+pub(crate) fn connection_column(client: &mut Client) -> Option<bool> {
     client
         .query_opt(
             r#"SELECT is_nullable::text = 'YES' FROM information_schema.columns
@@ -67,7 +67,7 @@ fn connection_column(client: &mut Client) -> Option<bool> {
 
 /// Metric rows whose connection is not the workspace's connection of the row's user and
 /// provider (the rule broken), or that have none.
-fn misfiled(client: &mut Client) -> i64 {
+pub(crate) fn misfiled(client: &mut Client) -> i64 {
     client
         .query_one(
             r#"SELECT count(*) FROM "MetricDaily" t
@@ -79,7 +79,7 @@ fn misfiled(client: &mut Client) -> i64 {
         .get(0)
 }
 
-fn failed_rows(client: &mut Client) -> Vec<String> {
+pub(crate) fn failed_rows(client: &mut Client) -> Vec<String> {
     bookkeeping(client)
         .into_iter()
         .filter(|r| !r.finished && !r.rolled_back)
