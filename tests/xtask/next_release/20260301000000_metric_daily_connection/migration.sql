@@ -33,9 +33,14 @@ END;
 $$;
 
 -- The previous app writes metric rows without it: a trigger fills it.
+-- Triggers fire in name order, so this one runs before the tenancy release's, which fills
+-- "workspaceId" on rows an app from before tenancy writes: the workspace comes first here too.
 CREATE FUNCTION "datahub_fill_metric_connection_id"() RETURNS TRIGGER
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NEW."workspaceId" IS NULL THEN
+        NEW."workspaceId" := "datahub_home_workspace_id"(NEW."userId");
+    END IF;
     NEW."connectionId" := "datahub_metric_connection_id"(NEW."workspaceId", NEW."userId", NEW."provider");
     RETURN NEW;
 END;
