@@ -93,8 +93,10 @@ pub(crate) fn run(mut args: Arguments, _globals: &Globals) -> Result<Outcome> {
     }
     // Inside `cargo xtask`, CARGO names the cargo that runs us.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("running `cargo test --workspace` (the first build takes a few minutes) ...");
-    let passed = cmd!(sh, "{cargo} test --workspace {rest...}")
+    eprintln!(
+        "running `cargo test --workspace --no-fail-fast` (the first build takes a few minutes) ..."
+    );
+    let passed = cmd!(sh, "{cargo} test --workspace --no-fail-fast {rest...}")
         .quiet()
         .run()
         .is_ok();
