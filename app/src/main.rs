@@ -56,8 +56,38 @@ fn options() -> Result<Option<Options>> {
     }))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    unblock_shutdown_signals();
+    // The runtime's threads are made after the mask is cleared, so any of them can take a signal.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run())
+}
+
+/// A signal mask is inherited through fork and exec: a parent that blocks SIGINT and SIGTERM to
+/// handle them itself (as `cargo xtask` does, and test harnesses built on it) would leave the
+/// app deaf to both, so it never drained on shutdown. They are unblocked before anything else.
+fn unblock_shutdown_signals() {
+    // SAFETY: a sigset_t is plain data, initialised by sigemptyset before use; pthread_sigmask
+    // changes only this thread's mask, which threads made afterwards inherit.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+async fn run() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("APP_LOG")

@@ -13,6 +13,7 @@ mod pages;
 mod pooler;
 mod refusals;
 mod sessions;
+mod shutdown;
 mod sign_in;
 mod slow_clients;
 mod strict;
