@@ -87,7 +87,8 @@ fn migrate_status_before_and_after_a_failed_deploy() {
         .is_some_and(|at| at.ends_with('Z')));
     assert_eq!(pending["migrations"][1]["at"], Value::Null);
 
-    // A row without workspaceId makes the contract fail: a failed entry with its logs.
+    // A row without workspaceId makes the contract fail, deployed as Prisma deploys it (no row
+    // check before the contract): a failed entry with its logs.
     insert_pre_tenancy_user(&mut db.client(), "user_1");
     let deploy = run_xtask(&["migrate", "deploy", "--skip-row-check"], Some(db.url()));
     assert_eq!(deploy.status.code(), Some(1), "{}", text(&deploy.stderr));

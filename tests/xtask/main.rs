@@ -27,6 +27,7 @@ mod old_snapshot;
 mod pooler;
 mod prisma;
 mod prisma_give_up;
+mod readme_walkthroughs;
 mod recover;
 mod release;
 mod replica;
