@@ -172,7 +172,7 @@ pub(crate) fn run(
                 return Ok(Some(Stop::new(
                     "new app",
                     format!(
-                        "deploy the app of this release, then run `cargo xtask {} --app-url URL` (it smoke-tests the running app, then finishes) or `--app-deployed`",
+                        "deploy the app of this release, then run `cargo xtask {}` again once the previous app's connections are gone (or with `--app-url URL`, which smoke-tests the running app first, or `--app-deployed`)",
                         steps.command()
                     ),
                 )));
