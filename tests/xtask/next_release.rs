@@ -480,3 +480,79 @@ fn release_new_scaffolds_a_release_the_engine_reads() {
         text(&output.stderr)
     );
 }
+
+/// The gate proves the release's columns hold no NULL; it proves nothing of the contract's other
+/// rules. A foreign key its contract validates over a row that breaks it is still counted, and
+/// the contract is not run into that failure.
+#[test]
+fn a_gated_contract_is_still_counted_for_what_its_gate_did_not_prove() {
+    let (_dir, folder) = folder(true);
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    let released = release(&mut client, &db.database_url(), &folder, &options()).unwrap();
+    assert!(released.ok, "{}", released.render());
+    let rolled = rollback(&mut client, &folder, true, &DeployOptions::default()).unwrap();
+    assert!(rolled.ok, "{}", rolled.render());
+    // A row pointing at no connection, under a foreign key that is NOT VALID again (as the
+    // expand left it), so only the contract's VALIDATE would find it.
+    client
+        .batch_execute(
+            r#"ALTER TABLE "MetricDaily" DROP CONSTRAINT "MetricDaily_connectionId_fkey";
+               UPDATE "MetricDaily" SET "connectionId" = 'no_such_connection'
+                 WHERE "id" = (SELECT min("id") FROM "MetricDaily");
+               ALTER TABLE "MetricDaily" ADD CONSTRAINT "MetricDaily_connectionId_fkey" FOREIGN KEY ("connectionId")
+                 REFERENCES "Connection"("id") ON DELETE CASCADE ON UPDATE CASCADE NOT VALID;"#,
+        )
+        .unwrap();
+    let report = release(&mut client, &db.database_url(), &folder, &options()).unwrap();
+    assert!(!report.ok, "{}", report.render());
+    let rendered = report.render();
+    assert!(rendered.contains("check metric-connection"), "{rendered}");
+    assert!(
+        rendered.contains(&format!("migration `{CONTRACT}` was not applied")),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("`MetricDaily_connectionId_fkey`"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("a backfill cannot fix rows that break a constraint"),
+        "{rendered}"
+    );
+    assert!(failed_rows(&mut client).is_empty(), "{rendered}");
+}
+
+/// Rollback undoes a contract's NOT NULL and the checks it dropped, nothing else: a contract
+/// that also builds an index is refused, changing nothing, instead of being marked rolled back
+/// with the index left for its next deploy to trip over.
+#[test]
+fn rollback_refuses_a_contract_that_does_more_than_its_not_null() {
+    let (dir, _) = folder(true);
+    let contract = dir.path().join(CONTRACT).join("migration.sql");
+    let mut script = std::fs::read_to_string(&contract).unwrap();
+    script.push_str(
+        "\nCREATE INDEX \"MetricDaily_connectionId_idx\" ON \"MetricDaily\"(\"connectionId\");\n",
+    );
+    std::fs::write(&contract, script).unwrap();
+    let folder = migrations::read_dir(dir.path()).unwrap();
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    let released = release(&mut client, &db.database_url(), &folder, &options()).unwrap();
+    assert!(released.ok, "{}", released.render());
+    let book = crate::support::bookkeeping_digest(&mut client);
+    let rolled = rollback(&mut client, &folder, true, &DeployOptions::default()).unwrap();
+    assert!(!rolled.ok, "{}", rolled.render());
+    assert!(
+        rolled
+            .render()
+            .contains("does more than set its columns NOT NULL")
+            && rolled.render().contains("`MetricDaily_connectionId_idx`"),
+        "{}",
+        rolled.render()
+    );
+    assert_eq!(crate::support::bookkeeping_digest(&mut client), book);
+    assert_eq!(connection_column(&mut client), Some(false));
+}

@@ -32,9 +32,9 @@ pub struct DeployOptions {
     /// that would make it fail, and stop before it (recording nothing) when there are any.
     /// Only the incident replays (`demo`) turn it off, to deploy as Prisma would.
     pub check_rows: bool,
-    /// Migrations whose rows a gate has just proved (a release's backfill and check), so they
-    /// are not counted again.
-    pub proven: Vec<String>,
+    /// Columns (table, column) a gate has just proved hold no NULL (a release's backfill and
+    /// check): their NOT NULL is not counted again. Every other rule a migration enforces is.
+    pub proven: Vec<(String, String)>,
 }
 
 impl Default for DeployOptions {
@@ -185,8 +185,8 @@ fn deploy_locked(
             .is_none_or(|e| e.state.is_pending());
         if pending {
             crate::interrupt::check()?;
-            if options.check_rows && !options.proven.contains(&migration.name) {
-                refuse_known_failure(client, migrations, migration)?;
+            if options.check_rows {
+                refuse_known_failure(client, migrations, migration, &options.proven)?;
             }
             report.applied.push(apply(client, url, migration, options)?);
         }
@@ -204,8 +204,9 @@ fn refuse_known_failure(
     client: &mut Client,
     migrations: &[Migration],
     migration: &Migration,
+    proven: &[(String, String)],
 ) -> Result<()> {
-    let violations = enforces::violations(client, &migration.script)?;
+    let violations = enforces::violations(client, &migration.script, proven)?;
     if violations.is_empty() {
         return Ok(());
     }
@@ -220,7 +221,9 @@ fn refuse_known_failure(
         let column = v.column.as_deref()?;
         crate::releases::filling(&declared, v.enforcement.table(), column)
     });
+    let not_null_only = violations.iter().all(|v| v.column.is_some());
     let next = match (fills, crate::releases::by_contract(&declared, name)) {
+        _ if !not_null_only => "a backfill cannot fix rows that break a constraint: fix those rows (the constraint's definition is in `pg_constraint`), then deploy again".to_string(),
         (Some(release), _) | (None, Some(release)) if release.rule.is_some() => format!(
             "run `cargo xtask release` (or `cargo xtask backfill --release {}`, then deploy again): the `{}` release fills them",
             release.name, release.name

@@ -1,13 +1,19 @@
 //! What a migration enforces on rows that already exist, read from the migration itself, and
 //! whether the database's rows would pass it. A migration that sets a column NOT NULL, validates
-//! a constraint or adds one validated (a CHECK, a foreign key, a NOT NULL column without a
-//! default) fails on the first row that breaks it, and the tool that ran it records a failed
-//! migration: the incident this project exists to prevent. Counting the rows that would break it
-//! before the script runs turns that failure into a refusal that records nothing.
+//! a constraint or adds one validated fails on the first row that breaks it, and the tool that
+//! ran it records a failed migration: the incident this project exists to prevent. Counting the
+//! rows that would break it before the script runs turns that failure into a refusal that
+//! records nothing.
 //!
-//! A lexer's reading of `ALTER TABLE` statements, not a parser: what it cannot read (a `DO`
-//! block, a function, dynamic SQL) it does not claim, so a count never refuses a migration that
-//! would have passed. Counts are read-only (ACCESS SHARE); each is an index scan where an index
+//! Counted: `SET NOT NULL`; `VALIDATE CONSTRAINT` of a CHECK (from the catalog, or added earlier
+//! in the same script) or of a foreign key already in the catalog; a CHECK added validated; a
+//! NOT NULL column added without a default (or a serial type) on a table with rows. Not counted
+//! (the migration decides, as it would have): a foreign key added validated or added and
+//! validated in the same script, a primary key over NULLs, a table renamed first, anything in a
+//! `DO` block, a function or dynamic SQL, and a NOT NULL in a script that changes rows itself
+//! first (an UPDATE, or a column rewritten `USING`), which may fill the NULLs. Names are read
+//! without their schema and found through the search path. A lexer's reading of `ALTER TABLE`
+//! statements, not a parser: what it cannot read it does not claim. Counts are read-only (ACCESS SHARE); each is an index scan where an index
 //! covers the column and fresh statistics say so, a table scan otherwise, which is the scan the
 //! migration itself was about to make under a stronger lock.
 
@@ -378,7 +384,18 @@ fn read_action(
             let not_null = words
                 .windows(2)
                 .any(|w| is_word(w[0], "NOT") && is_word(w[1], "NULL"));
-            (not_null && !has("DEFAULT") && !has("GENERATED"))
+            // The serial types have a default of their own (a sequence).
+            let serial = [
+                "SERIAL",
+                "BIGSERIAL",
+                "SMALLSERIAL",
+                "SERIAL2",
+                "SERIAL4",
+                "SERIAL8",
+            ]
+            .iter()
+            .any(|t| has(t));
+            (not_null && !has("DEFAULT") && !has("GENERATED") && !serial)
                 .then_some(Enforcement::NewNotNullColumn { table, column })
         }
         _ => None,
@@ -435,11 +452,30 @@ impl Violation {
 /// Counts, on the database as it is now, the rows that would make `script` fail, for each
 /// enforcement that has any. An enforcement on a table or column the database does not have
 /// yet (the script creates it) is not counted: there are no rows to break it.
-pub fn violations(client: &mut Client, script: &str) -> Result<Vec<Violation>> {
+pub fn violations(
+    client: &mut Client,
+    script: &str,
+    proven: &[(String, String)],
+) -> Result<Vec<Violation>> {
     let added = checks_added(script);
+    // A script that changes rows (or rewrites a column with USING) before its NOT NULL may fill
+    // the NULLs itself: counted now, they would refuse a migration that passes.
+    let fills_itself = changes_rows(script);
     let mut found = Vec::new();
     for enforcement in enforcements(script) {
         let table = enforcement.table().to_string();
+        let not_null_column = match &enforcement {
+            Enforcement::NotNull { column, .. } => Some(column.clone()),
+            Enforcement::Constraint {
+                check: Some(check), ..
+            } => not_null_of(check),
+            _ => None,
+        };
+        if let Some(column) = &not_null_column {
+            if fills_itself || proven.iter().any(|(t, c)| *t == table && c == column) {
+                continue;
+            }
+        }
         let exists: bool = client
             .query_one(
                 "SELECT to_regclass($1) IS NOT NULL",
@@ -479,6 +515,12 @@ pub fn violations(client: &mut Client, script: &str) -> Result<Vec<Violation>> {
                     (Some(Catalog::Validated), _, _) => continue,
                     (Some(Catalog::Check(expression)), _, _) | (None, Some(expression), false) => {
                         match not_null_of(&expression) {
+                            Some(column)
+                                if fills_itself
+                                    || proven.iter().any(|(t, c)| *t == table && *c == column) =>
+                            {
+                                continue
+                            }
                             Some(column) => (null_count_sql(&table, &column), Some(column)),
                             None => (
                                 format!(
@@ -534,6 +576,21 @@ pub fn violations(client: &mut Client, script: &str) -> Result<Vec<Violation>> {
         }
     }
     Ok(found)
+}
+
+/// Whether `script` changes rows itself: an UPDATE, INSERT, DELETE, MERGE or COPY, or a column
+/// rewritten `USING` an expression.
+fn changes_rows(script: &str) -> bool {
+    statements::split(script).iter().any(|statement| {
+        let keyword = statement.keyword();
+        matches!(
+            keyword.as_str(),
+            "UPDATE" | "INSERT" | "DELETE" | "MERGE" | "COPY" | "WITH"
+        ) || (keyword == "ALTER"
+            && tokenize(&statement.sql)
+                .iter()
+                .any(|(t, _, _)| is_word(t, "USING")))
+    })
 }
 
 fn null_count_sql(table: &str, column: &str) -> String {
@@ -676,6 +733,24 @@ mod tests {
                     r#"("y" IS NOT NULL)"#.to_string()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_script_that_fills_its_rows_first_and_serial_columns_are_not_claimed_against() {
+        assert!(changes_rows(
+            r#"UPDATE "T" SET "c" = 0 WHERE "c" IS NULL; ALTER TABLE "T" ALTER COLUMN "c" SET NOT NULL;"#
+        ));
+        assert!(changes_rows(
+            r#"ALTER TABLE "T" ALTER COLUMN "c" TYPE BIGINT USING coalesce("c", 0), ALTER COLUMN "c" SET NOT NULL;"#
+        ));
+        assert!(!changes_rows(
+            r#"DO $$ BEGIN PERFORM 1; END $$; ALTER TABLE "T" ALTER COLUMN "c" SET NOT NULL;"#
+        ));
+        assert!(enforcements(r#"ALTER TABLE "T" ADD COLUMN "s" SERIAL NOT NULL;"#).is_empty());
+        assert_eq!(
+            enforcements(r#"ALTER TABLE "T" ADD COLUMN "s" INTEGER NOT NULL;"#).len(),
+            1
         );
     }
 

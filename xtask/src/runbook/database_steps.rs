@@ -66,8 +66,10 @@ pub(crate) fn run(
     let declared = releases::load(migrations)?;
     // Releases whose backfill, in this run, proved that no NULL is left.
     let mut proven: Vec<String> = Vec::new();
-    // Contracts whose gate passed in this run: deployed with the next chunk, not counted again.
+    // Contracts whose gate passed in this run (deployed with the next chunk), and the columns
+    // that gate proved free of NULLs (their NOT NULL is not counted again by deploy).
     let mut gated: Vec<String> = Vec::new();
+    let mut proven_columns: Vec<(String, String)> = Vec::new();
     let mut deployed_any = false;
     loop {
         let status = migrate::status(client, migrations)?;
@@ -116,7 +118,7 @@ pub(crate) fn run(
             let started = Instant::now();
             let options = DeployOptions {
                 to: Some(to),
-                proven: gated.clone(),
+                proven: proven_columns.clone(),
                 ..deploy_options.clone()
             };
             deployed_any = true;
@@ -158,6 +160,12 @@ pub(crate) fn run(
                     return Ok(Some(stop));
                 }
                 gated.push(contract);
+                proven_columns.extend(
+                    release
+                        .fills
+                        .iter()
+                        .map(|f| (f.table.clone(), f.column.clone())),
+                );
             }
             Some((_, Point::BeforeNewApp(release, name, backends))) => {
                 steps.push(Step::failed(

@@ -192,6 +192,35 @@ fn decide(client: &mut Client, migrations: &[Migration], name: Option<&str>) -> 
             release.name
         )));
     };
+    // Rollback undoes what the contract does to the release's columns (NOT NULL, and the
+    // NOT VALID checks it drops); a contract that does more leaves what rollback cannot undo,
+    // and a later deploy of it would trip over that.
+    let Some(script) = migrations.iter().find(|m| m.name == contract) else {
+        return Ok(Decision::Refuse(format!(
+            "❌ Nothing was changed: the contract `{contract}` that `migrations/{}/release.toml` names is not in the migrations folder, so what it did cannot be read; correct `contract` there (see `cargo xtask migrate status` for the applied names).",
+            release.expand
+        )));
+    };
+    let checks: Vec<&str> = release
+        .fills
+        .iter()
+        .filter_map(|f| f.not_null_check.as_deref())
+        .collect();
+    let beyond: Vec<String> = crate::migrate::effects::effects(&script.script)
+        .into_iter()
+        .filter(|e| {
+            !matches!(&e.object, crate::migrate::effects::Object::Constraint { name, .. }
+                if !e.exists_after && checks.contains(&name.as_str()))
+        })
+        .map(|e| e.object.describe())
+        .collect();
+    if !beyond.is_empty() {
+        return Ok(Decision::Refuse(format!(
+            "❌ Nothing was changed: the contract `{contract}` of `{}` does more than set its columns NOT NULL ({}), which rollback cannot undo; undo it with a new migration (`cargo xtask migrate new NAME`).",
+            release.name,
+            beyond.join(", ")
+        )));
+    }
     let not_null: Vec<String> = columns
         .of(Column::NotNull)
         .into_iter()
