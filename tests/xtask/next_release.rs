@@ -53,6 +53,26 @@ fn options() -> ReleaseOptions {
     }
 }
 
+/// `cargo xtask --migrations-dir DIR ARGS…` against `database_url`.
+fn xtask_in(dir: &Path, args: &[&str], database_url: Option<&str>) -> std::process::Output {
+    let mut all = vec!["--migrations-dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_xtask(&all, database_url)
+}
+
+/// A seeded database with both releases released, then the third rolled back: its expand is
+/// applied, its contract pending.
+fn released_then_rolled_back(folder: &[Migration]) -> (TestDb, Client) {
+    let db = TestDb::migrated_to(INIT);
+    let mut client = db.client();
+    seed_small(&mut client);
+    let released = release(&mut client, &db.database_url(), folder, &options()).unwrap();
+    assert!(released.ok, "{}", released.render());
+    let rolled = rollback(&mut client, folder, true, &DeployOptions::default()).unwrap();
+    assert!(rolled.ok, "{}", rolled.render());
+    (db, client)
+}
+
 /// `MetricDaily.connectionId`: (exists, nullable).
 pub(crate) fn connection_column(client: &mut Client) -> Option<bool> {
     client
@@ -135,10 +155,7 @@ fn the_next_release_ships_by_adding_files() {
     );
 
     // `check` names both releases' lines; `status` shows each release contracted.
-    let check = run_xtask(
-        &["--migrations-dir", dir.path().to_str().unwrap(), "check"],
-        Some(db.url()),
-    );
+    let check = xtask_in(dir.path(), &["check"], Some(db.url()));
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
     let out = text(&check.stdout);
     assert!(out.contains(ALL_BACKFILLED), "{out}");
@@ -163,14 +180,9 @@ fn the_next_release_ships_by_adding_files() {
     assert_eq!(status.pending()[0].name, CONTRACT);
 
     // `check` gates the pending contract; `release` brings it back.
-    let check = run_xtask(
-        &[
-            "--migrations-dir",
-            dir.path().to_str().unwrap(),
-            "check",
-            "--release",
-            "metric-connection",
-        ],
+    let check = xtask_in(
+        dir.path(),
+        &["check", "--release", "metric-connection"],
         Some(db.url()),
     );
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
@@ -184,13 +196,7 @@ fn a_null_written_by_hand_after_a_rollback_is_gated_and_filled() {
     // Rolled back, then a NULL written by hand: `check` fails with the count and names the
     // backfill, which fills it; `release` contracts again.
     let (dir, folder) = folder(true);
-    let db = TestDb::migrated_to(INIT);
-    let mut client = db.client();
-    seed_small(&mut client);
-    let released = release(&mut client, &db.database_url(), &folder, &options()).unwrap();
-    assert!(released.ok, "{}", released.render());
-    let rolled = rollback(&mut client, &folder, true, &DeployOptions::default()).unwrap();
-    assert!(rolled.ok, "{}", rolled.render());
+    let (db, mut client) = released_then_rolled_back(&folder);
     // A row the trigger and the NOT VALID check let through only because both are gone (as if
     // written by hand during an incident).
     client
@@ -202,10 +208,7 @@ fn a_null_written_by_hand_after_a_rollback_is_gated_and_filled() {
                ALTER TABLE "MetricDaily" ADD CONSTRAINT "MetricDaily_connectionId_not_null" CHECK ("connectionId" IS NOT NULL) NOT VALID;"#,
         )
         .unwrap();
-    let check = run_xtask(
-        &["--migrations-dir", dir.path().to_str().unwrap(), "check"],
-        Some(db.url()),
-    );
+    let check = xtask_in(dir.path(), &["check"], Some(db.url()));
     assert_eq!(check.status.code(), Some(1), "{}", text(&check.stdout));
     let out = text(&check.stdout);
     assert!(out.contains("MetricDaily"), "{out}");
@@ -213,10 +216,7 @@ fn a_null_written_by_hand_after_a_rollback_is_gated_and_filled() {
         out.contains("cargo xtask backfill --release metric-connection"),
         "{out}"
     );
-    let backfill = run_xtask(
-        &["--migrations-dir", dir.path().to_str().unwrap(), "backfill"],
-        Some(db.url()),
-    );
+    let backfill = xtask_in(dir.path(), &["backfill"], Some(db.url()));
     assert_eq!(
         backfill.status.code(),
         Some(0),
@@ -270,15 +270,7 @@ fn without_its_declaration_no_command_deploys_the_contract_into_its_nulls() {
     );
 
     // `migrate deploy` and `recover` stop there too, exit 1, recording nothing.
-    let deploy = run_xtask(
-        &[
-            "--migrations-dir",
-            dir.path().to_str().unwrap(),
-            "migrate",
-            "deploy",
-        ],
-        Some(db.url()),
-    );
+    let deploy = xtask_in(dir.path(), &["migrate", "deploy"], Some(db.url()));
     assert_eq!(deploy.status.code(), Some(1), "{}", text(&deploy.stderr));
     assert!(
         text(&deploy.stderr).contains("NULL value(s) and the migration sets it NOT NULL"),
@@ -430,10 +422,9 @@ fn the_key_swap_waits_until_the_previous_app_is_gone() {
 fn release_new_scaffolds_a_release_the_engine_reads() {
     let dir = tempfile::tempdir().unwrap();
     copy_of_migrations(dir.path());
-    let output = run_xtask(
+    let output = xtask_in(
+        dir.path(),
         &[
-            "--migrations-dir",
-            dir.path().to_str().unwrap(),
             "release",
             "new",
             "metric currency",
@@ -469,8 +460,9 @@ fn release_new_scaffolds_a_release_the_engine_reads() {
     let declaration = folder[folder.len() - 2].path.join("release.toml");
     let text_before = std::fs::read_to_string(&declaration).unwrap();
     std::fs::write(&declaration, text_before.replace("contract =", "contrat =")).unwrap();
-    let output = run_xtask(
-        &["--migrations-dir", dir.path().to_str().unwrap(), "check"],
+    let output = xtask_in(
+        dir.path(),
+        &["check"],
         Some("postgresql://u@127.0.0.1:1/db"),
     );
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
@@ -487,13 +479,7 @@ fn release_new_scaffolds_a_release_the_engine_reads() {
 #[test]
 fn a_gated_contract_is_still_counted_for_what_its_gate_did_not_prove() {
     let (_dir, folder) = folder(true);
-    let db = TestDb::migrated_to(INIT);
-    let mut client = db.client();
-    seed_small(&mut client);
-    let released = release(&mut client, &db.database_url(), &folder, &options()).unwrap();
-    assert!(released.ok, "{}", released.render());
-    let rolled = rollback(&mut client, &folder, true, &DeployOptions::default()).unwrap();
-    assert!(rolled.ok, "{}", rolled.render());
+    let (db, mut client) = released_then_rolled_back(&folder);
     // A row pointing at no connection, under a foreign key that is NOT VALID again (as the
     // expand left it), so only the contract's VALIDATE would find it.
     client

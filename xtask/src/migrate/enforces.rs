@@ -461,6 +461,11 @@ pub fn violations(
     // A script that changes rows (or rewrites a column with USING) before its NOT NULL may fill
     // the NULLs itself: counted now, they would refuse a migration that passes.
     let fills_itself = changes_rows(script);
+    // A column whose NULLs the script may fill, or a gate has proved absent: its NOT NULL is
+    // not counted, however the script states it (SET NOT NULL or a CHECK it validates).
+    let exempt = |table: &str, column: &str| {
+        fills_itself || proven.iter().any(|(t, c)| t == table && c == column)
+    };
     let mut found = Vec::new();
     for enforcement in enforcements(script) {
         let table = enforcement.table().to_string();
@@ -471,10 +476,8 @@ pub fn violations(
             } => not_null_of(check),
             _ => None,
         };
-        if let Some(column) = &not_null_column {
-            if fills_itself || proven.iter().any(|(t, c)| *t == table && c == column) {
-                continue;
-            }
+        if not_null_column.is_some_and(|column| exempt(&table, &column)) {
+            continue;
         }
         let exists: bool = client
             .query_one(
@@ -515,12 +518,7 @@ pub fn violations(
                     (Some(Catalog::Validated), _, _) => continue,
                     (Some(Catalog::Check(expression)), _, _) | (None, Some(expression), false) => {
                         match not_null_of(&expression) {
-                            Some(column)
-                                if fills_itself
-                                    || proven.iter().any(|(t, c)| *t == table && *c == column) =>
-                            {
-                                continue
-                            }
+                            Some(column) if exempt(&table, &column) => continue,
                             Some(column) => (null_count_sql(&table, &column), Some(column)),
                             None => (
                                 format!(
