@@ -52,7 +52,7 @@ fn sessions_end_when_idle_and_when_old() {
     let mut client = db.client();
     let app = start(&db);
     let alice = Browser::signed_in(&app, ALICE);
-    let alive = |client: &mut postgres::Client| {
+    let alive = |client: &mut xtask::db::Client| {
         count(
             client,
             r#"SELECT count(*) FROM "Session" WHERE "userId" = 'alice' AND "expiresAt" > now() + interval '29 minutes'"#,

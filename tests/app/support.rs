@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use datahub_tests::harness::{latest_migration, TestDb};
-use postgres::Client;
+use xtask::db::Client;
 use xtask::smoke::http::{self, Http};
 
 pub const ALICE: &str = "alice@a.test";

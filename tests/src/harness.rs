@@ -20,8 +20,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use postgres::Client;
 use xtask::cluster::{ClusterOptions, TempCluster, STANDBY_NAME};
+use xtask::db::Client;
 use xtask::db::{self, Connect, DatabaseUrl};
 use xtask::migrate::{self, DeployOptions};
 use xtask::migrations::{self, Migration};

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use xtask::report::Report;
 
 use datahub_tests::harness::{run_xtask, text, xtask_bin, TestDb};
-use postgres::Client;
 use xtask::backfill::{backfill, BackfillOptions};
+use xtask::db::Client;
 use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
 

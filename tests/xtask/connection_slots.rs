@@ -3,7 +3,8 @@
 //! connect, says so, and fills every row.
 
 use datahub_tests::harness::{run_xtask, text, OwnCluster};
-use postgres::{Client, NoTls};
+use postgres::NoTls;
+use xtask::db::Client;
 use xtask::tenancy::{EXPAND, INIT};
 
 use crate::support::{null_count, rule_violations, seed_small};
@@ -16,7 +17,7 @@ fn backfill_uses_the_workers_it_can_connect_and_says_so() {
     db.deploy_to(EXPAND);
     // Every slot taken, then two given back, as the server counts them.
     let mut held: Vec<Client> = Vec::new();
-    while let Ok(client) = Client::connect(db.url(), NoTls) {
+    while let Ok(client) = postgres::Client::connect(db.url(), NoTls).map(Client::from) {
         held.push(client);
     }
     assert!(held.len() >= 3, "{} connections", held.len());

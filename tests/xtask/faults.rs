@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use datahub_tests::harness::{
     client_for, repo_migrations, run_xtask, text, OwnCluster, Running, TestDb,
 };
-use postgres::Client;
 use xtask::backfill::{backfill, BackfillOptions};
+use xtask::db::Client;
 use xtask::db::Connect;
 use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 

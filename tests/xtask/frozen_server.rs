@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datahub_tests::harness::{xtask_bin, OwnCluster, Running, TestDb};
-use postgres::Client;
+use xtask::db::{Client, Connect};
 use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
 
@@ -209,4 +209,166 @@ fn the_first_sigterm_ends_a_backfill_waiting_for_a_paused_standby() {
     standby
         .execute("SELECT pg_wal_replay_resume()", &[])
         .unwrap();
+}
+
+/// `migrate status` parked in its read of `_prisma_migrations` by a lock the test holds (seen
+/// in `pg_locks`): the statement's backend either answers the deadline's cancel request (a live
+/// server: the read is cancelled and the message names the deadline) or does not (its backend
+/// stopped: the command ends saying the server stopped answering). Either way nothing changed.
+fn status_parked_by_a_lock(db: &TestDb) -> (Running, i32, Client) {
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE _prisma_migrations IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let running = Running::start_with_env(
+        &["migrate", "status"],
+        db.url(),
+        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
+    );
+    let mut observer = db.client();
+    let pid = until("`migrate status` waiting for the table lock", || {
+        observer
+            .query_opt(
+                "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+                 WHERE a.datname = current_database() AND a.application_name = 'cargo-xtask'
+                   AND NOT l.granted AND l.relation = '_prisma_migrations'::regclass",
+                &[],
+            )
+            .unwrap()
+            .map(|row| row.get::<_, i32>(0))
+    });
+    (running, pid, holder)
+}
+
+#[test]
+fn a_catalog_read_past_the_deadline_is_cancelled_and_the_deadline_named() {
+    let db = TestDb::migrated_to(INIT);
+    let before = book(&mut db.client());
+    let (running, _pid, mut holder) = status_parked_by_a_lock(&db);
+    let (code, _, stderr) = running.wait(Duration::from_secs(120));
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("had no answer within the client-side deadline of 1 s and was cancelled")
+            && stderr.contains("allow longer with `DATAHUB_STATEMENT_DEADLINE=SECONDS`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("stopped answering"), "{stderr}");
+    assert_eq!(book(&mut db.client()), before, "nothing was recorded");
+}
+
+#[test]
+fn a_stopped_backend_in_a_catalog_read_ends_the_command() {
+    let db = TestDb::migrated_to(INIT);
+    let before = book(&mut db.client());
+    let (running, pid, mut holder) = status_parked_by_a_lock(&db);
+    signal(pid, libc::SIGSTOP);
+    // The lock is free now: only the stopped backend holds the read up.
+    holder.batch_execute("ROLLBACK").unwrap();
+    let (code, _, stderr) = running.wait(Duration::from_secs(120));
+    signal(pid, libc::SIGCONT);
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("stopped answering"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("had no answer for 1 s, nor its cancel request for 1 s")
+            && line.contains("then run `cargo xtask migrate status`"),
+        "{line}"
+    );
+    assert_eq!(book(&mut db.client()), before, "nothing was recorded");
+}
+
+/// `check` parked in its NULL count (a statement as long as the table, without a deadline) by
+/// a lock the test holds. The probe asks the server whether the count still runs; `until` waits
+/// for two probes, so the count has outlived the deadline twice over when the lock goes.
+fn check_parked_in_its_count(url: &str, env: &[(&str, &str)]) -> (Running, Client) {
+    let parsed = xtask::db::parse_url(url).unwrap();
+    let mut holder = parsed.connect().unwrap();
+    holder
+        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
+        .unwrap();
+    let running = Running::start_with_env(&["check"], url, env);
+    let mut observer = parsed.connect().unwrap();
+    until("`check` counting, blocked by the table lock", || {
+        observer
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
+                   AND query LIKE '%count(*)%'",
+                &[],
+            )
+            .unwrap()
+    });
+    (running, holder)
+}
+
+#[test]
+fn a_long_statement_outlives_the_deadline_watched_by_its_probe() {
+    let db = TestDb::migrated_to(EXPAND);
+    let unblocked = datahub_tests::harness::run_xtask(&["check"], Some(db.url()));
+    let (running, mut holder) =
+        check_parked_in_its_count(db.url(), &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")]);
+    until("two probes of the count", || {
+        let probes = running
+            .stderr()
+            .iter()
+            .filter(|l| {
+                l.contains("the NULL count of the `workspace-tenancy` release: still running after")
+            })
+            .count();
+        (probes >= 2).then_some(())
+    });
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
+    assert_eq!(code, unblocked.status.code(), "{stderr}");
+    assert_eq!(
+        stdout.trim_end(),
+        datahub_tests::harness::text(&unblocked.stdout).trim_end()
+    );
+}
+
+/// The pid of the postmaster: the parent of a backend of it.
+fn postmaster_of(client: &mut Client) -> i32 {
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).unwrap();
+    // pid (comm) state ppid ...: the fields after the command's closing parenthesis.
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_long_statement_whose_server_stops_answering_ends_the_command() {
+    let cluster = OwnCluster::plain();
+    let db = cluster.database(Some(EXPAND));
+    let url = format!("{}?connect_timeout=2", db.url());
+    let (running, mut holder) =
+        check_parked_in_its_count(&url, &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")]);
+    // New connections are accepted by the kernel and never answered; the count's own backend
+    // goes on waiting for the lock.
+    let postmaster = postmaster_of(&mut holder);
+    signal(postmaster, libc::SIGSTOP);
+    let (code, _, stderr) = running.wait(Duration::from_secs(120));
+    signal(postmaster, libc::SIGCONT);
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("stopped answering"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("the NULL count of the `workspace-tenancy` release has run for")
+            && line.contains("did not complete its start-up"),
+        "{line}"
+    );
+    let again = datahub_tests::harness::run_xtask(&["check"], Some(&url));
+    assert!(
+        again.status.code().is_some_and(|c| c < 2),
+        "{}",
+        datahub_tests::harness::text(&again.stderr)
+    );
 }

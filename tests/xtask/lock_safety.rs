@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use datahub_tests::harness::{repo_migrations, TestDb};
-use postgres::Client;
 use xtask::backfill::{backfill, BackfillOptions};
+use xtask::db::Client;
 use xtask::db::Connect;
 use xtask::migrate::{self, state::State, DeployOptions};
 use xtask::tenancy::{CONTRACT, EXPAND, INIT};

@@ -689,7 +689,7 @@ fn plan_defaults_to_pending_migrations_and_never_writes_to_the_database() {
 }
 
 /// Every table of the database with its row count and `_prisma_migrations` rows, as text.
-fn table_digest(client: &mut postgres::Client) -> String {
+fn table_digest(client: &mut xtask::db::Client) -> String {
     let tables: Vec<String> = client
         .query(
             "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use datahub_tests::harness::{app_bin, copy_of_migrations, run_xtask, text, TestDb};
 use datahub_tests::prisma::prisma;
-use postgres::Client;
 use xtask::backfill::BackfillOptions;
+use xtask::db::Client;
 use xtask::migrate::{self, DeployOptions};
 use xtask::migrations::{self, Migration};
 use xtask::report::Report;

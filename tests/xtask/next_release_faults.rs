@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use datahub_tests::harness::{client_for, run_xtask, text, Running, TestDb};
 use datahub_tests::prisma::prisma;
-use postgres::Client;
 use xtask::backfill::{backfill, BackfillOptions};
+use xtask::db::Client;
 use xtask::migrate::{self, DeployOptions};
 use xtask::migrations::Migration;
 use xtask::report::Report;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use datahub_tests::harness::{app_bin, text, xtask_bin, TestDb};
 use datahub_tests::pgbouncer::PgBouncer;
-use postgres::{Client, NoTls};
+use postgres::NoTls;
+use xtask::db::Client;
 use xtask::tenancy::{EXPAND, INIT};
 
 use crate::support::{rule_violations, seed_small};
@@ -158,7 +159,9 @@ fn a_pooled_url_without_the_flag_is_detected_by_its_older_server_session() {
     db.deploy_to(EXPAND);
     let pooled = bouncer.url_for(db.url());
     // A client of the pool makes it open a server session, which then waits in the pool.
-    let mut other_client = Client::connect(&pooled, NoTls).expect("connect through PgBouncer");
+    let mut other_client = postgres::Client::connect(&pooled, NoTls)
+        .map(Client::from)
+        .expect("connect through PgBouncer");
     other_client.simple_query("SELECT 1").unwrap();
     drop(other_client);
     // Seen on the server: that session is older than the margin (and any start-up) by far.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use datahub_tests::harness::{copy_of_migrations, run_xtask, text, TestDb};
 use datahub_tests::prisma::{prisma, PrismaOutput};
-use postgres::Client;
+use xtask::db::Client;
 use xtask::migrations::{self, prisma_order};
 use xtask::tenancy::{CONTRACT, EXPAND, INIT};
 

@@ -447,7 +447,7 @@ fn recover_waits_for_the_migration_lock_and_says_nothing_was_changed() {
 }
 
 /// The row a failed deploy leaves: started, not finished, the error in `logs`.
-fn record_failed(client: &mut postgres::Client, name: &str) {
+fn record_failed(client: &mut xtask::db::Client, name: &str) {
     let checksum = repo_migrations()
         .into_iter()
         .find(|m| m.name == name)

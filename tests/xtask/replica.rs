@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datahub_tests::harness::{run_xtask, text, xtask_bin, OwnCluster, TestDb};
-use postgres::Client;
+use xtask::db::Client;
 use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
 

@@ -17,7 +17,7 @@ fn released() -> TestDb {
     db
 }
 
-fn not_null_checks(client: &mut postgres::Client) -> i64 {
+fn not_null_checks(client: &mut xtask::db::Client) -> i64 {
     client
         .query_one(
             "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%_workspaceId_not_null' AND NOT convalidated",

@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use datahub_tests::harness::{run_xtask, text, OwnCluster, Running};
-use postgres::{Client, NoTls};
+use postgres::NoTls;
+use xtask::db::Client;
 use xtask::tenancy::{EXPAND, INIT};
 
 use crate::support::seed_small;
@@ -16,10 +17,16 @@ use crate::support::seed_small;
 fn a_crash_of_another_backend_is_named_and_recover_converges() {
     let cluster = OwnCluster::plain();
     let url = cluster.database_migrated_to(INIT);
-    seed_small(&mut Client::connect(&url, NoTls).unwrap());
+    seed_small(
+        &mut postgres::Client::connect(&url, NoTls)
+            .map(Client::from)
+            .unwrap(),
+    );
     let expand = run_xtask(&["migrate", "deploy", "--to", EXPAND], Some(&url));
     assert_eq!(expand.status.code(), Some(0), "{}", text(&expand.stderr));
-    let mut app = Client::connect(&url, NoTls).unwrap();
+    let mut app = postgres::Client::connect(&url, NoTls)
+        .map(Client::from)
+        .unwrap();
     app.batch_execute(r#"BEGIN; UPDATE "Connection" SET "status" = "status" WHERE false"#)
         .unwrap();
     let app_pid: i32 = app
@@ -27,7 +34,9 @@ fn a_crash_of_another_backend_is_named_and_recover_converges() {
         .unwrap()
         .get(0);
     let running = Running::start(&["migrate", "deploy"], &url);
-    let mut observer = Client::connect(&url, NoTls).unwrap();
+    let mut observer = postgres::Client::connect(&url, NoTls)
+        .map(Client::from)
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let waiting: bool = observer
@@ -56,7 +65,10 @@ fn a_crash_of_another_backend_is_named_and_recover_converges() {
     );
     // Once the server has replayed its WAL and answers, `recover` proves and finishes.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while Client::connect(&url, NoTls).is_err() {
+    while postgres::Client::connect(&url, NoTls)
+        .map(Client::from)
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "the server did not come back");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,7 +1,7 @@
 //! Helpers shared by the command tests.
 
 use datahub_tests::harness::snapshot_filters;
-use postgres::Client;
+use xtask::db::Client;
 use xtask::report::Report;
 
 /// Asserts a snapshot with the harness's filters (timestamps, UUIDs, durations, ports).

@@ -3,9 +3,9 @@
 //! NULL, missing (expand not applied) or with their NULL counts, counted in one round trip per
 //! release; NOT NULL columns are read from the catalog, not counted.
 
+use crate::db::Client;
 use anyhow::Result;
 use pico_args::Arguments;
-use postgres::Client;
 use serde_json::json;
 
 use crate::cli::{self, Globals};

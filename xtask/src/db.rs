@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use postgres::Client;
 
 pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 
@@ -13,6 +12,8 @@ use crate::error::environment;
 use crate::migrations::Migration;
 
 pub(crate) mod cause;
+mod client;
+pub use client::{Client, Transaction};
 pub(crate) mod deadline;
 pub use deadline::DEADLINE_ENV as STATEMENT_DEADLINE_ENV;
 pub(crate) mod direct;
@@ -103,7 +104,7 @@ impl Connect for DatabaseUrl {
         match outcome {
             Ok(connected) => connected,
             Err(bound) => Err(environment(format!(
-                "PostgreSQL at `{}` did not complete the connection start-up within {} s (TCP, TLS, authentication and the first query): the server, or a pooler or tunnel in front of it, accepts connections but does not answer; check it, or allow longer with `connect_timeout=SECONDS` in the database URL",
+                "PostgreSQL at `{}` {START_UP_SILENT} within {} s (TCP, TLS, authentication and the first query): the server, or a pooler or tunnel in front of it, accepts connections but does not answer; check it, or allow longer with `connect_timeout=SECONDS` in the database URL",
                 self.describe(),
                 bound.as_secs_f64()
             ))),
@@ -111,10 +112,13 @@ impl Connect for DatabaseUrl {
     }
 }
 
+/// How a start-up that got no answer in time is described (the watchdog's probe looks for it).
+pub(crate) const START_UP_SILENT: &str = "did not complete the connection start-up";
+
 /// What the server says about the session at connect: how long ago it was opened (on the
 /// server's clock), and whether the server is a standby in recovery. A simple query: no
 /// prepared statement before the pooler check.
-const SESSION_PROBE_SQL: &str = "SELECT (SELECT extract(epoch FROM statement_timestamp() - backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid())::text, pg_is_in_recovery()";
+const SESSION_PROBE_SQL: &str = "SELECT (SELECT extract(epoch FROM statement_timestamp() - backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid())::text, pg_is_in_recovery(), pg_backend_pid()";
 
 fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
     let mut config = postgres::Config::from(url.config().clone());
@@ -159,14 +163,16 @@ fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
             postgres::SimpleQueryMessage::Row(row) => Some((
                 row.get(0).and_then(|age| age.parse::<f64>().ok()),
                 row.get(1) == Some("t"),
+                row.get(2).and_then(|pid| pid.parse::<i32>().ok()),
             )),
             _ => None,
         });
-    let (session_age, in_recovery) = probe.unwrap_or((None, false));
+    let (session_age, in_recovery, pid) = probe.unwrap_or((None, false, None));
     if let Some(age) = session_age.filter(|age| age.is_finite() && *age > 0.0) {
         direct::refuse_reused_session(url, Duration::from_secs_f64(age), started.elapsed())?;
     }
     primary::refuse_standby(url, in_recovery)?;
+    let mut client = Client::new(client, url, pid);
     if let Some(search_path) = url.search_path() {
         client
             .execute(datahub_core::pg_url::SET_SEARCH_PATH_SQL, &[&search_path])
@@ -241,14 +247,12 @@ pub(crate) fn acquire_migration_lock(
 ) -> Result<()> {
     let started = Instant::now();
     let mut announced = false;
-    let server = crate::interrupt::server_description();
     loop {
         crate::interrupt::check()?;
-        let locked: bool = deadline::bounded(client, &server, "taking the migration lock", |c| {
-            c.query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-        })
-        .context("cannot take the migration advisory lock")?
-        .get(0);
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .context("cannot take the migration advisory lock")?
+            .get(0);
         if locked {
             return Ok(());
         }
@@ -268,11 +272,9 @@ pub(crate) fn acquire_migration_lock(
 }
 
 pub(crate) fn release_migration_lock(client: &mut Client) -> Result<()> {
-    let server = crate::interrupt::server_description();
-    deadline::bounded(client, &server, "releasing the migration lock", |c| {
-        c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-    })
-    .context("cannot release the migration advisory lock")?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .context("cannot release the migration advisory lock")?;
     Ok(())
 }
 
@@ -301,14 +303,9 @@ pub(crate) fn with_migration_lock<T>(
 /// took the lock and went quiet, such as a client that died behind a pooler) holds it until
 /// the session ends, which only `pg_terminate_backend` does.
 fn describe_lock_holder(client: &mut Client, migrations: &[Migration]) -> Result<(String, String)> {
-    let server = crate::interrupt::server_description();
-    let row = deadline::bounded(
-        client,
-        &server,
-        "reading who holds the migration lock",
-        |c| c.query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY]),
-    )
-    .context("cannot read `pg_locks` to find who holds the migration lock")?;
+    let row = client
+        .query_opt(LOCK_HOLDER_SQL, &[&MIGRATION_LOCK_KEY])
+        .context("cannot read `pg_locks` to find who holds the migration lock")?;
     Ok(match row {
         Some(row) => {
             let pid: i32 = row.get(0);
@@ -423,14 +420,12 @@ pub(crate) fn is_lock_timeout(error: &postgres::Error) -> bool {
 
 /// Sets `lock_timeout` for the session (`Duration::ZERO`: wait as long as it takes).
 pub(crate) fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
-    let server = crate::interrupt::server_description();
-    deadline::bounded(client, &server, "setting `lock_timeout`", |c| {
-        c.execute(
+    client
+        .execute(
             "SELECT set_config('lock_timeout', $1, false)",
             &[&format!("{}ms", timeout.as_millis())],
         )
-    })
-    .context("cannot set `lock_timeout`")?;
+        .context("cannot set `lock_timeout`")?;
     Ok(())
 }
 

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postgres::{CancelToken, Client};
+use postgres::CancelToken;
+
+use crate::db::Client;
 
 use crate::db::DatabaseUrl;
 

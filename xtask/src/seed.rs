@@ -3,9 +3,9 @@
 //! `workspaceId`. Deterministic (ids are hashes of counters, as random-looking as real ids), and
 //! set-based so hundreds of thousands of rows take seconds. Assumes `init` is applied.
 
+use crate::db::Client;
 use anyhow::{bail, Context, Result};
 use pico_args::Arguments;
-use postgres::Client;
 
 use crate::cli::{self, Globals};
 use crate::db::Connect;
@@ -174,25 +174,27 @@ pub fn seed_pre_tenancy(client: &mut Client, size: SeedSize) -> Result<()> {
     let slugs = datahub_core::providers::slugs();
     // One transaction, which a signal cancels on the server: a stopped seed leaves nothing.
     let _cancellable = crate::interrupt::register(client.cancel_token());
-    let mut transaction = client
-        .transaction()
-        .context("cannot start the seed's transaction")?;
-    for sql in SEED_SQL {
+    client.long("the seed", |client| {
+        let mut transaction = client
+            .transaction()
+            .context("cannot start the seed's transaction")?;
+        for sql in SEED_SQL {
+            transaction
+                .execute(*sql, &[&size.users.max(0)])
+                .context("cannot seed users, workspaces and memberships")?;
+        }
+        for sql in DATA_SQL {
+            transaction
+                .execute(
+                    *sql,
+                    &[&size.users.max(0), &size.days.max(0), &providers, &slugs],
+                )
+                .context("cannot seed the Data Hub tables")?;
+        }
         transaction
-            .execute(*sql, &[&size.users.max(0)])
-            .context("cannot seed users, workspaces and memberships")?;
-    }
-    for sql in DATA_SQL {
-        transaction
-            .execute(
-                *sql,
-                &[&size.users.max(0), &size.days.max(0), &providers, &slugs],
-            )
-            .context("cannot seed the Data Hub tables")?;
-    }
-    transaction
-        .commit()
-        .context("cannot commit the seed's transaction")
+            .commit()
+            .context("cannot commit the seed's transaction")
+    })
 }
 
 /// The login a person uses to look around a seeded database.

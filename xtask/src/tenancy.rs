@@ -4,8 +4,8 @@
 //! engine (`releases`, `backfill`, `check`, `runbook`) never reads this file: it works from the
 //! declaration in `migrations/20251219170000_add_workspace_to_datahub_models/release.toml`.
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use crate::db::quote_ident;
 

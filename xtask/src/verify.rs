@@ -3,9 +3,9 @@
 //! one-line verdict. Catalog reads only, from `pg_catalog`, which (unlike `information_schema`'s
 //! constraint views) shows every table the role can see, owned or not. Deterministic order.
 
+use crate::db::Client;
 use anyhow::{Context, Result};
 use pico_args::Arguments;
-use postgres::Client;
 use serde_json::json;
 
 use crate::cli::{self, Globals};

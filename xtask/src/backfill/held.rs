@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use super::plan::{batch_error, TablePlan};
 use crate::releases::rule;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postgres::Client;
+use crate::db::Client;
 
 use crate::db::{Connect, DatabaseUrl};
 

@@ -18,9 +18,9 @@ mod worker;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::{bail, Context, Result};
 use pico_args::Arguments;
-use postgres::Client;
 use serde_json::json;
 
 use crate::cli::{self, Globals};
@@ -282,7 +282,9 @@ pub fn backfill(
 
     let prepared: i64 = match rule.prepare() {
         Some(sql) => client
-            .query_one(sql, &[])
+            .long("the backfill's `prepare` step", |client| {
+                client.query_one(sql, &[])
+            })
             .with_context(|| {
                 format!(
                     "cannot run the `{}` backfill's `prepare` step",
@@ -507,7 +509,9 @@ fn backfill_table(
     loop {
         crate::interrupt::check()?;
         let swept = crate::interrupt::cancellable(client, |client| {
-            client.query(sweep.as_str(), &[&sweep_limit])
+            client.long(&format!("the sweep of `{table}`"), |client| {
+                client.query(sweep.as_str(), &[&sweep_limit])
+            })
         });
         let (filled, left_null) = match swept {
             Ok(rows) => {
@@ -573,7 +577,9 @@ fn signalled(error: anyhow::Error, table: &str, rows: i64, total: i64) -> anyhow
 fn analyze(client: &mut Client, table: &str, budget: Duration) -> Result<()> {
     crate::db::set_lock_timeout(client, budget)?;
     let outcome = crate::interrupt::cancellable(client, |client| {
-        client.batch_execute(&rule::analyze_sql(table))
+        client.long(&format!("`ANALYZE` of `{table}`"), |client| {
+            client.batch_execute(&rule::analyze_sql(table))
+        })
     });
     if !client.is_closed() {
         crate::db::set_lock_timeout(client, BATCH_LOCK_TIMEOUT)?;

@@ -2,8 +2,8 @@
 //! two connection slots free runs with the workers it could connect, and says so, instead of
 //! failing whole. (The batches are the same whatever the number of workers.)
 
+use crate::db::Client;
 use anyhow::Result;
-use postgres::Client;
 
 use crate::db::{Connect, DatabaseUrl};
 

@@ -11,8 +11,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use super::held;
 use super::plan::{batch_error, TablePlan, WorkerState};

@@ -12,8 +12,8 @@
 
 use std::time::Instant;
 
+use crate::db::Client;
 use anyhow::{bail, Context, Result};
-use postgres::Client;
 
 use super::writer::{Latencies, Writer, WriterPlan};
 use crate::backfill::BackfillOptions;

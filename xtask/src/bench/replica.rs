@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::{bail, Context, Result};
-use postgres::Client;
 
 use crate::backfill::replica::standbys;
 use crate::db::{Connect, DatabaseUrl};

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use super::replica::{self, Lag, LagSampler};
 use super::writer::{Writer, WriterPlan};

@@ -29,6 +29,9 @@ fn quoted(db: &DbError) -> String {
 /// command's own next step.
 pub(crate) fn server_fault(error: &postgres::Error) -> Option<String> {
     match error.as_db_error() {
+        Some(db) if *db.code() == SqlState::QUERY_CANCELED => {
+            super::deadline::cancelled_by_deadline()
+        }
         Some(db) => describe(db),
         None if super::is_connection_lost(error) => ENDING_NOTICE
             .lock()

@@ -1,42 +1,71 @@
-//! A client-side bound on statements that must answer at once (taking and releasing the
-//! migration lock, reading who holds it, setting a session's timeouts): a server that stays
-//! connected and stops answering (a frozen backend or host, a pooler or proxy that stopped
-//! forwarding, whose kernel still acknowledges every packet) would otherwise hold the command
-//! for ever, as neither TCP keepalives nor the server's own `statement_timeout` notice it.
+//! A client-side bound on every statement: a server that stays connected and stops answering
+//! (a frozen backend or host, a pooler or proxy that stopped forwarding, whose kernel still
+//! acknowledges every packet) would otherwise hold the command for ever, as neither TCP
+//! keepalives nor the server's own `statement_timeout` notice it.
 //!
-//! A watchdog thread looks at the statements running under [`bounded`]: past the deadline it
-//! sends a cancel request (a slow but live backend then ends the statement, and the command
-//! fails on its ordinary path); when that is not answered either, the command ends, dropping
-//! its connections, and says the server stopped answering and what to run next. Long
-//! statements (an index build, a VALIDATE scan, a backfill batch) are not bounded this way:
-//! they are watched by their progress and bounded by the lock budget.
+//! One watchdog thread looks at the statements [`Client`](super::Client) runs:
+//! - a short statement (a catalog read, bookkeeping, a backfill batch sized to take half a
+//!   second) past [`DEADLINE`] gets a cancel request: a slow but live backend then ends it, and
+//!   the command fails on its ordinary path, naming the deadline; when the cancel request is not
+//!   answered either within [`CANCEL_MARGIN`], the command ends, dropping its connections, and
+//!   says the server stopped answering and what to run next;
+//! - a long statement (inside [`Client::long`](super::Client::long): a migration script, an
+//!   index build, a count of a whole table) has no deadline: every [`DEADLINE`] a probe asks
+//!   the server, on a connection of its own, whether the statement's backend still runs it.
+//!   The command ends as above when the probe gets no answer (the whole server or the path to
+//!   it is silent), or when the backend is no longer running the statement and its answer did
+//!   not arrive within [`CANCEL_MARGIN`] after that was seen (a proxy that stopped forwarding).
+//!   A backend that is itself frozen inside a long statement looks like that statement running;
+//!   the first SIGINT or SIGTERM ends the command within seconds (see `interrupt`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use postgres::{CancelToken, Client};
+use postgres::CancelToken;
 
-/// How long a statement bounded by [`bounded`] may go unanswered before it is cancelled: far
-/// beyond what a catalog read or an advisory-lock call takes on a loaded server.
+use super::client::Peer;
+
+/// How long a short statement may go unanswered before it is cancelled: far beyond what a
+/// catalog read, a bookkeeping write or a backfill batch takes on a loaded server.
 const DEADLINE: Duration = Duration::from_secs(30);
-/// How long the cancel request may go unanswered before the command gives up the connection.
+/// How long the cancel request (or a lost answer) may go unanswered before the command gives
+/// up the connection.
 const CANCEL_MARGIN: Duration = Duration::from_secs(5);
 /// Sets both bounds, in seconds, instead (the tests make a frozen server's wait short).
 pub const DEADLINE_ENV: &str = "DATAHUB_STATEMENT_DEADLINE";
 
+/// What a statement is, for the watchdog.
+pub(crate) enum Kind {
+    /// Bounded by the deadline; the text names it in messages.
+    Short(String),
+    /// Watched by the probe; the text names it in messages.
+    Long(String),
+}
+
 struct Watched {
     id: u64,
-    what: String,
-    server: String,
+    kind: Kind,
+    peer: Peer,
     token: CancelToken,
     started: Instant,
-    cancelled: bool,
+    /// When the deadline's cancel request was sent.
+    cancelled: Option<Instant>,
+    /// When the last probe of a long statement started; a probe in flight holds `probing`.
+    probed: Instant,
+    probing: Arc<AtomicBool>,
+    /// Since when the probe has seen the backend no longer running the statement.
+    gone: Arc<Mutex<Option<Instant>>>,
 }
 
 static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static WATCHDOG: Once = Once::new();
+/// Set by a command whose every statement may take as long as the data (`bench`, on a server
+/// of its own): what they are, for messages.
+static ALL_LONG: Mutex<Option<String>> = Mutex::new(None);
+/// The statement the deadline cancelled last, for the message of the error that follows.
+static CANCELLED: Mutex<Option<String>> = Mutex::new(None);
 
 fn bounds() -> (Duration, Duration) {
     match std::env::var(DEADLINE_ENV)
@@ -49,32 +78,91 @@ fn bounds() -> (Duration, Duration) {
     }
 }
 
-/// Runs `statement` on `client` under the client-side deadline; `what` names it in the message.
-pub(crate) fn bounded<T>(
-    client: &mut Client,
-    server: &str,
-    what: &str,
-    statement: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+/// Makes every statement of this process a long one (see the module's documentation).
+pub(crate) fn treat_all_as_long(what: &str) {
+    *ALL_LONG.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.to_string());
+}
+
+pub(crate) fn all_long() -> Option<String> {
+    ALL_LONG.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The first line of `sql`, shortened, to name a statement in a message.
+pub(crate) fn first_line(sql: &str) -> String {
+    let line = sql
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .unwrap_or("a statement");
+    match line.char_indices().nth(60) {
+        Some((end, _)) => format!("`{}…`", &line[..end]),
+        None => format!("`{line}`"),
+    }
+}
+
+/// Runs `statement` on `client` under the watchdog (see the module's documentation).
+pub(crate) fn watch<T>(
+    client: &mut postgres::Client,
+    peer: &Peer,
+    kind: Kind,
+    statement: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
 ) -> Result<T, postgres::Error> {
     WATCHDOG.call_once(|| {
         std::thread::spawn(watchdog);
     });
     let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
+    let now = Instant::now();
     lock().push(Watched {
         id,
-        what: what.to_string(),
-        server: server.to_string(),
+        kind,
+        peer: peer.clone(),
         token: client.cancel_token(),
-        started: Instant::now(),
-        cancelled: false,
+        started: now,
+        cancelled: None,
+        probed: now,
+        probing: Arc::new(AtomicBool::new(false)),
+        gone: Arc::new(Mutex::new(None)),
     });
     let outcome = statement(client);
-    lock().retain(|w| w.id != id);
+    let mut watched = lock();
+    if let Some(position) = watched.iter().position(|w| w.id == id) {
+        let done = watched.swap_remove(position);
+        if let (Some(_), Kind::Short(what), Err(error)) = (done.cancelled, &done.kind, &outcome) {
+            if error.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) {
+                *CANCELLED.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.clone());
+            }
+        }
+    }
     outcome
+}
+
+/// The statement the deadline cancelled, when a "canceling statement due to user request" came
+/// from the deadline rather than from a signal: a clause for the error message.
+pub(crate) fn cancelled_by_deadline() -> Option<String> {
+    if crate::interrupt::requested().is_some() {
+        return None;
+    }
+    let what = CANCELLED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()?;
+    let (deadline, _) = bounds();
+    Some(format!(
+        "{what} had no answer within the client-side deadline of {} s and was cancelled: the server is overloaded or the statement waits on something (`SELECT pid, wait_event_type, wait_event, query FROM pg_stat_activity`); run the command again, or allow longer with `{DEADLINE_ENV}=SECONDS`",
+        deadline.as_secs()
+    ))
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Vec<Watched>> {
     WATCHED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends the command: the server (or the path to it) does not answer.
+fn stopped_answering(server: &str, detail: &str) -> ! {
+    eprintln!(
+        "error: PostgreSQL at `{server}` stopped answering: {detail} (a frozen server or backend, or a pooler or proxy that stopped forwarding); the command ends here and its connections close: check the server (`SELECT pid, state, wait_event_type, query FROM pg_stat_activity`), then run `cargo xtask migrate status`, and `cargo xtask recover` if it reports a failed or unknown migration"
+    );
+    std::process::exit(1);
 }
 
 fn watchdog() {
@@ -83,24 +171,98 @@ fn watchdog() {
         std::thread::sleep(Duration::from_millis(100));
         let mut to_cancel = Vec::new();
         for watched in lock().iter_mut() {
-            let waited = watched.started.elapsed();
-            if waited >= deadline + margin {
-                eprintln!(
-                    "error: PostgreSQL at `{}` stopped answering: {} had no answer for {} s, nor its cancel request for {} s (a frozen server or backend, or a pooler or proxy that stopped forwarding); the command ends here and its connections close: check the server (`SELECT pid, state, wait_event_type, query FROM pg_stat_activity`), then run `cargo xtask migrate status`, and `cargo xtask recover` if it reports a failed or unknown migration",
-                    watched.server,
-                    watched.what,
-                    deadline.as_secs(),
-                    margin.as_secs()
-                );
-                std::process::exit(1);
-            }
-            if waited >= deadline && !watched.cancelled {
-                watched.cancelled = true;
-                to_cancel.push(watched.token.clone());
+            match &watched.kind {
+                Kind::Short(what) => {
+                    let waited = watched.started.elapsed();
+                    if waited >= deadline + margin {
+                        stopped_answering(
+                            &watched.peer.server,
+                            &format!(
+                                "{what} had no answer for {} s, nor its cancel request for {} s",
+                                deadline.as_secs(),
+                                margin.as_secs()
+                            ),
+                        );
+                    }
+                    if waited >= deadline && watched.cancelled.is_none() {
+                        watched.cancelled = Some(Instant::now());
+                        to_cancel.push(watched.token.clone());
+                    }
+                }
+                Kind::Long(what) => {
+                    let gone_since = *watched.gone.lock().unwrap_or_else(|e| e.into_inner());
+                    if gone_since.is_some_and(|since| since.elapsed() >= margin) {
+                        stopped_answering(
+                            &watched.peer.server,
+                            &format!(
+                                "{what} ended on the server (its backend pid {} runs it no more), and its answer did not arrive within {} s",
+                                watched.peer.pid.unwrap_or_default(),
+                                margin.as_secs()
+                            ),
+                        );
+                    }
+                    let due = watched.probed.elapsed() >= deadline;
+                    if due && !watched.probing.swap(true, Ordering::SeqCst) {
+                        watched.probed = Instant::now();
+                        start_probe(watched, what.clone());
+                    }
+                }
             }
         }
         for token in to_cancel {
             crate::interrupt::cancel(&token);
         }
     }
+}
+
+/// Asks the server, on a connection of its own, whether the long statement's backend still runs
+/// it. The probe's own statements are short ones, so a server that answers no one ends the
+/// command through the deadline; a start-up that times out ends it here.
+fn start_probe(watched: &Watched, what: String) {
+    let (Some(url), Some(pid)) = (watched.peer.url.clone(), watched.peer.pid) else {
+        watched.probing.store(false, Ordering::SeqCst);
+        return;
+    };
+    let probing = Arc::clone(&watched.probing);
+    let gone = Arc::clone(&watched.gone);
+    let server = watched.peer.server.clone();
+    let started = watched.started;
+    std::thread::spawn(move || {
+        use super::Connect;
+        let running = match url.connect() {
+            Ok(mut probe) => probe
+                .query_opt(
+                    "SELECT state = 'active' FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .ok()
+                .map(|row| row.is_some_and(|row| row.get::<_, Option<bool>>(0) == Some(true))),
+            Err(error) if error.to_string().contains(super::START_UP_SILENT) => stopped_answering(
+                &server,
+                &format!(
+                    "{what} has run for {} s, and a connection opened to see whether it still runs did not complete its start-up",
+                    started.elapsed().as_secs()
+                ),
+            ),
+            // Another reason (no connection slot free, a restart under way): nothing is known,
+            // and the statement's own connection says what happens to it.
+            Err(_) => None,
+        };
+        let mut gone = gone.lock().unwrap_or_else(|e| e.into_inner());
+        match running {
+            Some(true) => {
+                *gone = None;
+                eprintln!(
+                    "  {what}: still running after {} s (its backend, pid {pid}, is active)",
+                    started.elapsed().as_secs()
+                );
+            }
+            Some(false) => {
+                gone.get_or_insert_with(Instant::now);
+            }
+            None => {}
+        }
+        drop(gone);
+        probing.store(false, Ordering::SeqCst);
+    });
 }

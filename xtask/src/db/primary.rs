@@ -38,7 +38,7 @@ pub(crate) fn refuse_standby(url: &DatabaseUrl, in_recovery: bool) -> Result<()>
 /// On a standby, a `check` that finds NULLs says where the backfill must run: its counts are
 /// the primary's as of the standby's replay, and a backfill here could write nothing.
 pub(crate) fn note_check_on_standby(
-    client: &mut postgres::Client,
+    client: &mut super::Client,
     url: &DatabaseUrl,
     backfilled: bool,
 ) -> Result<()> {
@@ -52,7 +52,7 @@ pub(crate) fn note_check_on_standby(
 }
 
 /// Whether the server `client` is connected to is a standby in recovery.
-fn is_standby(client: &mut postgres::Client) -> Result<bool> {
+fn is_standby(client: &mut super::Client) -> Result<bool> {
     use anyhow::Context;
     Ok(client
         .query_one("SELECT pg_is_in_recovery()", &[])

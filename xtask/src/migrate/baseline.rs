@@ -4,8 +4,8 @@
 //! Prisma's baseline: `migrate resolve --applied NAME` for each migration the database already
 //! has (it creates the bookkeeping table), then `migrate deploy` applies the rest.
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use super::history;
 use crate::migrations::Migration;

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use crate::db::{self, quote_ident, Connect, DatabaseUrl};
 use crate::interrupt;
@@ -172,8 +172,11 @@ impl Watcher {
                     &token,
                 )
             });
-            let outcome =
-                interrupt::cancellable(client, |client| client.batch_execute(&migration.script));
+            let outcome = interrupt::cancellable(client, |client| {
+                client.long(&format!("migration `{}`", migration.name), |client| {
+                    client.batch_execute(&migration.script)
+                })
+            });
             done.store(true, Ordering::SeqCst);
             // Woken at once, so the next migration does not wait for the watcher's poll.
             watcher.thread().unpark();
@@ -281,7 +284,11 @@ pub(crate) fn drop_invalid_index(
     db::set_lock_timeout(client, per_try)?;
     let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", quote_ident(index));
     let tries = db::retry_on_lock_timeout(&format!("dropping `{index}`"), per_try, budget, || {
-        interrupt::cancellable(client, |client| client.batch_execute(&sql))
+        interrupt::cancellable(client, |client| {
+            client.long(&format!("dropping the index `{index}`"), |client| {
+                client.batch_execute(&sql)
+            })
+        })
     });
     db::set_lock_timeout(client, Duration::ZERO)?;
     tries

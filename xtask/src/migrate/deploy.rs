@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::{anyhow, Context, Result};
-use postgres::Client;
 use serde_json::json;
 
 use super::state::{self, State};
@@ -359,7 +359,9 @@ fn run_script(client: &mut Client, migration: &Migration, options: &DeployOption
         options.lock_budget,
         || {
             let result = crate::interrupt::cancellable(client, |client| {
-                client.batch_execute(&migration.script)
+                client.long(&format!("migration `{}`", migration.name), |client| {
+                    client.batch_execute(&migration.script)
+                })
             });
             if result.as_ref().is_err_and(|e| !db::is_connection_lost(e)) {
                 // A script with its own BEGIN leaves the session in an aborted transaction on

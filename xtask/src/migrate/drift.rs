@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::Client;
 use anyhow::{Context, Result};
 use pico_args::Arguments;
-use postgres::Client;
 use serde_json::json;
 
 use super::shadow::Shadow;

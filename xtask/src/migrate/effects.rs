@@ -4,8 +4,8 @@
 //! was applied: every effect present → applied; none → rolled back; some → changed another way.
 //! A lexer's reading, as in `enforces`; what it cannot read it does not claim.
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use super::statements;
 use crate::db::quote_ident;

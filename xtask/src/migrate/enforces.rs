@@ -17,8 +17,8 @@
 //! covers the column and fresh statistics say so, a table scan otherwise, which is the scan the
 //! migration itself was about to make under a stronger lock.
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use super::statements;
 use crate::db::quote_ident;
@@ -541,14 +541,16 @@ pub fn violations(
         // would queue behind a session holding the table: the migration's own bounded tries
         // wait for that lock, and say who holds it.
         let counted = crate::interrupt::cancellable(client, |client| {
-            let mut tx = client.transaction()?;
-            tx.execute(
-                "SELECT set_config('lock_timeout', $1, true)",
-                &[&format!("{}ms", crate::db::LOCK_TRY.as_millis())],
-            )?;
-            let row = tx.query_one(count_sql.as_str(), &[])?;
-            tx.commit()?;
-            Ok(row)
+            client.long("a count of the rows a migration would fail on", |client| {
+                let mut tx = client.transaction()?;
+                tx.execute(
+                    "SELECT set_config('lock_timeout', $1, true)",
+                    &[&format!("{}ms", crate::db::LOCK_TRY.as_millis())],
+                )?;
+                let row = tx.query_one(count_sql.as_str(), &[])?;
+                tx.commit()?;
+                Ok(row)
+            })
         });
         let rows: i64 = match counted {
             Ok(row) => row.get(0),

@@ -2,8 +2,8 @@
 //! that Prisma and `cargo xtask` can take turns on one database. Each statement touches only
 //! this table: row locks, never a lock on the app's tables.
 
+use crate::db::{Client, Transaction};
 use anyhow::{Context, Result};
-use postgres::{Client, GenericClient};
 
 /// Prisma's own definition of the table, in the URL's schema (the search_path).
 const CREATE_TABLE: &str = r#"
@@ -159,9 +159,9 @@ pub(crate) fn mark_failed_rolled_back(client: &mut Client, name: &str) -> Result
 }
 
 /// `rollback`: sets `rolled_back_at` on the applied rows of `name` (inside the rollback's
-/// transaction, hence any client).
+/// transaction).
 pub(crate) fn mark_applied_rolled_back(
-    client: &mut impl GenericClient,
+    client: &mut Transaction<'_>,
     name: &str,
 ) -> Result<u64, postgres::Error> {
     client.execute(MARK_APPLIED_ROLLED_BACK, &[&name])

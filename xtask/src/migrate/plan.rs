@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::{Context, Result};
 use pico_args::Arguments;
-use postgres::Client;
 use serde_json::{json, Value};
 
 use super::lint::{self, Finding};

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 /// Production's tables in the URL's schema, with their estimated rows and total bytes. Reads
 /// `pg_class` and `pg_stat_user_tables` only (no table is scanned, no lock is taken beyond the

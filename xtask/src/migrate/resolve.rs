@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::db::Client;
 use anyhow::{bail, Result};
-use postgres::Client;
 
 use super::history::{self, Record};
 use super::state::{self, State};

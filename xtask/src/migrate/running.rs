@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use crate::migrations::{self, Migration};
 

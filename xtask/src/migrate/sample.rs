@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use crate::db::{self, quote_ident};
 

@@ -6,9 +6,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::db::Client;
 use anyhow::{Context, Result};
 use postgres::error::DbError;
-use postgres::Client;
 use postgres_native_tls::MakeTlsConnector;
 
 use crate::cluster::TempCluster;
@@ -196,13 +196,15 @@ fn connect(
         None => config.connect(postgres::NoTls),
         Some(connector) => config.connect(connector),
     };
-    connected.map_err(|error| {
-        environment(format!(
-            "cannot connect to the shadow server `{}`: {}",
-            url.describe(),
-            db::describe_driver_error(&error)
-        ))
-    })
+    connected
+        .map(|client| Client::new(client, url, None))
+        .map_err(|error| {
+            environment(format!(
+                "cannot connect to the shadow server `{}`: {}",
+                url.describe(),
+                db::describe_driver_error(&error)
+            ))
+        })
 }
 
 /// `url` with its database replaced by `database` (query parameters kept).

@@ -3,8 +3,8 @@
 //! `_prisma_migrations` is "not managed by Prisma Migrate" (deploy refuses it, as Prisma does),
 //! and so is one with neither migrations nor the table.
 
+use crate::db::Client;
 use anyhow::Result;
-use postgres::Client;
 use serde_json::json;
 
 use super::baseline::{self, NotManaged};

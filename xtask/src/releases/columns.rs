@@ -2,8 +2,8 @@
 //! nullable (expanded), NOT NULL (contracted); their NULL counts; and whether the expand's NOT
 //! VALID checks are in place. Catalog reads, except the counts (ACCESS SHARE).
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use super::{Fill, Release};
 use crate::db::quote_ident;
@@ -119,7 +119,9 @@ impl Release {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let row = client.query_one(sql.as_str(), &[]).with_context(|| {
+            let what = format!("the NULL count of the `{}` release", self.name);
+            let row = client.long(&what, |client| client.query_one(sql.as_str(), &[]));
+            let row = row.with_context(|| {
                 format!("cannot count the NULLs of the `{}` release", self.name)
             })?;
             for (i, fill) in nullable.iter().enumerate() {

@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 use super::step::{Step, Steps};
 use crate::backfill::{self, BackfillOptions};

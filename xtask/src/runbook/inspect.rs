@@ -2,8 +2,8 @@
 //! declared release the state of every column it fills. The runbook decides from this, never
 //! from what a previous run believed.
 
+use crate::db::Client;
 use anyhow::Result;
-use postgres::Client;
 
 use crate::migrate::{self, StatusReport};
 use crate::migrations::Migration;

@@ -17,8 +17,8 @@
 //!   without such effects, a recorded lock timeout or cancel means it was rolled back whole and
 //!   a new try is the fix; any other recorded error needs its cause fixed.
 
+use crate::db::Client;
 use anyhow::Result;
-use postgres::Client;
 
 use super::inspect::Inspection;
 use crate::migrate::concurrent::{self, IndexState};

@@ -14,9 +14,9 @@
 
 use std::time::Instant;
 
+use crate::db::Client;
 use anyhow::{Context, Result};
 use pico_args::Arguments;
-use postgres::Client;
 
 use super::database_steps;
 use super::inspect::{self, Inspection};
@@ -282,11 +282,11 @@ fn inspect_all(
                         .context("cannot look up a table a release fills")?
                         .get(0);
                     if count.is_some() {
+                        let count = format!("SELECT count(*) FROM {}", quote_ident(table));
                         rows += client
-                            .query_one(
-                                format!("SELECT count(*) FROM {}", quote_ident(table)).as_str(),
-                                &[],
-                            )
+                            .long(&format!("the row count of `{table}`"), |client| {
+                                client.query_one(count.as_str(), &[])
+                            })
                             .with_context(|| format!("cannot count the rows of `{table}`"))?
                             .get::<_, i64>(0);
                     }

@@ -8,9 +8,9 @@
 
 use std::time::Instant;
 
+use crate::db::Client;
 use anyhow::Result;
 use pico_args::Arguments;
-use postgres::Client;
 
 use super::database_steps::{self, Gates, Stop};
 use super::inspect;

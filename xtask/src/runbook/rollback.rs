@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::{Context, Result};
 use pico_args::Arguments;
-use postgres::Client;
 
 use super::inspect;
 use super::step::{RunbookReport, Step, Steps};

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
+use crate::db::Client;
 use anyhow::Result;
 use pico_args::Arguments;
-use postgres::Client;
 
 use super::step::{RunbookReport, Step, StepResult, Steps};
 use crate::app_build::{AppBuild, APP_BIN_ENV};

@@ -1,7 +1,7 @@
 //! The seed's 5-minute smoke test, one check per item: what a person would click and look at.
 
+use crate::db::Client;
 use anyhow::{bail, Context, Result};
-use postgres::Client;
 
 use super::fixtures::{Fixtures, EXPECTED_CLICKS, INSIGHT_TITLE};
 use super::http::{csrf_of, Http, Response};

@@ -7,8 +7,8 @@
 //! before it could clean up leaves them unlocked, and the next run removes them: fixtures whose
 //! lock it can take belong to no living run, on this machine or any other.
 
+use crate::db::Client;
 use anyhow::{Context, Result};
-use postgres::Client;
 
 /// Clicks of the 14 seeded days (50 + d for d in 0..14): the Google Ads card must show them.
 pub(crate) const EXPECTED_CLICKS: i64 = 791;

@@ -11,9 +11,9 @@ pub mod http;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use anyhow::Result;
 use pico_args::Arguments;
-use postgres::Client;
 use serde_json::json;
 
 use crate::app_build::AppBuild;
