@@ -101,10 +101,8 @@ fn the_session_holding_back_the_horizon_is_named_and_the_dead_tuples_counted() {
 
 #[test]
 fn a_prepared_transaction_is_named_and_a_logical_slots_catalog_xmin_is_not() {
-    let own = OwnCluster::with_settings(&[
-        ("max_prepared_transactions", "2"),
-        ("wal_level", "logical"),
-    ]);
+    let own =
+        OwnCluster::with_settings(&[("max_prepared_transactions", "2"), ("wal_level", "logical")]);
     let db = own.database(Some(INIT));
     seed_small(&mut db.client());
     db.deploy_to(EXPAND);
@@ -195,8 +193,10 @@ fn a_physical_slot_holding_the_horizon_for_a_standbys_query_is_named() {
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .unwrap()
         .get(0);
-    until("the standby's streaming through the slot, caught up", || {
-        admin
+    until(
+        "the standby's streaming through the slot, caught up",
+        || {
+            admin
             .query_one(
                 "SELECT coalesce(bool_and(s.active AND r.replay_lsn >= $1::text::pg_lsn), false)
                  FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
@@ -205,7 +205,8 @@ fn a_physical_slot_holding_the_horizon_for_a_standbys_query_is_named() {
             )
             .unwrap()
             .get(0)
-    });
+        },
+    );
     let mut reader = own.standby(&db.name);
     reader
         .batch_execute(r#"BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM "User""#)
@@ -267,8 +268,9 @@ fn the_backfill_pauses_while_an_old_snapshot_is_over_the_limit_and_finishes_once
     let holder = format!("paused: xmin horizon held back by session pid {old_pid} (`datahub-tests`, idle in transaction for ");
     let paused = line_with(&mut running, &[&holder]);
     assert!(
-        paused.contains("over --max-horizon-age 0 s; end that transaction (`SELECT pg_terminate_backend")
-            && paused.contains(&format!("pg_terminate_backend({old_pid})")),
+        paused.contains(
+            "over --max-horizon-age 0 s; end that transaction (`SELECT pg_terminate_backend"
+        ) && paused.contains(&format!("pg_terminate_backend({old_pid})")),
         "{paused}"
     );
     // The progress line says why it stands still.
@@ -283,7 +285,10 @@ fn the_backfill_pauses_while_an_old_snapshot_is_over_the_limit_and_finishes_once
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_conforms("backfill", &report);
     assert_eq!(report["horizon"]["max_horizon_age_seconds"], 0, "{report}");
-    assert!(report["horizon"]["pauses"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["horizon"]["pauses"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
     assert!(
         report["horizon"]["paused_seconds"].as_f64().unwrap() > 0.0,
         "{report}"

@@ -451,3 +451,67 @@ impl HorizonGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(who: &str, seconds: Option<f64>, horizon: &str) -> Holder {
+        Holder {
+            kind: if seconds.is_some() {
+                "session"
+            } else {
+                "replication slot"
+            }
+            .into(),
+            who: who.into(),
+            application: "app".into(),
+            state: "idle in transaction".into(),
+            seconds,
+            horizon: horizon.into(),
+        }
+    }
+
+    fn gate_of(limit: Duration) -> HorizonGate {
+        gate(Some(limit), Duration::from_secs(60), false, vec![]).unwrap()
+    }
+
+    #[test]
+    fn the_oldest_holder_at_or_over_the_limit_is_the_one_paused_for() {
+        let gate = gate_of(Duration::from_secs(60));
+        let young_but_oldest_xmin = holder("pid 1", Some(59.0), "100");
+        let old = holder("pid 2", Some(61.0), "120");
+        let older = holder("pid 3", Some(600.0), "130");
+        let (found, age) = gate
+            .oldest_over_limit(vec![young_but_oldest_xmin.clone(), old, older])
+            .unwrap();
+        assert_eq!(found.who, "pid 2");
+        assert_eq!(age, Duration::from_secs(61));
+        assert!(gate
+            .oldest_over_limit(vec![young_but_oldest_xmin])
+            .is_none());
+        assert!(gate.oldest_over_limit(vec![]).is_none());
+    }
+
+    #[test]
+    fn a_slot_ages_from_when_its_xmin_was_first_seen_unchanged() {
+        // PostgreSQL records no time for a slot's xmin: it is new when first seen.
+        let gate = gate_of(Duration::from_secs(60));
+        assert!(gate
+            .oldest_over_limit(vec![holder("'standby'", None, "100")])
+            .is_none());
+        assert_eq!(gate.first_seen.lock().unwrap().len(), 1);
+        // A moved xmin starts again; a slot gone is forgotten.
+        gate.oldest_over_limit(vec![holder("'standby'", None, "140")]);
+        let seen = gate.first_seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].1, "140");
+        gate.oldest_over_limit(vec![]);
+        assert!(gate.first_seen.lock().unwrap().is_empty());
+        // With a limit of 0 any holder pauses, the slot first seen included.
+        let any = gate_of(Duration::ZERO);
+        assert!(any
+            .oldest_over_limit(vec![holder("'standby'", None, "100")])
+            .is_some());
+    }
+}

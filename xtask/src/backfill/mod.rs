@@ -31,8 +31,8 @@ use crate::error::Outcome;
 use crate::migrate::state::State;
 use crate::releases::{self, rule, Column, Fill, Release, Rule};
 use crate::report::{self, thousands, Report, Style, Table};
-use plan::{TablePlan, WorkerState};
 pub use horizon::HorizonSummary;
+use plan::{TablePlan, WorkerState};
 pub use replica::{ReplicaLagLimit, ReplicaSummary, DEFAULT_MAX_REPLICA_LAG};
 
 pub(crate) const SUMMARY: &str = "fills a release's new columns by its declared rule";
