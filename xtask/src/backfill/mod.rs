@@ -10,7 +10,7 @@
 //! (horizon.rs).
 
 mod held;
-pub(crate) mod horizon;
+mod horizon;
 mod plan;
 mod progress;
 pub(crate) mod replica;
