@@ -467,6 +467,9 @@ fn bad_worker_counts_and_time_limits() {
         ("--max-replica-lag", "-1"),
         ("--max-replica-lag", "1s"),
         ("--max-replica-lag", "86400001"),
+        ("--max-horizon-age", "-1"),
+        ("--max-horizon-age", "5m"),
+        ("--max-horizon-age", "31536001"),
     ] {
         let output = run_xtask(
             &["backfill", flag, bad],

@@ -73,7 +73,9 @@ const COMMANDS: &[Command] = &[
 
 /// Commands that write to the database they are pointed at, refused on a read-only standby
 /// (`migrate` declares its writing subcommands itself).
-const WRITING_COMMANDS: &[&str] = &["backfill", "release", "recover", "rollback", "seed", "smoke"];
+const WRITING_COMMANDS: &[&str] = &[
+    "backfill", "release", "recover", "rollback", "seed", "smoke",
+];
 
 /// The top-level help, built from the command table so it cannot drift from the commands.
 pub fn help() -> String {

@@ -5,7 +5,9 @@
 //! Column by column, in batches of physical (`ctid`) page ranges, so the heap is read in order;
 //! each batch is its own transaction, so a killed run keeps what it did and a re-run continues.
 //! A row whose `workspaceId` is set is never touched. Between batches the workers keep streaming
-//! standbys within `--max-replica-lag` (replica.rs).
+//! standbys within `--max-replica-lag` (replica.rs) and, with `--max-horizon-age`, pause while an
+//! old transaction, prepared transaction or replication slot holds back the xmin horizon
+//! (horizon.rs).
 
 mod held;
 mod horizon;
@@ -29,6 +31,7 @@ use crate::error::Outcome;
 use crate::migrate::state::State;
 use crate::releases::{self, rule, Column, Fill, Release, Rule};
 use crate::report::{self, thousands, Report, Style, Table};
+pub use horizon::HorizonSummary;
 use plan::{TablePlan, WorkerState};
 pub use replica::{ReplicaLagLimit, ReplicaSummary, DEFAULT_MAX_REPLICA_LAG};
 
@@ -36,7 +39,8 @@ pub(crate) const SUMMARY: &str = "fills a release's new columns by its declared 
 
 pub(crate) const HELP: &str = "\
 cargo xtask backfill [--release NAME] [--batch-size N] [--workers N] [--time-limit SECONDS]
-                     [--lock-timeout SECONDS] [--max-replica-lag MS] [--dry-run] [--json]
+                     [--lock-timeout SECONDS] [--max-replica-lag MS]
+                     [--max-horizon-age SECONDS] [--dry-run] [--json]
 Fills the columns a release declares (migrations/<expand>/release.toml) on every row where they
 are NULL, by the release's rule: for workspace-tenancy, the user's home workspace (the earliest
 OWNER membership, else the earliest membership, else a personal workspace created for the
@@ -50,6 +54,12 @@ transaction and shrunk when one takes over 0.5 s: safe to interrupt and run agai
                 behind (and has WAL left to replay), saying which and how far; default 1000
                 when the server streams to a standby, none otherwise (0: every byte replayed);
                 reading the lag needs `pg_monitor`
+--max-horizon-age S
+                before each batch, pause while a transaction, prepared transaction or
+                replication slot has held back the xmin horizon for S seconds or more (the
+                row versions the backfill replaces cannot be vacuumed until it ends), naming
+                it and its remedy; each pause lasts at most --lock-timeout, then the backfill
+                stops (exit 1, its batches kept); default: no pause, the holder is only named
 --lock-timeout S  how long to keep coming back for rows other transactions hold (default 60):
                 a batch waits at most 50 ms for a lock, fills its range around the held rows
                 and comes back for them; rows still held then are left NULL (exit 1)
@@ -72,6 +82,7 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let workers = cli::number(&mut args, "--workers", 1..=16)?;
     let time_limit = cli::number(&mut args, "--time-limit", 1..=31_536_000)?;
     let max_replica_lag = cli::number(&mut args, "--max-replica-lag", 0..=86_400_000)?;
+    let max_horizon_age = cli::number(&mut args, "--max-horizon-age", 0..=31_536_000)?;
     let lock_budget = cli::number(
         &mut args,
         "--lock-timeout",
@@ -82,6 +93,7 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
     let mut options = BackfillOptions {
         dry_run,
         time_limit: time_limit.map(Duration::from_secs),
+        max_horizon_age: max_horizon_age.map(Duration::from_secs),
         ..BackfillOptions::default()
     };
     if let Some(n) = batch_size {
@@ -161,6 +173,9 @@ pub struct BackfillOptions {
     pub time_limit: Option<Duration>,
     /// Pause between batches while a streaming standby lags by this much.
     pub max_replica_lag: ReplicaLagLimit,
+    /// Pause between batches while something has held back the xmin horizon this long
+    /// (`--max-horizon-age`); None: never pause, only name it.
+    pub max_horizon_age: Option<Duration>,
     pub dry_run: bool,
     /// Print progress lines on stderr.
     pub progress: bool,
@@ -182,6 +197,7 @@ impl Default for BackfillOptions {
             workers: 2,
             time_limit: None,
             max_replica_lag: ReplicaLagLimit::Auto,
+            max_horizon_age: None,
             dry_run: false,
             progress: true,
             lock_budget: crate::db::LOCK_BUDGET,
@@ -216,6 +232,8 @@ pub struct BackfillReport {
     pub prepared_label: String,
     /// The standbys kept in step, when there were any (or a limit was given).
     pub replica: Option<ReplicaSummary>,
+    /// The pauses for the xmin horizon, when `--max-horizon-age` was given.
+    pub horizon: Option<HorizonSummary>,
     pub duration: Duration,
 }
 
@@ -242,6 +260,7 @@ pub fn backfill(
         prepared,
         prepared_label: rule.prepared().to_string(),
         replica: None,
+        horizon: None,
         duration: started.elapsed(),
     };
     let untouched = |nulls: Vec<(Fill, i64)>, keep_counts: bool| -> Vec<TableResult> {
@@ -295,7 +314,9 @@ pub fn backfill(
         None => 0,
     };
     let mut worker_connections = slots::connect_workers(url, options.workers as u64)?;
+    let mut own_pids = Vec::new();
     for connection in std::iter::once(&mut *client).chain(worker_connections.iter_mut()) {
+        own_pids.push(horizon::own_pid(connection)?);
         if let Some(sql) = rule.connection() {
             connection.batch_execute(sql).with_context(|| {
                 format!(
@@ -306,7 +327,18 @@ pub fn backfill(
         }
         crate::db::set_lock_timeout(connection, BATCH_LOCK_TIMEOUT)?;
     }
-    let horizon = horizon::Watch::start(url);
+    let horizon = horizon::Watch::start(url, own_pids.clone());
+    own_pids.extend(horizon.pid());
+    let horizon_gate = horizon::gate(
+        options.max_horizon_age,
+        options.lock_budget,
+        options.progress,
+        own_pids,
+    );
+    let gates = Gates {
+        replica: gate.as_ref(),
+        horizon: horizon_gate.as_ref(),
+    };
     let result = backfill_tables(
         client,
         &mut worker_connections,
@@ -314,7 +346,7 @@ pub fn backfill(
         nulls,
         options,
         started,
-        gate.as_ref(),
+        gates,
     );
     horizon.finish(
         result
@@ -337,9 +369,18 @@ pub fn backfill(
     Ok(BackfillReport {
         stopped_early,
         replica: gate.as_ref().map(|g| g.summary()),
+        horizon: horizon_gate.as_ref().map(|g| g.summary()),
         duration: started.elapsed(),
         ..report(tables, prepared, false)
     })
+}
+
+/// What the workers wait for between batches: standbys (`--max-replica-lag`) and the xmin
+/// horizon (`--max-horizon-age`).
+#[derive(Clone, Copy)]
+struct Gates<'a> {
+    replica: Option<&'a replica::ReplicaGate>,
+    horizon: Option<&'a horizon::HorizonGate>,
 }
 
 fn backfill_tables(
@@ -349,7 +390,7 @@ fn backfill_tables(
     nulls: Vec<(Fill, i64)>,
     options: &BackfillOptions,
     started: Instant,
-    gate: Option<&replica::ReplicaGate>,
+    gates: Gates,
 ) -> Result<(Vec<TableResult>, bool)> {
     let deadline = options.time_limit.map(|limit| started + limit);
     let mut tables = Vec::new();
@@ -363,7 +404,7 @@ fn backfill_tables(
             total,
             options,
             deadline,
-            gate,
+            gates,
         )?;
         tables.push(result);
         if stopped {
@@ -407,7 +448,7 @@ fn backfill_table(
     total: i64,
     options: &BackfillOptions,
     deadline: Option<Instant>,
-    replica: Option<&replica::ReplicaGate>,
+    gates: Gates,
 ) -> Result<(TableResult, bool)> {
     let started = Instant::now();
     let table = fill.table.as_str();
@@ -443,7 +484,8 @@ fn backfill_table(
         max_pages,
         batch_time: options.batch_time,
         deadline,
-        replica,
+        replica: gates.replica,
+        horizon: gates.horizon,
     };
     let errors: Vec<anyhow::Error> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
@@ -467,7 +509,10 @@ fn backfill_table(
                     total,
                     started.elapsed(),
                     state.held_rows.load(Ordering::SeqCst),
-                    replica.and_then(|r| r.waiting()),
+                    gates
+                        .replica
+                        .and_then(|r| r.waiting())
+                        .or_else(|| gates.horizon.and_then(|h| h.waiting())),
                 );
                 last_report = Instant::now();
             }
@@ -728,8 +773,17 @@ impl Report for BackfillReport {
                 style.seconds(r.waited)
             ),
         };
+        let horizon = match &self.horizon {
+            None => String::new(),
+            Some(h) => format!(
+                "xmin horizon age limit {} s: paused {} time(s), {} in all.\n",
+                h.limit.as_secs(),
+                h.pauses,
+                style.seconds(h.paused)
+            ),
+        };
         format!(
-            "{}{} created: {}\n{replica}Backfilled {} rows in {} ({rate} rows/s). {next}\n",
+            "{}{} created: {}\n{replica}{horizon}Backfilled {} rows in {} ({rate} rows/s). {next}\n",
             self.table(style).render(),
             self.prepared_title(),
             self.prepared,
@@ -752,6 +806,11 @@ impl Report for BackfillReport {
                     "standbys": r.standbys,
                     "pauses": r.waits,
                     "paused_seconds": r.waited.as_secs_f64(),
+                })),
+                "horizon": self.horizon.as_ref().map(|h| json!({
+                    "max_horizon_age_seconds": h.limit.as_secs(),
+                    "pauses": h.pauses,
+                    "paused_seconds": h.paused.as_secs_f64(),
                 })),
                 "rows": self.total_rows(),
                 "seconds": self.duration.as_secs_f64(),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::horizon::HorizonGate;
 use super::replica::ReplicaGate;
 use crate::interrupt;
 use crate::releases::Rule;
@@ -24,6 +25,8 @@ pub(crate) struct TablePlan<'a> {
     pub deadline: Option<Instant>,
     /// Waits before each batch while a standby lags (`--max-replica-lag`).
     pub replica: Option<&'a ReplicaGate>,
+    /// Pauses before each batch while the xmin horizon is held back (`--max-horizon-age`).
+    pub horizon: Option<&'a HorizonGate>,
 }
 
 /// What the workers of one table share: the next unclaimed page and the running totals.

@@ -1,5 +1,5 @@
 //! The backfill's progress line on stderr: rows done of the total, rate and time left, and why
-//! it pauses when it waits for a standby.
+//! it pauses when it waits for a standby or for the xmin horizon.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::report::thousands;
 
 /// `held`: rows another transaction holds, which the backfill fills around and comes back for;
-/// `waiting`: why the backfill pauses (a standby behind), when it does.
+/// `waiting`: why the backfill pauses (a standby behind, an old snapshot), when it does.
 pub(crate) fn print(
     table: &str,
     done: i64,

@@ -44,6 +44,15 @@ pub(crate) fn run(client: &mut Client, plan: &TablePlan, state: &WorkerState) ->
                 return Ok(());
             }
         }
+        if let Some(gate) = plan.horizon {
+            if !gate.wait_for_horizon(client, plan.table, plan.deadline, &state.stop)? {
+                // Out of time while paused (unless another worker failed).
+                if !state.stop.load(Ordering::SeqCst) {
+                    state.out_of_time.store(true, Ordering::SeqCst);
+                }
+                return Ok(());
+            }
+        }
         let first = state.next_page.fetch_add(pages_per_batch, Ordering::SeqCst);
         if first >= plan.pages {
             return Ok(());
