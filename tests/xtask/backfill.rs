@@ -711,3 +711,45 @@ fn analyze_waits_for_an_autovacuum_and_leaves_statistics_without_nulls() {
     assert!(report.ok(), "{}", report.render());
     assert_eq!(null_frac(&mut observer), 0.0);
 }
+
+/// Through the binary: while every row of a table is held by another transaction, the count
+/// stands still and the progress line says "no progress for N s", never a rate and an ETA
+/// ("0 rows/s, ETA 0 s"); once the holder commits, the backfill finishes.
+#[test]
+fn a_count_that_stands_still_reads_as_no_progress() {
+    let db = TestDb::migrated_to(INIT);
+    crate::support::seed_small(&mut db.client());
+    db.deploy_to(EXPAND);
+    let mut holder = db.client();
+    holder
+        .batch_execute(r#"BEGIN; SELECT 1 FROM "Insight" FOR UPDATE"#)
+        .unwrap();
+    let mut running = datahub_tests::harness::Running::start(&["backfill"], db.url());
+    let line = loop {
+        assert!(
+            running.is_running(),
+            "the backfill ended before its count stood still: {:?}",
+            running.stderr()
+        );
+        let seen = running
+            .stderr()
+            .into_iter()
+            .find(|l| l.starts_with("  Insight: 0 / ") && l.contains("no progress for"));
+        if let Some(line) = seen {
+            break line;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, _, stderr) = running.wait(std::time::Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!line.contains("rows/s") && !line.contains("ETA"), "{line}");
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("Insight:") && l.contains(", 0 rows/s")),
+        "a stalled count read as a rate: {stderr}"
+    );
+    let check = run_xtask(&["check"], Some(db.url()));
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+}
