@@ -12,6 +12,7 @@ mod demo;
 mod faults;
 mod frozen_server;
 mod full_disk;
+mod full_wal_disk;
 mod hostile_inputs;
 mod incident;
 mod json_schemas;

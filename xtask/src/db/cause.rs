@@ -46,11 +46,18 @@ fn describe(db: &DbError) -> Option<String> {
         || db.message().contains("could not extend file");
     Some(if disk_full {
         let panicked = db.severity() == "PANIC";
+        // A WAL write names its file (`pg_wal/xlogtemp.N`, `pg_wal/0000…`): that volume is the
+        // one to free, and until it has room the server cannot finish its crash recovery.
+        let volume = if db.message().contains("pg_wal") {
+            "the volume that holds its WAL (`pg_wal` in the data directory, or where that links)"
+        } else {
+            "the volume that holds its data directory, WAL or tablespace"
+        };
         format!(
-            "the server's disk is full ({}){}: free space on the volume that holds its data directory, WAL or tablespace (`df` on the server; the hint is \"Check free disk space\")",
+            "the server's disk is full ({}){}: free space on {volume} (`df` on the server; the hint is \"Check free disk space\")",
             quoted(db),
             if panicked {
-                ", and it stopped with a PANIC: it restarts and replays its WAL once there is room"
+                ", and it stopped with a PANIC: it restarts and replays its WAL once there is room, and stays down until then"
             } else {
                 ""
             }
@@ -62,7 +69,7 @@ fn describe(db: &DbError) -> Option<String> {
         )
     } else if *code == SqlState::CRASH_SHUTDOWN {
         format!(
-            "the server restarted after one of its processes crashed ({}): it replays its WAL before it answers again, and its log names the process that failed and why (a full disk reads \"No space left on device\")",
+            "the server restarted after one of its processes crashed ({}), for example on a full WAL disk: it replays its WAL before it answers again, and its log names the process that failed and why; if the log reads \"No space left on device\" (a PANIC writing `pg_wal/…`), the server cannot finish that recovery or stay up until there is room: free space on the volume that holds its WAL (`pg_wal` in the data directory, or where that links; `df` on the server)",
             quoted(db)
         )
     } else if *code == SqlState::CANNOT_CONNECT_NOW {
