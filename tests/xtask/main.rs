@@ -28,6 +28,7 @@ mod old_snapshot;
 mod pooler;
 mod prisma;
 mod prisma_give_up;
+mod prisma_index_build;
 mod readme_walkthroughs;
 mod recover;
 mod release;
