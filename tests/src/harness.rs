@@ -273,10 +273,17 @@ impl OwnCluster {
     }
 
     /// A server whose WAL (`pg_wal`, segments of 1 MB) lives in `wal_dir`, an empty directory
-    /// (on a small filesystem the test fills).
+    /// (on a small filesystem the test fills). Only the test and the commands it runs write WAL
+    /// (autovacuum is off), and each commit flushes its own (the WAL writer sleeps its longest):
+    /// the first commit after the current segment is used up is the one that finds the disk full.
     pub fn with_wal_in(wal_dir: &Path) -> OwnCluster {
         OwnCluster::start(ClusterOptions {
             wal_dir: Some(wal_dir.to_path_buf()),
+            settings: vec![
+                ("autovacuum".into(), "off".into()),
+                ("synchronous_commit".into(), "on".into()),
+                ("wal_writer_delay".into(), "'10s'".into()),
+            ],
             ..ClusterOptions::default()
         })
     }

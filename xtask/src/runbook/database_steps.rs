@@ -324,12 +324,13 @@ fn gate(
 pub(crate) fn next_after(error: &anyhow::Error, command: &str) -> String {
     let again = format!("`cargo xtask {command}`");
     let fault = db::cause::server_fault_in(error)
+        .or_else(|| deploy::fault_by(error))
         .map(|fault| format!("{fault}; then "))
         .unwrap_or_default();
     match (deploy::left_by(error), db::classify(error)) {
         (Some(Left::Refused), _) => format!("nothing was applied or recorded; do what the error above says, then run {again} again"),
-        (Some(Left::Failed), _) => "run `cargo xtask recover`, which resolves the failed migration once it can prove what its script left behind".into(),
-        (Some(Left::Unknown), _) => "once the server answers, run `cargo xtask recover`: it waits for the migration's backend if that still runs, then proves from the catalog whether the script was applied".into(),
+        (Some(Left::Failed), _) => format!("{fault}run `cargo xtask recover`, which resolves the failed migration once it can prove what its script left behind"),
+        (Some(Left::Unknown), _) => format!("{fault}once the server answers, run `cargo xtask recover`: it waits for the migration's backend if that still runs, then proves from the catalog whether the script was applied"),
         (_, Failure::Interrupted) => format!("nothing is left half done; run {again} again to continue"),
         (Some(Left::RolledBack), _) => format!("nothing was applied and nothing needs resolving; run {again} again once the session holding the lock is done (`pg_locks` shows it), or allow longer with `--lock-timeout SECONDS`"),
         (None, Failure::ConnectionLost) => format!("the connection to PostgreSQL was lost, and nothing failed; {fault}once the server answers, run {again} again (it reads the database first)"),
