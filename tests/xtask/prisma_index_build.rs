@@ -287,8 +287,9 @@ fn our_build_failed_by_the_deadlock_is_recovered_and_both_converge() {
     });
     assert_eq!(failed, Some(Failed::OurBuild), "{}", theirs.all());
     assert!(
-        ours_said
-            .contains("the failure is recorded in `_prisma_migrations`: run `cargo xtask recover`"),
+        ours_said.contains(
+            "the failure is recorded in `_prisma_migrations` (the build deadlocked with another deploy waiting for the migration lock, such as Prisma's `migrate deploy`: run one deploy at a time): run `cargo xtask recover`"
+        ),
         "{ours_said}"
     );
     assert_eq!(theirs.code, Some(1), "{}", theirs.all());

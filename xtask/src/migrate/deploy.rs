@@ -471,8 +471,9 @@ fn settle_failure(
             None => "PostgreSQL rolled the whole script back, so nothing of it was applied".into(),
         };
         let message = format!(
-            "migration `{name}` failed{lock_note}: {}; {left}, and the failure is recorded in `_prisma_migrations`: run `cargo xtask recover`",
-            logs::database_error(&logs)
+            "migration `{name}` failed{lock_note}: {}; {left}, and the failure is recorded in `_prisma_migrations`{}: run `cargo xtask recover`",
+            logs::database_error(&logs),
+            deadlocked_with_a_deploy(&error)
         );
         return anyhow!(logs).context(failure(Left::Failed, message));
     };
@@ -508,6 +509,24 @@ fn settle_failure(
             .context(logs::database_error(&logs))
             .context(failure(Left::RolledBack, message)),
         None => anyhow!(logs).context(failure(Left::RolledBack, message)),
+    }
+}
+
+/// A clause for a deadlock of the script with a session waiting for the migration lock: an
+/// index build's last phase waits for every older snapshot, and a deploy waiting in
+/// `pg_advisory_lock` (Prisma's `migrate deploy`) holds one while it waits for ours.
+fn deadlocked_with_a_deploy(error: &postgres::Error) -> &'static str {
+    let with_the_migration_lock = error.as_db_error().is_some_and(|db| {
+        *db.code() == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            && db.detail().is_some_and(|detail| {
+                detail.contains("advisory lock [")
+                    && detail.contains(&format!(",{},", db::MIGRATION_LOCK_KEY))
+            })
+    });
+    if with_the_migration_lock {
+        " (the build deadlocked with another deploy waiting for the migration lock, such as Prisma's `migrate deploy`: run one deploy at a time)"
+    } else {
+        ""
     }
 }
 
