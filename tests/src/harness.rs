@@ -272,6 +272,22 @@ impl OwnCluster {
         })
     }
 
+    /// A server whose WAL (`pg_wal`, segments of 1 MB) lives in `wal_dir`, an empty directory
+    /// (on a small filesystem the test fills). Only the test and the commands it runs write WAL
+    /// (autovacuum is off), and each commit flushes its own (the WAL writer sleeps its longest):
+    /// the first commit after the current segment is used up is the one that finds the disk full.
+    pub fn with_wal_in(wal_dir: &Path) -> OwnCluster {
+        OwnCluster::start(ClusterOptions {
+            wal_dir: Some(wal_dir.to_path_buf()),
+            settings: vec![
+                ("autovacuum".into(), "off".into()),
+                ("synchronous_commit".into(), "on".into()),
+                ("wal_writer_delay".into(), "'10s'".into()),
+            ],
+            ..ClusterOptions::default()
+        })
+    }
+
     /// A server that counts every statement's executions in `pg_stat_statements` (the
     /// extension is created in its `postgres` database).
     pub fn with_statement_stats() -> OwnCluster {
@@ -363,6 +379,19 @@ impl OwnCluster {
         migrate::deploy(&mut client, &parsed, &repo_migrations(), &options)
             .unwrap_or_else(|e| panic!("deploy to `{target}` failed: {e:#}"));
         url
+    }
+
+    /// Starts the server again after its postmaster gave up (a crash recovery that could not
+    /// finish); it replays its WAL first.
+    pub fn start_again(&self) {
+        self.cluster
+            .start_server()
+            .unwrap_or_else(|e| panic!("cannot start the throwaway PostgreSQL again: {e:#}"));
+    }
+
+    /// The server's log, for a test that must show what a client cannot see.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.cluster.server_log()).unwrap_or_default()
     }
 
     /// Restarts the server as a crash would: every session cut, WAL replayed at start.

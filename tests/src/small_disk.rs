@@ -1,6 +1,6 @@
 //! A small filesystem that PostgreSQL really fills: a tmpfs of a few MiB mounted in a temp
 //! directory (this needs root, as CI runs the tests), with a directory in it for a tablespace,
-//! owned by the server's OS user. [`SmallDisk::fill`] takes every byte left, so the next file
+//! owned by the server's OS user, and one for a cluster's WAL. [`SmallDisk::fill`] takes every byte left, so the next file
 //! extension in the tablespace fails with "No space left on device"; [`SmallDisk::free`] gives
 //! the space back. Unmounted when dropped (after the cluster using it has stopped).
 
@@ -39,23 +39,27 @@ impl SmallDisk {
             String::from_utf8_lossy(&out.stderr)
         );
         let disk = SmallDisk { mount };
-        std::fs::create_dir_all(disk.tablespace_dir()).expect("create the tablespace directory");
-        // The server runs as `postgres` when the tests run as root (see the harness).
-        let chown = Command::new("chown")
-            .arg("postgres")
-            .arg(disk.tablespace_dir())
-            .status()
-            .expect("run chown");
-        assert!(
-            chown.success(),
-            "chown postgres of the tablespace directory"
-        );
+        for dir in [disk.tablespace_dir(), disk.wal_dir()] {
+            std::fs::create_dir_all(&dir).expect("create a directory for the server");
+            // The server runs as `postgres` when the tests run as root (see the harness).
+            let chown = Command::new("chown")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .expect("run chown");
+            assert!(chown.success(), "chown postgres of `{}`", dir.display());
+        }
         disk
     }
 
     /// The empty directory for `CREATE TABLESPACE … LOCATION`.
     pub fn tablespace_dir(&self) -> PathBuf {
         self.mount.join("tablespace")
+    }
+
+    /// The empty directory for a cluster's WAL (initdb `--waldir`).
+    pub fn wal_dir(&self) -> PathBuf {
+        self.mount.join("wal")
     }
 
     fn padding(&self) -> PathBuf {

@@ -33,6 +33,10 @@ pub struct ClusterOptions {
     pub standby: bool,
     /// Extra `postgresql.conf` settings, written after the defaults, so they win.
     pub settings: Vec<(String, String)>,
+    /// The WAL in this empty directory (initdb `--waldir`, a `pg_wal` symlink), in segments of
+    /// 1 MB so that a small filesystem holds a few: a test fills it to make the server fail
+    /// writing WAL, as a production server does when its WAL volume is full.
+    pub wal_dir: Option<PathBuf>,
 }
 
 /// The standby's data directory, under the cluster's root.
@@ -85,14 +89,14 @@ impl TempCluster {
             stopped: false,
         };
         cluster.spawn_watchdog(xtask_program)?;
-        cluster.init_and_start(&sh, &options.settings)?;
+        cluster.init_and_start(&sh, options)?;
         if options.standby {
             cluster.start_standby(&sh)?;
         }
         Ok(cluster)
     }
 
-    fn init_and_start(&mut self, sh: &Shell, extra_settings: &[(String, String)]) -> Result<()> {
+    fn init_and_start(&mut self, sh: &Shell, options: &ClusterOptions) -> Result<()> {
         if let Some(user) = &self.run_as {
             let root = &self.root;
             cmd!(sh, "chown -R {user} {root}")
@@ -106,23 +110,33 @@ impl TempCluster {
             .with_context(|| format!("cannot write `{}`", password_file.display()))?;
         let mut pwfile = OsString::from("--pwfile=");
         pwfile.push(&password_file);
+        let mut wal_dir: Vec<OsString> = Vec::new();
+        if let Some(dir) = &options.wal_dir {
+            let mut waldir = OsString::from("--waldir=");
+            waldir.push(dir);
+            wal_dir = vec![waldir, "--wal-segsize=1".into()];
+        }
         self.server_tool(
             sh,
             "initdb",
             &[
-                "-D".into(),
-                data.clone().into(),
-                "-U".into(),
-                "postgres".into(),
-                // Local sockets trust the OS user; TCP asks for the password, as a real server does.
-                "--auth-local=trust".into(),
-                "--auth-host=scram-sha-256".into(),
-                pwfile,
-                "-E".into(),
-                "UTF8".into(),
-                "--locale=C".into(),
-                "--no-sync".into(),
-            ],
+                wal_dir,
+                vec![
+                    "-D".into(),
+                    data.clone().into(),
+                    "-U".into(),
+                    "postgres".into(),
+                    // Local sockets trust the OS user; TCP asks for the password, as a real server does.
+                    "--auth-local=trust".into(),
+                    "--auth-host=scram-sha-256".into(),
+                    pwfile,
+                    "-E".into(),
+                    "UTF8".into(),
+                    "--locale=C".into(),
+                    "--no-sync".into(),
+                ],
+            ]
+            .concat(),
         )
         .context("initdb failed")?;
         std::fs::remove_file(&password_file).ok();
@@ -136,7 +150,7 @@ impl TempCluster {
             self.root.display().to_string().replace('\'', "''"),
             if tls { "on" } else { "off" }
         );
-        for (name, value) in extra_settings {
+        for (name, value) in &options.settings {
             settings.push_str(&format!("{name} = {value}\n"));
         }
         self.configure_and_start(
@@ -356,6 +370,11 @@ impl TempCluster {
         .context("cannot start the throwaway PostgreSQL again")
     }
 
+    /// The primary's server log.
+    pub fn server_log(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
     pub(crate) fn port(&self) -> u16 {
         self.port
     }
@@ -436,8 +455,9 @@ impl TempCluster {
         self.server_tool(&sh, "pg_ctl", &args)
     }
 
-    /// Starts the server of a cluster stopped by `stop_server`.
-    pub(crate) fn start_server(&self) -> Result<()> {
+    /// Starts the server of a cluster stopped by `stop_server`, or whose postmaster gave up (a
+    /// crash recovery that could not finish).
+    pub fn start_server(&self) -> Result<()> {
         let sh = Shell::new()?;
         let data = self.root.join("data");
         let log = self.root.join("server.log");

@@ -149,6 +149,7 @@ pub(crate) fn run(mut args: Arguments, globals: &Globals) -> Result<Outcome> {
                 ("full_page_writes".into(), "on".into()),
                 ("max_wal_size".into(), "'4GB'".into()),
             ],
+            ..ClusterOptions::default()
         },
     )?;
     let result = bench(&cluster, &migrations, users, &counts).and_then(|(mut figures, version)| {

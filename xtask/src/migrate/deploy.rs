@@ -71,6 +71,9 @@ pub(crate) enum Left {
 pub(crate) struct DeployFailure {
     pub left: Left,
     message: String,
+    /// What happened on the server, when the error that ended the attempt said (a full disk, a
+    /// crash): the error itself is not kept once the connection is gone.
+    fault: Option<String>,
 }
 
 impl std::fmt::Display for DeployFailure {
@@ -82,15 +85,27 @@ impl std::fmt::Display for DeployFailure {
 impl std::error::Error for DeployFailure {}
 
 fn failure(left: Left, message: String) -> DeployFailure {
-    DeployFailure { left, message }
+    DeployFailure {
+        left,
+        message,
+        fault: None,
+    }
 }
 
 /// What the attempt behind `error` left, when `error` comes from applying a migration.
 pub(crate) fn left_by(error: &anyhow::Error) -> Option<Left> {
+    // `downcast_ref` of the error itself finds a context at any depth; the items of `chain()`
+    // are anyhow's context wrappers, so searching them never finds one given as a context.
     error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<DeployFailure>())
+        .downcast_ref::<DeployFailure>()
         .map(|failure| failure.left)
+}
+
+/// What happened on the server when an attempt behind `error` lost its connection, if known.
+pub(crate) fn fault_by(error: &anyhow::Error) -> Option<String> {
+    error
+        .downcast_ref::<DeployFailure>()
+        .and_then(|failure| failure.fault.clone())
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +337,7 @@ fn apply(
         }
         Err(error) => Err(settle_failure(
             client,
+            url,
             options,
             &id,
             migration,
@@ -401,8 +417,10 @@ fn run_script(client: &mut Client, migration: &Migration, options: &DeployOption
 ///   resolve; the reason is in the error. An index build leaves an INVALID index, dropped
 ///   here when that is quick, else by the next deploy.
 /// - Anything else: recorded as failed, as Prisma records it (P3018), for a person or `recover`.
+#[allow(clippy::too_many_arguments)]
 fn settle_failure(
     client: &mut Client,
+    url: &DatabaseUrl,
     options: &DeployOptions,
     id: &str,
     migration: &Migration,
@@ -411,13 +429,25 @@ fn settle_failure(
     error: postgres::Error,
 ) -> anyhow::Error {
     let name = &migration.name;
-    if db::is_connection_lost(&error) || client.is_closed() {
-        let fault = db::cause::server_fault(&error)
+    // A PANIC or a FATAL error ends the session as it arrives (a PANIC, such as a WAL write on a
+    // full disk, restarts the whole server): nothing more can be written on this connection,
+    // and what the script left is as unknown as after a lost connection.
+    let session_ended = error
+        .as_db_error()
+        .is_some_and(|db| matches!(db.severity(), "PANIC" | "FATAL"));
+    if db::is_connection_lost(&error) || client.is_closed() || session_ended {
+        // Without the server's words, a new connection shows whether it crashed.
+        let fault = db::cause::server_fault(&error).or_else(|| db::cause::probe_after_loss(url));
+        let said = fault
+            .as_ref()
             .map(|fault| format!(": {fault}"))
             .unwrap_or_default();
-        return anyhow!(db::describe_driver_error(&error)).context(failure(Left::Unknown, format!(
-            "lost the connection to PostgreSQL while `{name}` was running{fault}: its outcome is unknown, and `_prisma_migrations` shows it as failed (started, never finished); once the server answers, run `cargo xtask recover`, which waits for the script if its backend still runs and resolves the migration by what the database shows"
-        )));
+        return anyhow!(db::describe_driver_error(&error)).context(DeployFailure {
+            fault,
+            ..failure(Left::Unknown, format!(
+                "lost the connection to PostgreSQL while `{name}` was running{said}: its outcome is unknown, and `_prisma_migrations` shows it as failed (started, never finished); once the server answers, run `cargo xtask recover`, which waits for the script if its backend still runs and resolves the migration by what the database shows"
+            ))
+        });
     }
     let logs = logs::prisma_logs(name, &error);
     let signal = crate::interrupt::stopped_by(&error);
@@ -443,8 +473,9 @@ fn settle_failure(
             None => "PostgreSQL rolled the whole script back, so nothing of it was applied".into(),
         };
         let message = format!(
-            "migration `{name}` failed{lock_note}: {}; {left}, and the failure is recorded in `_prisma_migrations`: run `cargo xtask recover`",
-            logs::database_error(&logs)
+            "migration `{name}` failed{lock_note}: {}; {left}, and the failure is recorded in `_prisma_migrations`{}: run `cargo xtask recover`",
+            logs::database_error(&logs),
+            deadlocked_with_a_deploy(&error)
         );
         return anyhow!(logs).context(failure(Left::Failed, message));
     };
@@ -483,6 +514,24 @@ fn settle_failure(
     }
 }
 
+/// A clause for a deadlock of the script with a session waiting for the migration lock: an
+/// index build's last phase waits for every older snapshot, and a deploy waiting in
+/// `pg_advisory_lock` (Prisma's `migrate deploy`) holds one while it waits for ours.
+fn deadlocked_with_a_deploy(error: &postgres::Error) -> &'static str {
+    let with_the_migration_lock = error.as_db_error().is_some_and(|db| {
+        *db.code() == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            && db.detail().is_some_and(|detail| {
+                detail.contains("advisory lock [")
+                    && detail.contains(&format!(",{},", db::MIGRATION_LOCK_KEY))
+            })
+    });
+    if with_the_migration_lock {
+        " (the build deadlocked with another deploy waiting for the migration lock, such as Prisma's `migrate deploy`: run one deploy at a time)"
+    } else {
+        ""
+    }
+}
+
 /// The outcome of an attempt could not be written: the row still says "failed".
 fn unrecorded(error: anyhow::Error, name: &str) -> anyhow::Error {
     error.context(failure(
@@ -511,4 +560,20 @@ fn is_stray_cancel(error: &anyhow::Error) -> bool {
             .downcast_ref::<postgres::Error>()
             .is_some_and(|e| e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn left_by_finds_the_failure_given_as_a_context() {
+        let error = anyhow!("the database's words")
+            .context(failure(Left::Unknown, "lost the connection".into()))
+            .context("deploy");
+        assert!(matches!(left_by(&error), Some(Left::Unknown)));
+        let refused = anyhow::Error::new(failure(Left::Refused, "would fail".into()));
+        assert!(matches!(left_by(&refused), Some(Left::Refused)));
+        assert!(left_by(&anyhow!("anything else")).is_none());
+    }
 }

@@ -126,7 +126,7 @@ pub(crate) fn run(
                 Ok(report) => steps.push(Step::done("deploy", started, applied_names(&report))),
                 Err(error) => {
                     steps.push(Step::error("deploy", started, &error));
-                    let next = next_after(&error, steps.command());
+                    let next = next_after(&error, url, steps.command());
                     return Ok(Some(Stop::new("deploy", next)));
                 }
             }
@@ -253,8 +253,12 @@ fn backfill_step(
         Err(error) => {
             steps.push(Step::error(&name, started, &error));
             let next = match db::classify(&error) {
-                Failure::Other | Failure::PermissionDenied => format!("fix the cause above, then run `cargo xtask {}` again (the backfill continues where it stopped)", steps.command()),
-                _ => next_after(&error, steps.command()),
+                Failure::Other | Failure::PermissionDenied
+                    if db::cause::server_fault_in(&error).is_none() =>
+                {
+                    format!("fix the cause above, then run `cargo xtask {}` again (the backfill continues where it stopped)", steps.command())
+                }
+                _ => next_after(&error, url, steps.command()),
             };
             Ok(Some(Stop::new(&name, next)))
         }
@@ -321,15 +325,19 @@ fn gate(
 
 /// The next step after a failed step, true to what happened: only a migration recorded as
 /// failed (or one whose outcome a lost connection hid) is something `recover` resolves.
-pub(crate) fn next_after(error: &anyhow::Error, command: &str) -> String {
+pub(crate) fn next_after(error: &anyhow::Error, url: &DatabaseUrl, command: &str) -> String {
     let again = format!("`cargo xtask {command}`");
+    let lost = matches!(db::classify(error), Failure::ConnectionLost);
     let fault = db::cause::server_fault_in(error)
+        .or_else(|| deploy::fault_by(error))
+        // Without the server's words, a new connection shows whether it crashed.
+        .or_else(|| lost.then(|| db::cause::probe_after_loss(url)).flatten())
         .map(|fault| format!("{fault}; then "))
         .unwrap_or_default();
     match (deploy::left_by(error), db::classify(error)) {
         (Some(Left::Refused), _) => format!("nothing was applied or recorded; do what the error above says, then run {again} again"),
-        (Some(Left::Failed), _) => "run `cargo xtask recover`, which resolves the failed migration once it can prove what its script left behind".into(),
-        (Some(Left::Unknown), _) => "once the server answers, run `cargo xtask recover`: it waits for the migration's backend if that still runs, then proves from the catalog whether the script was applied".into(),
+        (Some(Left::Failed), _) => format!("{fault}run `cargo xtask recover`, which resolves the failed migration once it can prove what its script left behind"),
+        (Some(Left::Unknown), _) => format!("{fault}once the server answers, run `cargo xtask recover`: it waits for the migration's backend if that still runs, then proves from the catalog whether the script was applied"),
         (_, Failure::Interrupted) => format!("nothing is left half done; run {again} again to continue"),
         (Some(Left::RolledBack), _) => format!("nothing was applied and nothing needs resolving; run {again} again once the session holding the lock is done (`pg_locks` shows it), or allow longer with `--lock-timeout SECONDS`"),
         (None, Failure::ConnectionLost) => format!("the connection to PostgreSQL was lost, and nothing failed; {fault}once the server answers, run {again} again (it reads the database first)"),
