@@ -372,3 +372,26 @@ fn a_long_statement_whose_server_stops_answering_ends_the_command() {
         datahub_tests::harness::text(&again.stderr)
     );
 }
+
+/// A `DATAHUB_STATEMENT_DEADLINE` that cannot be read is refused before anything runs, not
+/// replaced by the default without a word (nor, far too large, overflowing the watchdog).
+#[test]
+fn an_unreadable_deadline_setting_is_refused() {
+    for bad in ["5s", "0", "18446744073709551615"] {
+        let out = Command::new(xtask_bin())
+            .args(["migrate", "status"])
+            .env_remove("DIRECT_URL")
+            .env("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+            .env(xtask::db::STATEMENT_DEADLINE_ENV, bad)
+            .output()
+            .unwrap();
+        let stderr = datahub_tests::harness::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("`DATAHUB_STATEMENT_DEADLINE` is `{bad}`"))
+                && stderr.contains("whole number of seconds from 1 to 86400"),
+            "{stderr}"
+        );
+    }
+}

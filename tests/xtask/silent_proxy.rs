@@ -78,7 +78,11 @@ impl Proxy {
                     server.try_clone().unwrap(),
                 ));
                 for (from, to, watch) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap(), true),
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    ),
                     (server, client, false),
                 ] {
                     let gate = Arc::clone(&gate);
@@ -209,13 +213,19 @@ fn stopped_answering_line(stderr: &str, password_free_of: &str) -> String {
         .find(|l| l.contains("stopped answering"))
         .unwrap_or_else(|| panic!("no `stopped answering` line:\n{stderr}"))
         .to_string();
-    assert!(line.starts_with("error: PostgreSQL at `127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with("error: PostgreSQL at `127.0.0.1:"),
+        "{line}"
+    );
     assert!(
         line.contains("then run `cargo xtask migrate status`"),
         "{line}"
     );
     if let Some(password) = password_of(password_free_of) {
-        assert!(!stderr.contains(&password), "the password leaked:\n{stderr}");
+        assert!(
+            !stderr.contains(&password),
+            "the password leaked:\n{stderr}"
+        );
     }
     line
 }
@@ -366,12 +376,46 @@ fn deploy_whose_answer_is_lost_after_the_build_finished_ends_and_recover_converg
     assert_eq!(code, Some(1), "{stderr}");
     stopped_answering_line(&stderr, db.url());
     let recover = run_xtask(&["recover"], Some(db.url()));
-    assert_eq!(
-        recover.status.code(),
-        Some(0),
-        "{}",
-        text(&recover.stderr)
-    );
+    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
     let status = run_xtask(&["migrate", "status"], Some(db.url()));
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+}
+
+/// `check` through the same silent path with `connect_timeout=0` (libpq's "wait for ever"):
+/// the probe's start-up is bounded all the same, by the deadline and its margin.
+#[test]
+fn a_probe_is_bounded_when_the_url_waits_for_ever() {
+    let db = TestDb::migrated_to(EXPAND);
+    let proxy = Proxy::start(upstream(db.url()));
+    let url = with_params(&proxy.url(db.url()), "sslmode=disable&connect_timeout=0");
+    proxy.pause_when_sent("count(", false);
+    let running = Running::start_with_env(&["check"], &url, &FAST);
+    let (code, _, stderr) = running.wait(Duration::from_secs(120));
+    assert!(proxy.triggered(), "{stderr}");
+    drop(proxy);
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stopped_answering_line(&stderr, db.url());
+    assert!(line.contains("did not complete its start-up"), "{line}");
+}
+
+/// A shadow server (`--shadow-url`) that accepts connections and never answers: the start-up
+/// is bounded by the URL's `connect_timeout` as every other connection's is (exit 2).
+#[test]
+fn a_silent_shadow_server_is_an_error_not_a_hang() {
+    let shadow = datahub_tests::harness::server_url();
+    let proxy = Proxy::start(upstream(&shadow));
+    proxy.shared.pause(false);
+    let silent = with_params(&proxy.url(&shadow), "connect_timeout=1");
+    let running = Running::start(&["migrate", "lint", INIT, "--shadow-url", &silent], &shadow);
+    let (code, _, stderr) = running.wait(Duration::from_secs(120));
+    drop(proxy);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("did not complete the connection start-up within 1 s")
+            && stderr.contains("`connect_timeout=SECONDS` in `--shadow-url`"),
+        "{stderr}"
+    );
+    if let Some(password) = password_of(&shadow) {
+        assert!(!stderr.contains(&password), "{stderr}");
+    }
 }

@@ -13,7 +13,7 @@ use crate::migrations::Migration;
 
 pub(crate) mod cause;
 mod client;
-pub use client::{Client, Transaction};
+pub use client::{Client, Named, Transaction};
 pub(crate) mod deadline;
 pub use deadline::DEADLINE_ENV as STATEMENT_DEADLINE_ENV;
 pub(crate) mod direct;
@@ -70,7 +70,7 @@ const START_UP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The bound of the whole start-up: the URL's `connect_timeout` when it sets one (as libpq
 /// reads it: the whole connection, per host; 0 waits forever), else [`START_UP_TIMEOUT`] per
 /// host. The TCP connect alone keeps the driver's shorter timeout.
-fn start_up_bound(url: &DatabaseUrl) -> Option<Duration> {
+pub(crate) fn start_up_bound(url: &DatabaseUrl) -> Option<Duration> {
     let hosts = url.config().get_hosts().len().max(1) as u32;
     let query = url.secret().split_once('?').map(|(_, q)| q).unwrap_or("");
     let given = query

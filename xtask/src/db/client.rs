@@ -21,6 +21,30 @@ use super::DatabaseUrl;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// What a statement is called in the watchdog's messages: its first line, or "a prepared
+/// statement" (the driver keeps no text with one).
+pub trait Named {
+    fn named(&self) -> String;
+}
+
+impl Named for str {
+    fn named(&self) -> String {
+        deadline::first_line(self)
+    }
+}
+
+impl Named for String {
+    fn named(&self) -> String {
+        deadline::first_line(self)
+    }
+}
+
+impl Named for Statement {
+    fn named(&self) -> String {
+        "a prepared statement".to_string()
+    }
+}
+
 /// Where a connection leads, for the watchdog's messages and its probe.
 #[derive(Clone)]
 pub(crate) struct Peer {
@@ -93,23 +117,23 @@ impl Client {
 
     pub fn execute<T>(&mut self, query: &T, params: Params<'_>) -> Result<u64, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
-        self.run("a statement", |c| c.execute(query, params))
+        self.run(&query.named(), |c| c.execute(query, params))
     }
 
     pub fn query<T>(&mut self, query: &T, params: Params<'_>) -> Result<Vec<Row>, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
-        self.run("a query", |c| c.query(query, params))
+        self.run(&query.named(), |c| c.query(query, params))
     }
 
     pub fn query_one<T>(&mut self, query: &T, params: Params<'_>) -> Result<Row, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
-        self.run("a query", |c| c.query_one(query, params))
+        self.run(&query.named(), |c| c.query_one(query, params))
     }
 
     pub fn query_opt<T>(
@@ -118,9 +142,9 @@ impl Client {
         params: Params<'_>,
     ) -> Result<Option<Row>, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
-        self.run("a query", |c| c.query_opt(query, params))
+        self.run(&query.named(), |c| c.query_opt(query, params))
     }
 
     pub fn batch_execute(&mut self, query: &str) -> Result<(), postgres::Error> {
@@ -135,7 +159,9 @@ impl Client {
     }
 
     pub fn prepare(&mut self, query: &str) -> Result<Statement, postgres::Error> {
-        self.run("preparing a statement", |c| c.prepare(query))
+        self.run(&format!("preparing {}", query.named()), |c| {
+            c.prepare(query)
+        })
     }
 
     /// Starts a transaction whose statements, commit and rollback are bounded the same way.
@@ -171,21 +197,21 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     pub fn execute<T>(&mut self, query: &T, params: Params<'_>) -> Result<u64, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
         self.client.execute(query, params)
     }
 
     pub fn query<T>(&mut self, query: &T, params: Params<'_>) -> Result<Vec<Row>, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
         self.client.query(query, params)
     }
 
     pub fn query_one<T>(&mut self, query: &T, params: Params<'_>) -> Result<Row, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
         self.client.query_one(query, params)
     }
@@ -196,7 +222,7 @@ impl Transaction<'_> {
         params: Params<'_>,
     ) -> Result<Option<Row>, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
         self.client.query_opt(query, params)
     }

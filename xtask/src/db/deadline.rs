@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use postgres::CancelToken;
 
 use super::client::Peer;
+use super::DatabaseUrl;
 
 /// How long a short statement may go unanswered before it is cancelled: far beyond what a
 /// catalog read, a bookkeeping write or a backfill batch takes on a loaded server.
@@ -67,14 +68,44 @@ static ALL_LONG: Mutex<Option<String>> = Mutex::new(None);
 /// The statement the deadline cancelled last, for the message of the error that follows.
 static CANCELLED: Mutex<Option<String>> = Mutex::new(None);
 
+/// The longest [`DEADLINE_ENV`] accepted, in seconds: a day, far beyond any statement of a fixed
+/// size, and small enough that no sum of bounds overflows.
+const LONGEST_SETTING: u64 = 24 * 60 * 60;
+
 fn bounds() -> (Duration, Duration) {
     match std::env::var(DEADLINE_ENV)
         .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|s| *s > 0)
+        .and_then(|raw| parse_setting(&raw).ok())
     {
         Some(seconds) => (Duration::from_secs(seconds), Duration::from_secs(seconds)),
         None => (DEADLINE, CANCEL_MARGIN),
+    }
+}
+
+/// Reads [`DEADLINE_ENV`]: whole seconds from 1 to [`LONGEST_SETTING`].
+fn parse_setting(raw: &str) -> Result<u64, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(seconds) if (1..=LONGEST_SETTING).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "`{DEADLINE_ENV}` is `{}`: it must be a whole number of seconds from 1 to {LONGEST_SETTING}; set it so, or unset it for the default of {} s (then a cancel request and {} s more)",
+            raw.escape_debug(),
+            DEADLINE.as_secs(),
+            CANCEL_MARGIN.as_secs()
+        )),
+    }
+}
+
+/// Refuses a [`DEADLINE_ENV`] that cannot be read (exit 2) before a command starts: a typo
+/// such as `5s` would otherwise leave the default in force without a word.
+pub(crate) fn check_setting() -> anyhow::Result<()> {
+    match std::env::var(DEADLINE_ENV) {
+        Ok(raw) => parse_setting(&raw)
+            .map(drop)
+            .map_err(crate::error::environment),
+        Err(std::env::VarError::NotPresent) => Ok(()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(crate::error::environment(format!(
+            "`{DEADLINE_ENV}` is not valid UTF-8: it must be a whole number of seconds from 1 to {LONGEST_SETTING}"
+        ))),
     }
 }
 
@@ -218,6 +249,31 @@ fn watchdog() {
     }
 }
 
+/// Opens the probe's connection. Its start-up is bounded even when the URL waits for ever
+/// (`connect_timeout=0`): by the deadline and its margin, as a statement is.
+fn connect_probe(url: &Arc<DatabaseUrl>) -> anyhow::Result<super::Client> {
+    use super::Connect;
+    if super::start_up_bound(url).is_some() {
+        return url.connect();
+    }
+    let (deadline, margin) = bounds();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let connecting = Arc::clone(url);
+    std::thread::spawn(move || {
+        let _ = sender.send(connecting.connect());
+    });
+    receiver
+        .recv_timeout(deadline + margin)
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "PostgreSQL at `{}` {} within {} s",
+                url.describe(),
+                super::START_UP_SILENT,
+                (deadline + margin).as_secs()
+            ))
+        })
+}
+
 /// Asks the server, on a connection of its own, whether the long statement's backend still runs
 /// it. The probe's own statements are short ones, so a server that answers no one ends the
 /// command through the deadline; a start-up that times out ends it here.
@@ -231,8 +287,7 @@ fn start_probe(watched: &Watched, what: String) {
     let server = watched.peer.server.clone();
     let started = watched.started;
     std::thread::spawn(move || {
-        use super::Connect;
-        let running = match url.connect() {
+        let running = match connect_probe(&url) {
             Ok(mut probe) => probe
                 .query_opt(
                     "SELECT state = 'active' FROM pg_stat_activity WHERE pid = $1",
@@ -268,4 +323,23 @@ fn start_probe(watched: &Watched, what: String) {
         drop(gone);
         probing.store(false, Ordering::SeqCst);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setting_is_whole_seconds_within_a_day() {
+        assert_eq!(parse_setting("1"), Ok(1));
+        assert_eq!(parse_setting(" 86400 "), Ok(86400));
+        for bad in ["0", "5s", "", "-1", "1.5", "86401", "18446744073709551615"] {
+            let error = parse_setting(bad).unwrap_err();
+            assert!(
+                error.starts_with("`DATAHUB_STATEMENT_DEADLINE` is `")
+                    && error.contains("from 1 to 86400"),
+                "{error}"
+            );
+        }
+    }
 }
