@@ -395,3 +395,106 @@ fn an_unreadable_deadline_setting_is_refused() {
         );
     }
 }
+
+/// `migrate deploy` whose index build finished while the write that records it is parked by a
+/// lock on `_prisma_migrations` the test takes (seen in `pg_locks`): the deadline cancels the
+/// bookkeeping on a live server; the message says what to run, and `recover` converges.
+#[test]
+fn deploy_whose_bookkeeping_is_cancelled_by_the_deadline_says_recover() {
+    let db = TestDb::migrated_to(EXPAND);
+    let mut app = db.client();
+    app.batch_execute(r#"BEGIN; UPDATE "Connection" SET "status" = "status" WHERE false"#)
+        .unwrap();
+    let running = Running::start_with_env(
+        &["migrate", "deploy"],
+        db.url(),
+        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
+    );
+    let mut observer = db.client();
+    until("the index build waiting for the app's transaction", || {
+        observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
+                   AND query LIKE '%CREATE INDEX CONCURRENTLY%'",
+                &[],
+            )
+            .unwrap()
+            .map(|row| row.get::<_, i32>(0))
+    });
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE _prisma_migrations IN EXCLUSIVE MODE")
+        .unwrap();
+    app.batch_execute("COMMIT").unwrap();
+    let (code, _, stderr) = running.wait(Duration::from_secs(120));
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    let recover = datahub_tests::harness::run_xtask(&["recover"], Some(db.url()));
+    assert_eq!(
+        recover.status.code(),
+        Some(0),
+        "{}",
+        datahub_tests::harness::text(&recover.stderr)
+    );
+    let status = datahub_tests::harness::run_xtask(&["migrate", "status"], Some(db.url()));
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        datahub_tests::harness::text(&status.stdout)
+    );
+}
+
+/// `check` counting (parked by a table lock the test holds, seen in `pg_stat_activity`) on a
+/// server whose every connection slot is then taken: the probe cannot connect, says so, and
+/// the healthy count is not ended; once the lock goes, `check` reports as it does unhindered.
+#[test]
+fn a_probe_without_a_connection_slot_leaves_a_healthy_statement_alone() {
+    let cluster = OwnCluster::with_settings(&[("max_connections", "8")]);
+    let db = cluster.database(Some(EXPAND));
+    let unblocked = datahub_tests::harness::run_xtask(&["check"], Some(db.url()));
+    let mut holder = db.client();
+    holder
+        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
+        .unwrap();
+    let running = Running::start_with_env(
+        &["check"],
+        db.url(),
+        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
+    );
+    let mut observer = db.client();
+    until("`check` counting, blocked by the table lock", || {
+        observer
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
+                   AND query LIKE '%count(*)%'",
+                &[],
+            )
+            .unwrap()
+    });
+    let mut held = Vec::new();
+    while let Ok(client) = postgres::Client::connect(db.url(), postgres::NoTls) {
+        held.push(client);
+    }
+    until("a probe that found no connection slot", || {
+        running
+            .stderr()
+            .iter()
+            .any(|l| {
+                l.contains("could not ask the server whether it still runs")
+                    && l.contains("too many clients")
+            })
+            .then_some(())
+    });
+    drop(held);
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
+    assert_eq!(code, unblocked.status.code(), "{stderr}");
+    assert!(!stderr.contains("stopped answering"), "{stderr}");
+    assert_eq!(
+        stdout.trim_end(),
+        datahub_tests::harness::text(&unblocked.stdout).trim_end()
+    );
+}

@@ -304,7 +304,15 @@ fn start_probe(watched: &Watched, what: String) {
             ),
             // Another reason (no connection slot free, a restart under way): nothing is known,
             // and the statement's own connection says what happens to it.
-            Err(_) => None,
+            Err(error) => {
+                eprintln!(
+                    "  {what}: running for {} s; could not ask the server whether it still runs ({}); watching on",
+                    started.elapsed().as_secs(),
+                    // The cause, without the advice meant for the command's own connection.
+                    error.to_string().split("; ").next().unwrap_or_default()
+                );
+                None
+            }
         };
         let mut gone = gone.lock().unwrap_or_else(|e| e.into_inner());
         match running {
