@@ -206,8 +206,8 @@ fn until<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
 }
 
 /// The one line saying the server stopped answering: one line, the server named by host and
-/// port, no password, the next command named.
-fn stopped_answering_line(stderr: &str, password_free_of: &str) -> String {
+/// port, no password, ending with the next command.
+fn stopped_answering_line(stderr: &str, password_free_of: &str, next: &str) -> String {
     let line = stderr
         .lines()
         .find(|l| l.contains("stopped answering"))
@@ -217,10 +217,7 @@ fn stopped_answering_line(stderr: &str, password_free_of: &str) -> String {
         line.starts_with("error: PostgreSQL at `127.0.0.1:"),
         "{line}"
     );
-    assert!(
-        line.contains("then run `cargo xtask migrate status`"),
-        "{line}"
-    );
+    assert!(line.ends_with(next), "{line}");
     if let Some(password) = password_of(password_free_of) {
         assert!(
             !stderr.contains(&password),
@@ -245,6 +242,9 @@ fn with_params(url: &str, params: &str) -> String {
     }
 }
 
+/// The next step after a command that may have been migrating.
+const MIGRATE: &str = "then run `cargo xtask migrate status`, and `cargo xtask recover` if it reports a failed or unknown migration";
+
 const FAST: [(&str, &str); 1] = [(xtask::db::STATEMENT_DEADLINE_ENV, "1")];
 
 /// `migrate status`: the path stops with its read of `_prisma_migrations` on the way.
@@ -260,7 +260,7 @@ fn status_through_a_proxy_that_stops_forwarding_ends_and_says_so() {
     assert!(proxy.triggered(), "{stderr}");
     drop(proxy);
     assert_eq!(code, Some(1), "{stderr}");
-    stopped_answering_line(&stderr, db.url());
+    stopped_answering_line(&stderr, db.url(), MIGRATE);
     let after = run_xtask(&["migrate", "status"], Some(db.url()));
     assert_eq!(after.status.code(), before.status.code());
     assert_eq!(text(&after.stdout), text(&before.stdout));
@@ -297,7 +297,7 @@ fn status_over_tls_through_a_proxy_that_stops_forwarding_ends_and_says_so() {
     let (code, _, stderr) = running.wait(Duration::from_secs(120));
     drop(proxy);
     assert_eq!(code, Some(1), "{stderr}");
-    let line = stopped_answering_line(&stderr, db.url());
+    let line = stopped_answering_line(&stderr, db.url(), MIGRATE);
     assert!(line.contains("nor its cancel request for 1 s"), "{line}");
 }
 
@@ -315,7 +315,7 @@ fn check_counting_through_a_proxy_that_stops_forwarding_ends_and_says_so() {
     assert!(proxy.triggered(), "{stderr}");
     drop(proxy);
     assert_eq!(code, Some(1), "{stderr}");
-    let line = stopped_answering_line(&stderr, db.url());
+    let line = stopped_answering_line(&stderr, db.url(), "then run `cargo xtask check` again");
     assert!(line.contains("did not complete its start-up"), "{line}");
     let after = run_xtask(&["check"], Some(db.url()));
     assert_eq!(after.status.code(), before.status.code());
@@ -337,7 +337,11 @@ fn backfill_through_a_proxy_that_stops_forwarding_ends_and_a_rerun_finishes() {
     assert!(proxy.triggered(), "{stderr}");
     drop(proxy);
     assert_eq!(code, Some(1), "{stderr}");
-    stopped_answering_line(&stderr, db.url());
+    stopped_answering_line(
+        &stderr,
+        db.url(),
+        "then run `cargo xtask backfill` again: it goes on where it stopped",
+    );
     let again = run_xtask(&["backfill"], Some(db.url()));
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     let check = run_xtask(&["check"], Some(db.url()));
@@ -374,7 +378,7 @@ fn deploy_whose_answer_is_lost_after_the_build_finished_ends_and_recover_converg
     let (code, _, stderr) = running.wait(Duration::from_secs(120));
     drop(proxy);
     assert_eq!(code, Some(1), "{stderr}");
-    stopped_answering_line(&stderr, db.url());
+    stopped_answering_line(&stderr, db.url(), MIGRATE);
     let recover = run_xtask(&["recover"], Some(db.url()));
     assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
     let status = run_xtask(&["migrate", "status"], Some(db.url()));
@@ -394,7 +398,7 @@ fn a_probe_is_bounded_when_the_url_waits_for_ever() {
     assert!(proxy.triggered(), "{stderr}");
     drop(proxy);
     assert_eq!(code, Some(1), "{stderr}");
-    let line = stopped_answering_line(&stderr, db.url());
+    let line = stopped_answering_line(&stderr, db.url(), "then run `cargo xtask check` again");
     assert!(line.contains("did not complete its start-up"), "{line}");
 }
 

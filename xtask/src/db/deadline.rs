@@ -97,7 +97,7 @@ fn parse_setting(raw: &str) -> Result<u64, String> {
 
 /// Refuses a [`DEADLINE_ENV`] that cannot be read (exit 2) before a command starts: a typo
 /// such as `5s` would otherwise leave the default in force without a word.
-pub(crate) fn check_setting() -> anyhow::Result<()> {
+fn check_setting() -> anyhow::Result<()> {
     match std::env::var(DEADLINE_ENV) {
         Ok(raw) => parse_setting(&raw)
             .map(drop)
@@ -188,10 +188,37 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<Watched>> {
     WATCHED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The command running, for the next step the watchdog names (see [`begin`]).
+static COMMAND: Mutex<Option<&'static str>> = Mutex::new(None);
+
+/// Before a command starts: refuses a [`DEADLINE_ENV`] that cannot be read (see
+/// [`check_setting`]) and remembers the command's name for the watchdog's next step.
+pub(crate) fn begin(command: &'static str) -> anyhow::Result<()> {
+    check_setting()?;
+    *COMMAND.lock().unwrap_or_else(|e| e.into_inner()) = Some(command);
+    Ok(())
+}
+
+/// What to run after the server stopped answering: a command that only reads, or a backfill
+/// (whose batches each commit whole), is simply run again; one that may have been migrating is
+/// followed by `migrate status`, which shows whether a migration was left failed or unknown.
+fn next_step() -> String {
+    match *COMMAND.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some(name @ ("status" | "check" | "verify" | "smoke")) => {
+            format!("then run `cargo xtask {name}` again")
+        }
+        Some("backfill") => {
+            "then run `cargo xtask backfill` again: it goes on where it stopped".to_string()
+        }
+        _ => "then run `cargo xtask migrate status`, and `cargo xtask recover` if it reports a failed or unknown migration".to_string(),
+    }
+}
+
 /// Ends the command: the server (or the path to it) does not answer.
 fn stopped_answering(server: &str, detail: &str) -> ! {
     eprintln!(
-        "error: PostgreSQL at `{server}` stopped answering: {detail} (a frozen server or backend, or a pooler or proxy that stopped forwarding); the command ends here and its connections close: check the server (`SELECT pid, state, wait_event_type, query FROM pg_stat_activity`), then run `cargo xtask migrate status`, and `cargo xtask recover` if it reports a failed or unknown migration"
+        "error: PostgreSQL at `{server}` stopped answering: {detail} (a frozen server or backend, or a pooler or proxy that stopped forwarding); the command ends here and its connections close: check the server (`SELECT pid, state, wait_event_type, query FROM pg_stat_activity`), {}",
+        next_step()
     );
     std::process::exit(1);
 }
