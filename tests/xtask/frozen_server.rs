@@ -498,3 +498,56 @@ fn a_probe_without_a_connection_slot_leaves_a_healthy_statement_alone() {
         datahub_tests::harness::text(&unblocked.stdout).trim_end()
     );
 }
+
+/// `track_activities = off` for the database (a DBA's setting): `pg_stat_activity` shows the
+/// command's backend as `disabled`, not `active`. A healthy count parked by a lock (seen in
+/// `pg_locks`) outlives several probes all the same, and `check` then reports as unhindered.
+#[test]
+fn a_long_statement_is_not_ended_where_the_server_hides_its_activity() {
+    let db = TestDb::migrated_to(EXPAND);
+    let unblocked = datahub_tests::harness::run_xtask(&["check"], Some(db.url()));
+    let mut holder = db.client();
+    holder
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET track_activities = off",
+            xtask::db::quote_ident(&db.name)
+        ))
+        .unwrap();
+    holder
+        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
+        .unwrap();
+    let running = Running::start_with_env(
+        &["check"],
+        db.url(),
+        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
+    );
+    let mut observer = db.client();
+    until("`check` counting, blocked by the table lock", || {
+        observer
+            .query_opt(
+                r#"SELECT 1 FROM pg_locks WHERE NOT granted AND relation = '"MetricDaily"'::regclass"#,
+                &[],
+            )
+            .unwrap()
+    });
+    until("two probes of the count", || {
+        let probes = running
+            .stderr()
+            .iter()
+            .filter(|l| {
+                l.contains("the NULL count of the `workspace-tenancy` release: running for")
+                    && l.contains("PostgreSQL does not show whether its backend")
+                    && l.contains("`track_activities` is off for it")
+            })
+            .count();
+        (probes >= 2).then_some(())
+    });
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
+    assert!(!stderr.contains("stopped answering"), "{stderr}");
+    assert_eq!(code, unblocked.status.code(), "{stderr}");
+    assert_eq!(
+        stdout.trim_end(),
+        datahub_tests::harness::text(&unblocked.stdout).trim_end()
+    );
+}

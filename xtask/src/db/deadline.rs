@@ -276,6 +276,10 @@ fn watchdog() {
     }
 }
 
+/// The state of the long statement's backend: `active` while it runs it, `idle…` once it has
+/// finished, no row once its session ended, `disabled` where `track_activities` is off.
+const PROBE_SQL: &str = "SELECT state FROM pg_stat_activity WHERE pid = $1";
+
 /// Opens the probe's connection. Its start-up is bounded even when the URL waits for ever
 /// (`connect_timeout=0`): by the deadline and its margin, as a statement is.
 fn connect_probe(url: &Arc<DatabaseUrl>) -> anyhow::Result<super::Client> {
@@ -315,13 +319,24 @@ fn start_probe(watched: &Watched, what: String) {
     let started = watched.started;
     std::thread::spawn(move || {
         let running = match connect_probe(&url) {
-            Ok(mut probe) => probe
-                .query_opt(
-                    "SELECT state = 'active' FROM pg_stat_activity WHERE pid = $1",
-                    &[&pid],
-                )
-                .ok()
-                .map(|row| row.is_some_and(|row| row.get::<_, Option<bool>>(0) == Some(true))),
+            Ok(mut probe) => match probe.query_opt(PROBE_SQL, &[&pid]) {
+                // The backend is gone: its session ended.
+                Ok(None) => Some(false),
+                Ok(Some(row)) => match row.get::<_, Option<String>>(0).as_deref() {
+                    Some("active" | "fastpath function call") => Some(true),
+                    Some(state) if state.starts_with("idle") => Some(false),
+                    // `disabled`: `track_activities` is off for that backend, so the server
+                    // does not say what it does; a healthy statement must not be ended for it.
+                    _ => {
+                        eprintln!(
+                            "  {what}: running for {} s; PostgreSQL does not show whether its backend (pid {pid}) still runs it (`track_activities` is off for it), so only a silent server ends it; watching on",
+                            started.elapsed().as_secs()
+                        );
+                        None
+                    }
+                },
+                Err(_) => None,
+            },
             Err(error) if error.to_string().contains(super::START_UP_SILENT) => stopped_answering(
                 &server,
                 &format!(
