@@ -423,3 +423,50 @@ fn a_silent_shadow_server_is_an_error_not_a_hang() {
         assert!(!stderr.contains(&password), "{stderr}");
     }
 }
+
+/// The first SIGTERM while the path is silent (over TLS, `migrate status` parked by a lock seen
+/// in `pg_locks`, then the path stopped and the lock gone), under the default deadline: the
+/// cancel request it sends gets no answer, and the command still ends within the grace of
+/// 10 s, naming what to run; `migrate status` on the server itself then converges.
+#[test]
+fn the_first_sigterm_on_a_silent_path_ends_the_command() {
+    let db = TestDb::migrated_to(INIT);
+    let before = run_xtask(&["migrate", "status"], Some(db.url()));
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE _prisma_migrations IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let proxy = Proxy::start(upstream(db.url()));
+    let url = with_params(&proxy.url(db.url()), "sslmode=require&connect_timeout=2");
+    let running = Running::start(&["migrate", "status"], &url);
+    let mut observer = db.client();
+    until("`migrate status` waiting for the table lock", || {
+        observer
+            .query_opt(
+                "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+                 WHERE a.datname = current_database() AND a.application_name = 'cargo-xtask'
+                   AND NOT l.granted AND l.relation = '_prisma_migrations'::regclass",
+                &[],
+            )
+            .unwrap()
+            .map(|row| row.get::<_, i32>(0))
+    });
+    proxy.shared.pause(false);
+    holder.batch_execute("ROLLBACK").unwrap();
+    // SAFETY: kill(2) on the child this test started.
+    assert_eq!(
+        unsafe { libc::kill(running.pid() as i32, libc::SIGTERM) },
+        0
+    );
+    let (code, _, stderr) = running.wait(Duration::from_secs(120));
+    drop(proxy);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("SIGTERM: the outcome could not be recorded within 10 s")
+            && stderr.contains("`cargo xtask recover`, which proves what happened"),
+        "{stderr}"
+    );
+    let after = run_xtask(&["migrate", "status"], Some(db.url()));
+    assert_eq!(after.status.code(), before.status.code());
+    assert_eq!(text(&after.stdout), text(&before.stdout));
+}
