@@ -52,6 +52,8 @@ struct Watched {
     started: Instant,
     /// When the deadline's cancel request was sent.
     cancelled: Option<Instant>,
+    /// Set while that cancel request is on its way (see [`watch`]).
+    cancelling: Arc<AtomicBool>,
     /// When the last probe of a long statement started; a probe in flight holds `probing`.
     probed: Instant,
     probing: Arc<AtomicBool>,
@@ -150,6 +152,7 @@ pub(crate) fn watch<T>(
         token: client.cancel_token(),
         started: now,
         cancelled: None,
+        cancelling: Arc::new(AtomicBool::new(false)),
         probed: now,
         probing: Arc::new(AtomicBool::new(false)),
         gone: Arc::new(Mutex::new(None)),
@@ -158,6 +161,14 @@ pub(crate) fn watch<T>(
     let mut watched = lock();
     if let Some(position) = watched.iter().position(|w| w.id == id) {
         let done = watched.swap_remove(position);
+        drop(watched);
+        // A cancel request still on its way must not reach the connection's next statement:
+        // it is waited for, within the margin (a silent path never lets it through).
+        let (_, margin) = bounds();
+        let waiting = Instant::now();
+        while done.cancelling.load(Ordering::SeqCst) && waiting.elapsed() < margin {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if let (Some(_), Kind::Short(what), Err(error)) = (done.cancelled, &done.kind, &outcome) {
             if error.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) {
                 *CANCELLED.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.clone());
@@ -244,7 +255,8 @@ fn watchdog() {
                     }
                     if waited >= deadline && watched.cancelled.is_none() {
                         watched.cancelled = Some(Instant::now());
-                        to_cancel.push(watched.token.clone());
+                        watched.cancelling.store(true, Ordering::SeqCst);
+                        to_cancel.push((watched.token.clone(), Arc::clone(&watched.cancelling)));
                     }
                 }
                 Kind::Long(what) => {
@@ -270,8 +282,11 @@ fn watchdog() {
         // Each on a thread of its own: a cancel request opens a connection of its own, whose
         // TLS negotiation a silent path never answers either, and the watchdog must go on to
         // end the command when the margin has passed.
-        for token in to_cancel {
-            std::thread::spawn(move || crate::interrupt::cancel(&token));
+        for (token, cancelling) in to_cancel {
+            std::thread::spawn(move || {
+                crate::interrupt::cancel(&token);
+                cancelling.store(false, Ordering::SeqCst);
+            });
         }
     }
 }
