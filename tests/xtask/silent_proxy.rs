@@ -349,11 +349,12 @@ fn backfill_through_a_proxy_that_stops_forwarding_ends_and_a_rerun_finishes() {
 }
 
 /// `migrate deploy` inside `CREATE INDEX CONCURRENTLY`, parked by an app transaction (seen in
-/// `pg_stat_activity`): the connections open then stop forwarding while new ones pass (a flow
-/// lost), the build finishes on the server and its answer never arrives. The probe sees the
-/// backend idle; the command ends; `recover` proves the index and `migrate status` agrees.
-#[test]
-fn deploy_whose_answer_is_lost_after_the_build_finished_ends_and_recover_converges() {
+/// `pg_stat_activity`). `lost_flow`: only the connections open then stop forwarding (a flow
+/// lost), the build finishes on the server and its answer never arrives, so the probe sees the
+/// backend idle; otherwise the whole path stops, the probe's start-up too. Either way the
+/// command ends, and once the app commits, `recover` proves the index and `migrate status`
+/// agrees.
+fn deploy_parked_in_an_index_build_through_a_path_that_stops(lost_flow: bool) {
     let db = TestDb::migrated_to(EXPAND);
     let mut app = db.client();
     app.batch_execute(r#"BEGIN; UPDATE "Connection" SET "status" = "status" WHERE false"#)
@@ -373,16 +374,31 @@ fn deploy_whose_answer_is_lost_after_the_build_finished_ends_and_recover_converg
             .unwrap()
             .map(|row| row.get::<_, i32>(0))
     });
-    proxy.shared.pause(true);
-    app.batch_execute("COMMIT").unwrap();
+    proxy.shared.pause(lost_flow);
+    if lost_flow {
+        app.batch_execute("COMMIT").unwrap();
+    }
     let (code, _, stderr) = running.wait(Duration::from_secs(120));
     drop(proxy);
+    if !lost_flow {
+        app.batch_execute("COMMIT").unwrap();
+    }
     assert_eq!(code, Some(1), "{stderr}");
     stopped_answering_line(&stderr, db.url(), MIGRATE);
     let recover = run_xtask(&["recover"], Some(db.url()));
     assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
     let status = run_xtask(&["migrate", "status"], Some(db.url()));
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+}
+
+#[test]
+fn deploy_whose_answer_is_lost_after_the_build_finished_ends_and_recover_converges() {
+    deploy_parked_in_an_index_build_through_a_path_that_stops(true);
+}
+
+#[test]
+fn deploy_parked_in_an_index_build_when_the_path_stops_ends_and_recover_converges() {
+    deploy_parked_in_an_index_build_through_a_path_that_stops(false);
 }
 
 /// `check` through the same silent path with `connect_timeout=0` (libpq's "wait for ever"):
