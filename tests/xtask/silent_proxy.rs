@@ -32,6 +32,8 @@ struct Shared {
     trigger_existing_only: AtomicBool,
     triggered: AtomicBool,
     closing: AtomicBool,
+    /// New connections go to this server instead (a load balancer choosing another node).
+    redirect: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -64,7 +66,8 @@ impl Proxy {
                     return;
                 }
                 let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(&upstream) else {
+                let target = accepting.redirect.lock().unwrap().clone();
+                let Ok(server) = TcpStream::connect(target.as_deref().unwrap_or(&upstream)) else {
                     continue;
                 };
                 let gate = Arc::new(Gate::default());
@@ -485,4 +488,75 @@ fn the_first_sigterm_on_a_silent_path_ends_the_command() {
     let after = run_xtask(&["migrate", "status"], Some(db.url()));
     assert_eq!(after.status.code(), before.status.code());
     assert_eq!(text(&after.stdout), text(&before.stdout));
+}
+
+/// `check` counting (parked by a table lock the test holds, seen in `pg_locks`) through a
+/// proxy that then sends new connections to another server, as a load balancer in front of
+/// several nodes may: the same database, role and password there, and no backend with that
+/// pid running the count. The probe sees it reached another server, and the healthy count is
+/// not ended; once the lock goes, `check` reports as it does unhindered.
+#[test]
+fn a_probe_that_reaches_another_server_leaves_a_healthy_statement_alone() {
+    let db = TestDb::migrated_to(EXPAND);
+    let unblocked = run_xtask(&["check"], Some(db.url()));
+    let other = datahub_tests::harness::OwnCluster::plain();
+    let mut admin = other.admin();
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {}",
+            xtask::db::quote_ident(&db.name)
+        ))
+        .unwrap();
+    let password = password_of(db.url()).expect("the test URL holds a password");
+    admin
+        .execute(
+            "SELECT set_config('password_encryption', 'scram-sha-256', false)",
+            &[],
+        )
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE postgres PASSWORD '{}'",
+            password.replace('\'', "''")
+        ))
+        .unwrap();
+    let mut holder = db.client();
+    holder
+        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
+        .unwrap();
+    let proxy = Proxy::start(upstream(db.url()));
+    let url = proxy.url(db.url());
+    let running = Running::start_with_env(&["check"], &url, &FAST);
+    let mut observer = db.client();
+    until("`check` counting, blocked by the table lock", || {
+        observer
+            .query_opt(
+                r#"SELECT 1 FROM pg_locks WHERE NOT granted AND relation = '"MetricDaily"'::regclass"#,
+                &[],
+            )
+            .unwrap()
+    });
+    let other_port: i32 = admin
+        .query_one("SELECT inet_server_port()", &[])
+        .unwrap()
+        .get(0);
+    *proxy.shared.redirect.lock().unwrap() = Some(format!("127.0.0.1:{other_port}"));
+    until("two probes that reached the other server", || {
+        let probes = running
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("reached another server"))
+            .count();
+        let ended = running
+            .stderr()
+            .iter()
+            .any(|l| l.contains("stopped answering"));
+        (probes >= 2 || ended).then_some(())
+    });
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
+    drop(proxy);
+    assert!(!stderr.contains("stopped answering"), "{stderr}");
+    assert_eq!(code, unblocked.status.code(), "{stderr}");
+    assert_eq!(stdout.trim_end(), text(&unblocked.stdout).trim_end());
 }

@@ -53,8 +53,9 @@ pub(crate) struct Peer {
     /// How to open a probe connection next to this one (absent for a connection made outside
     /// [`Connect`](super::Connect)).
     pub url: Option<Arc<DatabaseUrl>>,
-    /// The server process serving this connection.
-    pub pid: Option<i32>,
+    /// The server process serving this connection, and the server's identity (see
+    /// `db::server_identity_sql`): a probe that reaches another server knows it.
+    pub backend: Option<(i32, Arc<str>)>,
 }
 
 /// A PostgreSQL connection whose statements are bounded (see the module's documentation).
@@ -74,7 +75,7 @@ impl From<postgres::Client> for Client {
             peer: Peer {
                 server: crate::interrupt::server_description().into(),
                 url: None,
-                pid: None,
+                backend: None,
             },
             long: None,
         }
@@ -82,13 +83,17 @@ impl From<postgres::Client> for Client {
 }
 
 impl Client {
-    pub(crate) fn new(inner: postgres::Client, url: &DatabaseUrl, pid: Option<i32>) -> Self {
+    pub(crate) fn new(
+        inner: postgres::Client,
+        url: &DatabaseUrl,
+        backend: Option<(i32, String)>,
+    ) -> Self {
         Client {
             inner,
             peer: Peer {
                 server: url.describe().into(),
                 url: Some(Arc::new(url.clone())),
-                pid,
+                backend: backend.map(|(pid, identity)| (pid, identity.into())),
             },
             long: None,
         }

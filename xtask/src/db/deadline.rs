@@ -266,7 +266,7 @@ fn watchdog() {
                             &watched.peer.server,
                             &format!(
                                 "{what} ended on the server (its backend pid {} runs it no more), and its answer did not arrive within {} s",
-                                watched.peer.pid.unwrap_or_default(),
+                                watched.peer.backend.as_ref().map_or(0, |(pid, _)| *pid),
                                 margin.as_secs()
                             ),
                         );
@@ -292,8 +292,13 @@ fn watchdog() {
 }
 
 /// The state of the long statement's backend: `active` while it runs it, `idle…` once it has
-/// finished, no row once its session ended, `disabled` where `track_activities` is off.
-const PROBE_SQL: &str = "SELECT state FROM pg_stat_activity WHERE pid = $1";
+/// finished, NULL once its session ended, `disabled` where `track_activities` is off; and the
+/// identity of the server the probe reached, which a URL naming several hosts or a load
+/// balancer may make another one than the statement's (where that pid means nothing).
+const PROBE_SQL: &str = concat!(
+    "SELECT (SELECT state FROM pg_stat_activity WHERE pid = $1), ",
+    super::server_identity_sql!()
+);
 
 /// Opens the probe's connection. Its start-up is bounded even when the URL waits for ever
 /// (`connect_timeout=0`): by the deadline and its margin, as a statement is.
@@ -324,7 +329,9 @@ fn connect_probe(url: &Arc<DatabaseUrl>) -> anyhow::Result<super::Client> {
 /// it. The probe's own statements are short ones, so a server that answers no one ends the
 /// command through the deadline; a start-up that times out ends it here.
 fn start_probe(watched: &Watched, what: String) {
-    let (Some(url), Some(pid)) = (watched.peer.url.clone(), watched.peer.pid) else {
+    let (Some(url), Some((pid, identity))) =
+        (watched.peer.url.clone(), watched.peer.backend.clone())
+    else {
         watched.probing.store(false, Ordering::SeqCst);
         return;
     };
@@ -334,10 +341,17 @@ fn start_probe(watched: &Watched, what: String) {
     let started = watched.started;
     std::thread::spawn(move || {
         let running = match connect_probe(&url) {
-            Ok(mut probe) => match probe.query_opt(PROBE_SQL, &[&pid]) {
-                // The backend is gone: its session ended.
-                Ok(None) => Some(false),
-                Ok(Some(row)) => match row.get::<_, Option<String>>(0).as_deref() {
+            Ok(mut probe) => match probe.query_one(PROBE_SQL, &[&pid]) {
+                Ok(row) if row.get::<_, Option<String>>(1).as_deref() != Some(&*identity) => {
+                    eprintln!(
+                        "  {what}: running for {} s; the connection opened to ask whether it still runs reached another server (the URL names several hosts, or a load balancer chose), which cannot tell; watching on",
+                        started.elapsed().as_secs()
+                    );
+                    None
+                }
+                Ok(row) => match row.get::<_, Option<String>>(0).as_deref() {
+                    // The backend is gone (its session ended), or it finished the statement.
+                    None => Some(false),
                     Some("active" | "fastpath function call") => Some(true),
                     Some(state) if state.starts_with("idle") => Some(false),
                     // `disabled`: `track_activities` is off for that backend, so the server
