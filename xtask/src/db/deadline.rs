@@ -7,7 +7,8 @@
 //! - a short statement (a catalog read, bookkeeping, a backfill batch sized to take half a
 //!   second) past [`DEADLINE`] gets a cancel request: a slow but live backend then ends it, and
 //!   the command fails on its ordinary path, naming the deadline; when the cancel request is not
-//!   answered either within [`CANCEL_MARGIN`], the command ends, dropping its connections, and
+//!   answered either within [`CANCEL_MARGIN`] (it is sent from a thread of its own: over a
+//!   silent path even its TLS negotiation gets no answer), the command ends, dropping its connections, and
 //!   says the server stopped answering and what to run next;
 //! - a long statement (inside [`Client::long`](super::Client::long): a migration script, an
 //!   index build, a count of a whole table) has no deadline: every [`DEADLINE`] a probe asks
@@ -15,7 +16,9 @@
 //!   The command ends as above when the probe gets no answer (the whole server or the path to
 //!   it is silent), or when the backend is no longer running the statement and its answer did
 //!   not arrive within [`CANCEL_MARGIN`] after that was seen (a proxy that stopped forwarding).
-//!   A backend that is itself frozen inside a long statement looks like that statement running;
+//!   A probe that learns nothing (no connection slot, another server reached through a load
+//!   balancer, `track_activities` off) says so and leaves the statement alone: a healthy
+//!   statement is never ended on a guess. A backend that is itself frozen inside a long statement looks like that statement running;
 //!   the first SIGINT or SIGTERM ends the command within seconds (see `interrupt`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
