@@ -250,7 +250,7 @@ fn a_catalog_read_past_the_deadline_is_cancelled_and_the_deadline_named() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("had no answer within the client-side deadline of 1 s and was cancelled")
-            && stderr.contains("allow longer with `DATAHUB_STATEMENT_DEADLINE=SECONDS`"),
+            && stderr.contains("`DATAHUB_STATEMENT_DEADLINE=SECONDS` allows statements longer"),
         "{stderr}"
     );
     assert!(!stderr.contains("stopped answering"), "{stderr}");
@@ -370,5 +370,184 @@ fn a_long_statement_whose_server_stops_answering_ends_the_command() {
         again.status.code().is_some_and(|c| c < 2),
         "{}",
         datahub_tests::harness::text(&again.stderr)
+    );
+}
+
+/// A `DATAHUB_STATEMENT_DEADLINE` that cannot be read is refused before anything runs, not
+/// replaced by the default without a word (nor, far too large, overflowing the watchdog).
+#[test]
+fn an_unreadable_deadline_setting_is_refused() {
+    for bad in ["5s", "0", "18446744073709551615"] {
+        let out = Command::new(xtask_bin())
+            .args(["migrate", "status"])
+            .env_remove("DIRECT_URL")
+            .env("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+            .env(xtask::db::STATEMENT_DEADLINE_ENV, bad)
+            .output()
+            .unwrap();
+        let stderr = datahub_tests::harness::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("`DATAHUB_STATEMENT_DEADLINE` is `{bad}`"))
+                && stderr.contains("whole number of seconds from 1 to 86400"),
+            "{stderr}"
+        );
+    }
+}
+
+/// `migrate deploy` whose index build finished while the write that records it is parked by a
+/// lock on `_prisma_migrations` the test takes (seen in `pg_locks`): the deadline cancels the
+/// bookkeeping on a live server; the message says what to run, and `recover` converges.
+#[test]
+fn deploy_whose_bookkeeping_is_cancelled_by_the_deadline_says_recover() {
+    let db = TestDb::migrated_to(EXPAND);
+    let mut app = db.client();
+    app.batch_execute(r#"BEGIN; UPDATE "Connection" SET "status" = "status" WHERE false"#)
+        .unwrap();
+    let running = Running::start_with_env(
+        &["migrate", "deploy"],
+        db.url(),
+        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
+    );
+    let mut observer = db.client();
+    until("the index build waiting for the app's transaction", || {
+        observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
+                   AND query LIKE '%CREATE INDEX CONCURRENTLY%'",
+                &[],
+            )
+            .unwrap()
+            .map(|row| row.get::<_, i32>(0))
+    });
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE _prisma_migrations IN EXCLUSIVE MODE")
+        .unwrap();
+    app.batch_execute("COMMIT").unwrap();
+    let (code, _, stderr) = running.wait(Duration::from_secs(120));
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    let recover = datahub_tests::harness::run_xtask(&["recover"], Some(db.url()));
+    assert_eq!(
+        recover.status.code(),
+        Some(0),
+        "{}",
+        datahub_tests::harness::text(&recover.stderr)
+    );
+    let status = datahub_tests::harness::run_xtask(&["migrate", "status"], Some(db.url()));
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        datahub_tests::harness::text(&status.stdout)
+    );
+}
+
+/// `check` counting (parked by a table lock the test holds, seen in `pg_stat_activity`) on a
+/// server whose every connection slot is then taken: the probe cannot connect, says so, and
+/// the healthy count is not ended; once the lock goes, `check` reports as it does unhindered.
+#[test]
+fn a_probe_without_a_connection_slot_leaves_a_healthy_statement_alone() {
+    let cluster = OwnCluster::with_settings(&[("max_connections", "8")]);
+    let db = cluster.database(Some(EXPAND));
+    let unblocked = datahub_tests::harness::run_xtask(&["check"], Some(db.url()));
+    let mut holder = db.client();
+    holder
+        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
+        .unwrap();
+    let running = Running::start_with_env(
+        &["check"],
+        db.url(),
+        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
+    );
+    let mut observer = db.client();
+    until("`check` counting, blocked by the table lock", || {
+        observer
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
+                   AND query LIKE '%count(*)%'",
+                &[],
+            )
+            .unwrap()
+    });
+    let mut held = Vec::new();
+    while let Ok(client) = postgres::Client::connect(db.url(), postgres::NoTls) {
+        held.push(client);
+    }
+    until("a probe that found no connection slot", || {
+        running
+            .stderr()
+            .iter()
+            .any(|l| {
+                l.contains("could not ask the server whether it still runs")
+                    && l.contains("too many clients")
+            })
+            .then_some(())
+    });
+    drop(held);
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
+    assert_eq!(code, unblocked.status.code(), "{stderr}");
+    assert!(!stderr.contains("stopped answering"), "{stderr}");
+    assert_eq!(
+        stdout.trim_end(),
+        datahub_tests::harness::text(&unblocked.stdout).trim_end()
+    );
+}
+
+/// `track_activities = off` for the database (a DBA's setting): `pg_stat_activity` shows the
+/// command's backend as `disabled`, not `active`. A healthy count parked by a lock (seen in
+/// `pg_locks`) outlives several probes all the same, and `check` then reports as unhindered.
+#[test]
+fn a_long_statement_is_not_ended_where_the_server_hides_its_activity() {
+    let db = TestDb::migrated_to(EXPAND);
+    let unblocked = datahub_tests::harness::run_xtask(&["check"], Some(db.url()));
+    let mut holder = db.client();
+    holder
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET track_activities = off",
+            xtask::db::quote_ident(&db.name)
+        ))
+        .unwrap();
+    holder
+        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
+        .unwrap();
+    let running = Running::start_with_env(
+        &["check"],
+        db.url(),
+        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
+    );
+    let mut observer = db.client();
+    until("`check` counting, blocked by the table lock", || {
+        observer
+            .query_opt(
+                r#"SELECT 1 FROM pg_locks WHERE NOT granted AND relation = '"MetricDaily"'::regclass"#,
+                &[],
+            )
+            .unwrap()
+    });
+    until("two probes of the count", || {
+        let probes = running
+            .stderr()
+            .iter()
+            .filter(|l| {
+                l.contains("the NULL count of the `workspace-tenancy` release: running for")
+                    && l.contains("PostgreSQL does not show whether its backend")
+                    && l.contains("`track_activities` is off for it")
+            })
+            .count();
+        (probes >= 2).then_some(())
+    });
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
+    assert!(!stderr.contains("stopped answering"), "{stderr}");
+    assert_eq!(code, unblocked.status.code(), "{stderr}");
+    assert_eq!(
+        stdout.trim_end(),
+        datahub_tests::harness::text(&unblocked.stdout).trim_end()
     );
 }

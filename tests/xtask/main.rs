@@ -35,6 +35,7 @@ mod release;
 mod replica;
 mod rollback;
 mod server_crash;
+mod silent_proxy;
 mod smoke;
 mod snapshots;
 mod standby;

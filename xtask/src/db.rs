@@ -11,9 +11,18 @@ pub use datahub_core::pg_url::{quote_ident, DatabaseUrl};
 use crate::error::environment;
 use crate::migrations::Migration;
 
+/// The server's identity as the deadline's probe compares it: when its postmaster started,
+/// in microseconds (another server, or this one restarted, has another).
+macro_rules! server_identity_sql {
+    () => {
+        "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text"
+    };
+}
+pub(crate) use server_identity_sql;
+
 pub(crate) mod cause;
 mod client;
-pub use client::{Client, Transaction};
+pub use client::{Client, Named, Transaction};
 pub(crate) mod deadline;
 pub use deadline::DEADLINE_ENV as STATEMENT_DEADLINE_ENV;
 pub(crate) mod direct;
@@ -70,7 +79,7 @@ const START_UP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The bound of the whole start-up: the URL's `connect_timeout` when it sets one (as libpq
 /// reads it: the whole connection, per host; 0 waits forever), else [`START_UP_TIMEOUT`] per
 /// host. The TCP connect alone keeps the driver's shorter timeout.
-fn start_up_bound(url: &DatabaseUrl) -> Option<Duration> {
+pub(crate) fn start_up_bound(url: &DatabaseUrl) -> Option<Duration> {
     let hosts = url.config().get_hosts().len().max(1) as u32;
     let query = url.secret().split_once('?').map(|(_, q)| q).unwrap_or("");
     let given = query
@@ -118,7 +127,11 @@ pub(crate) const START_UP_SILENT: &str = "did not complete the connection start-
 /// What the server says about the session at connect: how long ago it was opened (on the
 /// server's clock), and whether the server is a standby in recovery. A simple query: no
 /// prepared statement before the pooler check.
-const SESSION_PROBE_SQL: &str = "SELECT (SELECT extract(epoch FROM statement_timestamp() - backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid())::text, pg_is_in_recovery(), pg_backend_pid()";
+/// The last column is the server's identity, for the deadline's probe (see `deadline`).
+const SESSION_PROBE_SQL: &str = concat!(
+    "SELECT (SELECT extract(epoch FROM statement_timestamp() - backend_start)::float8 FROM pg_stat_activity WHERE pid = pg_backend_pid())::text, pg_is_in_recovery(), pg_backend_pid(), ",
+    server_identity_sql!()
+);
 
 fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
     let mut config = postgres::Config::from(url.config().clone());
@@ -164,15 +177,16 @@ fn connect_and_set_up(url: &DatabaseUrl, started: Instant) -> Result<Client> {
                 row.get(0).and_then(|age| age.parse::<f64>().ok()),
                 row.get(1) == Some("t"),
                 row.get(2).and_then(|pid| pid.parse::<i32>().ok()),
+                row.get(3).map(str::to_string),
             )),
             _ => None,
         });
-    let (session_age, in_recovery, pid) = probe.unwrap_or((None, false, None));
+    let (session_age, in_recovery, pid, identity) = probe.unwrap_or((None, false, None, None));
     if let Some(age) = session_age.filter(|age| age.is_finite() && *age > 0.0) {
         direct::refuse_reused_session(url, Duration::from_secs_f64(age), started.elapsed())?;
     }
     primary::refuse_standby(url, in_recovery)?;
-    let mut client = Client::new(client, url, pid);
+    let mut client = Client::new(client, url, pid.zip(identity));
     if let Some(search_path) = url.search_path() {
         client
             .execute(datahub_core::pg_url::SET_SEARCH_PATH_SQL, &[&search_path])

@@ -137,6 +137,7 @@ fn dispatch(args: Vec<OsString>) -> Result<Outcome> {
         }
         Some(name) => match find(name) {
             Some(command) => {
+                db::deadline::begin(command.name)?;
                 if WRITING_COMMANDS.contains(&command.name) {
                     db::primary::require(command.name);
                 }

@@ -21,6 +21,30 @@ use super::DatabaseUrl;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// What a statement is called in the watchdog's messages: its first line, or "a prepared
+/// statement" (the driver keeps no text with one).
+pub trait Named {
+    fn named(&self) -> String;
+}
+
+impl Named for str {
+    fn named(&self) -> String {
+        deadline::first_line(self)
+    }
+}
+
+impl Named for String {
+    fn named(&self) -> String {
+        deadline::first_line(self)
+    }
+}
+
+impl Named for Statement {
+    fn named(&self) -> String {
+        "a prepared statement".to_string()
+    }
+}
+
 /// Where a connection leads, for the watchdog's messages and its probe.
 #[derive(Clone)]
 pub(crate) struct Peer {
@@ -29,8 +53,9 @@ pub(crate) struct Peer {
     /// How to open a probe connection next to this one (absent for a connection made outside
     /// [`Connect`](super::Connect)).
     pub url: Option<Arc<DatabaseUrl>>,
-    /// The server process serving this connection.
-    pub pid: Option<i32>,
+    /// The server process serving this connection, and the server's identity (see
+    /// `db::server_identity_sql`): a probe that reaches another server knows it.
+    pub backend: Option<(i32, Arc<str>)>,
 }
 
 /// A PostgreSQL connection whose statements are bounded (see the module's documentation).
@@ -50,7 +75,7 @@ impl From<postgres::Client> for Client {
             peer: Peer {
                 server: crate::interrupt::server_description().into(),
                 url: None,
-                pid: None,
+                backend: None,
             },
             long: None,
         }
@@ -58,13 +83,17 @@ impl From<postgres::Client> for Client {
 }
 
 impl Client {
-    pub(crate) fn new(inner: postgres::Client, url: &DatabaseUrl, pid: Option<i32>) -> Self {
+    pub(crate) fn new(
+        inner: postgres::Client,
+        url: &DatabaseUrl,
+        backend: Option<(i32, String)>,
+    ) -> Self {
         Client {
             inner,
             peer: Peer {
                 server: url.describe().into(),
                 url: Some(Arc::new(url.clone())),
-                pid,
+                backend: backend.map(|(pid, identity)| (pid, identity.into())),
             },
             long: None,
         }
@@ -93,23 +122,23 @@ impl Client {
 
     pub fn execute<T>(&mut self, query: &T, params: Params<'_>) -> Result<u64, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
-        self.run("a statement", |c| c.execute(query, params))
+        self.run(&query.named(), |c| c.execute(query, params))
     }
 
     pub fn query<T>(&mut self, query: &T, params: Params<'_>) -> Result<Vec<Row>, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
-        self.run("a query", |c| c.query(query, params))
+        self.run(&query.named(), |c| c.query(query, params))
     }
 
     pub fn query_one<T>(&mut self, query: &T, params: Params<'_>) -> Result<Row, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
-        self.run("a query", |c| c.query_one(query, params))
+        self.run(&query.named(), |c| c.query_one(query, params))
     }
 
     pub fn query_opt<T>(
@@ -118,9 +147,9 @@ impl Client {
         params: Params<'_>,
     ) -> Result<Option<Row>, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
-        self.run("a query", |c| c.query_opt(query, params))
+        self.run(&query.named(), |c| c.query_opt(query, params))
     }
 
     pub fn batch_execute(&mut self, query: &str) -> Result<(), postgres::Error> {
@@ -135,7 +164,9 @@ impl Client {
     }
 
     pub fn prepare(&mut self, query: &str) -> Result<Statement, postgres::Error> {
-        self.run("preparing a statement", |c| c.prepare(query))
+        self.run(&format!("preparing {}", query.named()), |c| {
+            c.prepare(query)
+        })
     }
 
     /// Starts a transaction whose statements, commit and rollback are bounded the same way.
@@ -171,21 +202,21 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     pub fn execute<T>(&mut self, query: &T, params: Params<'_>) -> Result<u64, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
         self.client.execute(query, params)
     }
 
     pub fn query<T>(&mut self, query: &T, params: Params<'_>) -> Result<Vec<Row>, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
         self.client.query(query, params)
     }
 
     pub fn query_one<T>(&mut self, query: &T, params: Params<'_>) -> Result<Row, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
         self.client.query_one(query, params)
     }
@@ -196,7 +227,7 @@ impl Transaction<'_> {
         params: Params<'_>,
     ) -> Result<Option<Row>, postgres::Error>
     where
-        T: ?Sized + ToStatement,
+        T: ?Sized + ToStatement + Named,
     {
         self.client.query_opt(query, params)
     }

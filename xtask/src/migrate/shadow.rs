@@ -192,19 +192,33 @@ fn connect(
     } else {
         config.notice_callback(|_| {});
     }
-    let connected = match tls {
-        None => config.connect(postgres::NoTls),
-        Some(connector) => config.connect(connector),
+    // The start-up on a thread of its own, bounded as every connection's is (see
+    // `db::Connect`): a shadow server that accepts and never answers is an error, not a hang.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(match tls {
+            None => config.connect(postgres::NoTls),
+            Some(connector) => config.connect(connector),
+        });
+    });
+    let connected = match db::start_up_bound(url) {
+        Some(bound) => receiver.recv_timeout(bound).map_err(|_| bound),
+        None => receiver.recv().map_err(|_| std::time::Duration::ZERO),
     };
-    connected
-        .map(|client| Client::new(client, url, None))
-        .map_err(|error| {
-            environment(format!(
-                "cannot connect to the shadow server `{}`: {}",
-                url.describe(),
-                db::describe_driver_error(&error)
-            ))
-        })
+    match connected {
+        Ok(Ok(client)) => Ok(Client::new(client, url, None)),
+        Ok(Err(error)) => Err(environment(format!(
+            "cannot connect to the shadow server `{}`: {}",
+            url.describe(),
+            db::describe_driver_error(&error)
+        ))),
+        Err(bound) => Err(environment(format!(
+            "the shadow server `{}` {} within {} s: it, or a pooler or tunnel in front of it, accepts connections but does not answer; check it, or allow longer with `connect_timeout=SECONDS` in `--shadow-url`",
+            url.describe(),
+            db::START_UP_SILENT,
+            bound.as_secs_f64()
+        ))),
+    }
 }
 
 /// `url` with its database replaced by `database` (query parameters kept).
