@@ -6,24 +6,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::until;
 use datahub_tests::harness::{xtask_bin, OwnCluster, Running, TestDb};
 use xtask::db::{Client, Connect};
 use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
-
-/// Polls `condition` until it holds; panics naming `what` after a minute.
-fn until<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(found) = condition() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// The backend of the command (`cargo-xtask`) whose last statement contains `query`.
 fn backend_running(client: &mut Client, query: &str) -> Option<i32> {

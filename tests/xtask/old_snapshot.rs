@@ -15,16 +15,7 @@ use xtask::db::Client;
 use xtask::tenancy::{EXPAND, INIT};
 
 use crate::json_schemas::assert_conforms;
-use crate::support::{null_count, seed_small};
-
-/// Polls `condition` until it holds; panics naming `what` after a minute.
-fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use crate::support::{null_count, seed_small, until_holds};
 
 /// The first stderr line of `running` holding every one of `parts`; fails if the process ends
 /// first or a minute passes.
@@ -193,7 +184,7 @@ fn a_physical_slot_holding_the_horizon_for_a_standbys_query_is_named() {
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .unwrap()
         .get(0);
-    until(
+    until_holds(
         "the standby's streaming through the slot, caught up",
         || {
             admin
@@ -215,7 +206,7 @@ fn a_physical_slot_holding_the_horizon_for_a_standbys_query_is_named() {
         .query_one("SELECT txid_snapshot_xmin(txid_current_snapshot())", &[])
         .unwrap()
         .get(0);
-    until("the slot's xmin at the standby's snapshot", || {
+    until_holds("the slot's xmin at the standby's snapshot", || {
         admin
             .query_one(
                 "SELECT coalesce(bool_and(xmin::text::bigint <= $1), false)

@@ -6,14 +6,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use datahub_tests::harness::{run_xtask, text, xtask_bin, OwnCluster, TestDb};
 use xtask::db::Client;
 use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
 
-use crate::support::null_count;
+use crate::support::{null_count, until_holds};
 
 /// Rows in all four tables with a `workspaceId`.
 fn filled(client: &mut Client) -> i64 {
@@ -25,15 +24,6 @@ fn filled(client: &mut Client) -> i64 {
         )
         .unwrap()
         .get(0)
-}
-
-/// Polls `condition` until it holds; panics naming `what` after a minute.
-fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A seeded database at the expand migration on a primary with a standby that has replayed
@@ -52,7 +42,7 @@ fn paused_standby() -> (OwnCluster, TestDb, Client) {
     .unwrap();
     db.deploy_to(EXPAND);
     let mut primary = db.client();
-    until("the standby's catching up with the primary", || {
+    until_holds("the standby's catching up with the primary", || {
         primary
             .query_one(
                 "SELECT coalesce(bool_and(replay_lsn = pg_current_wal_lsn()), false) FROM pg_stat_replication",
@@ -65,7 +55,7 @@ fn paused_standby() -> (OwnCluster, TestDb, Client) {
     standby
         .execute("SELECT pg_wal_replay_pause()", &[])
         .unwrap();
-    until("the pause of the standby's replay", || {
+    until_holds("the pause of the standby's replay", || {
         standby
             .query_one("SELECT pg_get_wal_replay_pause_state() = 'paused'", &[])
             .unwrap()

@@ -9,8 +9,9 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::until;
 use datahub_tests::harness::{run_xtask, text, Running, TestDb};
 use xtask::tenancy::{EXPAND, INIT};
 
@@ -194,18 +195,6 @@ fn upstream(url: &str) -> String {
         .map(|(_, h)| h)
         .unwrap_or(authority)
         .to_string()
-}
-
-/// Polls `condition` until it holds; panics naming `what` after a minute.
-fn until<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(found) = condition() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The one line saying the server stopped answering: one line, the server named by host and

@@ -1,5 +1,7 @@
 //! Helpers shared by the command tests.
 
+use std::time::{Duration, Instant};
+
 use datahub_tests::harness::snapshot_filters;
 use xtask::db::Client;
 use xtask::report::Report;
@@ -205,3 +207,21 @@ pub fn tenancy() -> xtask::releases::Release {
 
 /// `check`'s line for the tenancy release when nothing is left to fill.
 pub const ALL_BACKFILLED: &str = "✅ All Data Hub workspaceId values are backfilled (no NULLs).";
+
+/// Polls `condition` (a state PostgreSQL or the command shows) until it yields a value; panics
+/// naming `what` after a minute.
+pub fn until<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(found) = condition() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// [`until`] for a condition that only holds or not.
+pub fn until_holds(what: &str, mut condition: impl FnMut() -> bool) {
+    until(what, || condition().then_some(()))
+}
