@@ -44,6 +44,7 @@ fn writing_commands_are_refused_on_a_standby_and_check_points_at_the_primary() {
         &["recover"],
         &["rollback", "--yes"],
         &["seed"],
+        &["smoke"],
     ] {
         let out = run_xtask(args, Some(&standby));
         let stderr = text(&out.stderr);
