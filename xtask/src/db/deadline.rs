@@ -8,8 +8,8 @@
 //!   second) past [`DEADLINE`] gets a cancel request: a slow but live backend then ends it, and
 //!   the command fails on its ordinary path, naming the deadline; when the cancel request is not
 //!   answered either within [`CANCEL_MARGIN`] (it is sent from a thread of its own: over a
-//!   silent path even its TLS negotiation gets no answer), the command ends, dropping its connections, and
-//!   says the server stopped answering and what to run next;
+//!   silent path even its TLS negotiation gets no answer), the command ends, dropping its
+//!   connections, and says the server stopped answering and what to run next;
 //! - a long statement (inside [`Client::long`](super::Client::long): a migration script, an
 //!   index build, a count of a whole table) has no deadline: every [`DEADLINE`] a probe asks
 //!   the server, on a connection of its own, whether the statement's backend still runs it.
@@ -18,8 +18,9 @@
 //!   not arrive within [`CANCEL_MARGIN`] after that was seen (a proxy that stopped forwarding).
 //!   A probe that learns nothing (no connection slot, another server reached through a load
 //!   balancer, `track_activities` off) says so and leaves the statement alone: a healthy
-//!   statement is never ended on a guess. A backend that is itself frozen inside a long statement looks like that statement running;
-//!   the first SIGINT or SIGTERM ends the command within seconds (see `interrupt`).
+//!   statement is never ended on a guess. A backend that is itself frozen inside a long
+//!   statement looks like that statement running; the first SIGINT or SIGTERM ends the command
+//!   within seconds (see `interrupt`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
