@@ -8,9 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::until;
+use crate::support::{
+    answers_as_unhindered, until, until_lines, xtask_waiting_for_table, xtask_waiting_in,
+};
 use datahub_tests::harness::{xtask_bin, OwnCluster, Running, TestDb};
-use xtask::db::{Client, Connect};
+use xtask::db::Client;
 use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
 
@@ -103,15 +105,7 @@ fn the_first_sigterm_ends_a_command_whose_backend_is_stopped() {
     let running = Running::start(&["migrate", "deploy"], db.url());
     let mut observer = db.client();
     let pid = until("the index build waiting for the app's transaction", || {
-        observer
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
-                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
-                   AND query LIKE '%CREATE INDEX CONCURRENTLY%'",
-                &[],
-            )
-            .unwrap()
-            .map(|row| row.get::<_, i32>(0))
+        xtask_waiting_in(&mut observer, "CREATE INDEX CONCURRENTLY")
     });
     signal(pid, libc::SIGSTOP);
     signal(running.pid() as i32, libc::SIGTERM);
@@ -216,15 +210,7 @@ fn status_parked_by_a_lock(db: &TestDb) -> (Running, i32, Client) {
     );
     let mut observer = db.client();
     let pid = until("`migrate status` waiting for the table lock", || {
-        observer
-            .query_opt(
-                "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-                 WHERE a.datname = current_database() AND a.application_name = 'cargo-xtask'
-                   AND NOT l.granted AND l.relation = '_prisma_migrations'::regclass",
-                &[],
-            )
-            .unwrap()
-            .map(|row| row.get::<_, i32>(0))
+        xtask_waiting_for_table(&mut observer, "_prisma_migrations")
     });
     (running, pid, holder)
 }
@@ -273,22 +259,14 @@ fn a_stopped_backend_in_a_catalog_read_ends_the_command() {
 /// a lock the test holds. The probe asks the server whether the count still runs; `until` waits
 /// for two probes, so the count has outlived the deadline twice over when the lock goes.
 fn check_parked_in_its_count(url: &str, env: &[(&str, &str)]) -> (Running, Client) {
-    let parsed = xtask::db::parse_url(url).unwrap();
-    let mut holder = parsed.connect().unwrap();
+    let mut holder = datahub_tests::harness::client_for(url);
     holder
         .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
         .unwrap();
     let running = Running::start_with_env(&["check"], url, env);
-    let mut observer = parsed.connect().unwrap();
+    let mut observer = datahub_tests::harness::client_for(url);
     until("`check` counting, blocked by the table lock", || {
-        observer
-            .query_opt(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
-                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
-                   AND query LIKE '%count(*)%'",
-                &[],
-            )
-            .unwrap()
+        xtask_waiting_for_table(&mut observer, "MetricDaily")
     });
     (running, holder)
 }
@@ -299,23 +277,10 @@ fn a_long_statement_outlives_the_deadline_watched_by_its_probe() {
     let unblocked = datahub_tests::harness::run_xtask(&["check"], Some(db.url()));
     let (running, mut holder) =
         check_parked_in_its_count(db.url(), &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")]);
-    until("two probes of the count", || {
-        let probes = running
-            .stderr()
-            .iter()
-            .filter(|l| {
-                l.contains("the NULL count of the `workspace-tenancy` release: still running after")
-            })
-            .count();
-        (probes >= 2).then_some(())
+    until_lines(&running, "two probes of the count", 2, |l| {
+        l.contains("the NULL count of the `workspace-tenancy` release: still running after")
     });
-    holder.batch_execute("COMMIT").unwrap();
-    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
-    assert_eq!(code, unblocked.status.code(), "{stderr}");
-    assert_eq!(
-        stdout.trim_end(),
-        datahub_tests::harness::text(&unblocked.stdout).trim_end()
-    );
+    answers_as_unhindered(running, &mut holder, &unblocked);
 }
 
 /// The pid of the postmaster: the parent of a backend of it.
@@ -401,15 +366,7 @@ fn deploy_whose_bookkeeping_is_cancelled_by_the_deadline_says_recover() {
     );
     let mut observer = db.client();
     until("the index build waiting for the app's transaction", || {
-        observer
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
-                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
-                   AND query LIKE '%CREATE INDEX CONCURRENTLY%'",
-                &[],
-            )
-            .unwrap()
-            .map(|row| row.get::<_, i32>(0))
+        xtask_waiting_in(&mut observer, "CREATE INDEX CONCURRENTLY")
     });
     let mut holder = db.client();
     holder
@@ -443,49 +400,18 @@ fn a_probe_without_a_connection_slot_leaves_a_healthy_statement_alone() {
     let cluster = OwnCluster::with_settings(&[("max_connections", "8")]);
     let db = cluster.database(Some(EXPAND));
     let unblocked = datahub_tests::harness::run_xtask(&["check"], Some(db.url()));
-    let mut holder = db.client();
-    holder
-        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
-        .unwrap();
-    let running = Running::start_with_env(
-        &["check"],
-        db.url(),
-        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
-    );
-    let mut observer = db.client();
-    until("`check` counting, blocked by the table lock", || {
-        observer
-            .query_opt(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
-                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
-                   AND query LIKE '%count(*)%'",
-                &[],
-            )
-            .unwrap()
-    });
+    let (running, mut holder) =
+        check_parked_in_its_count(db.url(), &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")]);
     let mut held = Vec::new();
     while let Ok(client) = postgres::Client::connect(db.url(), postgres::NoTls) {
         held.push(client);
     }
-    until("a probe that found no connection slot", || {
-        running
-            .stderr()
-            .iter()
-            .any(|l| {
-                l.contains("could not ask the server whether it still runs")
-                    && l.contains("too many clients")
-            })
-            .then_some(())
+    until_lines(&running, "a probe that found no connection slot", 1, |l| {
+        l.contains("could not ask the server whether it still runs")
+            && l.contains("too many clients")
     });
     drop(held);
-    holder.batch_execute("COMMIT").unwrap();
-    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
-    assert_eq!(code, unblocked.status.code(), "{stderr}");
-    assert!(!stderr.contains("stopped answering"), "{stderr}");
-    assert_eq!(
-        stdout.trim_end(),
-        datahub_tests::harness::text(&unblocked.stdout).trim_end()
-    );
+    answers_as_unhindered(running, &mut holder, &unblocked);
 }
 
 /// `track_activities = off` for the database (a DBA's setting): `pg_stat_activity` shows the
@@ -495,48 +421,18 @@ fn a_probe_without_a_connection_slot_leaves_a_healthy_statement_alone() {
 fn a_long_statement_is_not_ended_where_the_server_hides_its_activity() {
     let db = TestDb::migrated_to(EXPAND);
     let unblocked = datahub_tests::harness::run_xtask(&["check"], Some(db.url()));
-    let mut holder = db.client();
-    holder
+    db.client()
         .batch_execute(&format!(
             "ALTER DATABASE {} SET track_activities = off",
             xtask::db::quote_ident(&db.name)
         ))
         .unwrap();
-    holder
-        .batch_execute(r#"BEGIN; LOCK TABLE "MetricDaily" IN ACCESS EXCLUSIVE MODE"#)
-        .unwrap();
-    let running = Running::start_with_env(
-        &["check"],
-        db.url(),
-        &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")],
-    );
-    let mut observer = db.client();
-    until("`check` counting, blocked by the table lock", || {
-        observer
-            .query_opt(
-                r#"SELECT 1 FROM pg_locks WHERE NOT granted AND relation = '"MetricDaily"'::regclass"#,
-                &[],
-            )
-            .unwrap()
+    let (running, mut holder) =
+        check_parked_in_its_count(db.url(), &[(xtask::db::STATEMENT_DEADLINE_ENV, "1")]);
+    until_lines(&running, "two probes of the count", 2, |l| {
+        l.contains("the NULL count of the `workspace-tenancy` release: running for")
+            && l.contains("PostgreSQL does not show whether its backend")
+            && l.contains("`track_activities` is off for it")
     });
-    until("two probes of the count", || {
-        let probes = running
-            .stderr()
-            .iter()
-            .filter(|l| {
-                l.contains("the NULL count of the `workspace-tenancy` release: running for")
-                    && l.contains("PostgreSQL does not show whether its backend")
-                    && l.contains("`track_activities` is off for it")
-            })
-            .count();
-        (probes >= 2).then_some(())
-    });
-    holder.batch_execute("COMMIT").unwrap();
-    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
-    assert!(!stderr.contains("stopped answering"), "{stderr}");
-    assert_eq!(code, unblocked.status.code(), "{stderr}");
-    assert_eq!(
-        stdout.trim_end(),
-        datahub_tests::harness::text(&unblocked.stdout).trim_end()
-    );
+    answers_as_unhindered(running, &mut holder, &unblocked);
 }

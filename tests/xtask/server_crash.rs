@@ -37,23 +37,9 @@ fn a_crash_of_another_backend_is_named_and_recover_converges() {
     let mut observer = postgres::Client::connect(&url, NoTls)
         .map(Client::from)
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let waiting: bool = observer
-            .query_one(
-                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()
-                   AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
-                   AND query LIKE '%CREATE INDEX CONCURRENTLY%')",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if waiting {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the index build did not wait");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::support::until("the index build waiting for the app's transaction", || {
+        crate::support::xtask_waiting_in(&mut observer, "CREATE INDEX CONCURRENTLY")
+    });
     // SAFETY: kill(2) of the app session's backend, a child of this test's own postmaster.
     assert_eq!(unsafe { libc::kill(app_pid, libc::SIGKILL) }, 0);
     let (code, stdout, stderr) = running.wait(Duration::from_secs(120));

@@ -225,3 +225,61 @@ pub fn until<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
 pub fn until_holds(what: &str, mut condition: impl FnMut() -> bool) {
     until(what, || condition().then_some(()))
 }
+
+/// The pid of a `cargo xtask` backend waiting for a lock on `table` (seen in `pg_locks`; the
+/// application name shows even where `track_activities` is off).
+pub fn xtask_waiting_for_table(client: &mut Client, table: &str) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+             WHERE a.datname = current_database() AND a.application_name = 'cargo-xtask'
+               AND NOT l.granted AND l.relation = $1::text::regclass
+             LIMIT 1",
+            &[&xtask::db::quote_ident(table)],
+        )
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+/// The pid of a `cargo xtask` backend waiting for a lock inside a statement containing `query`.
+pub fn xtask_waiting_in(client: &mut Client, query: &str) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+               AND application_name = 'cargo-xtask' AND wait_event_type = 'Lock'
+               AND query LIKE '%' || $1 || '%'
+             LIMIT 1",
+            &[&query],
+        )
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+/// Ends `holder`'s transaction and asserts that the command it held up then answers exactly as
+/// it did `unhindered`: the same exit code and output, and no word of a silent server.
+pub fn answers_as_unhindered(
+    running: datahub_tests::harness::Running,
+    holder: &mut Client,
+    unhindered: &std::process::Output,
+) {
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, stdout, stderr) = running.wait(Duration::from_secs(120));
+    assert!(!stderr.contains("stopped answering"), "{stderr}");
+    assert_eq!(code, unhindered.status.code(), "{stderr}");
+    assert_eq!(
+        stdout.trim_end(),
+        datahub_tests::harness::text(&unhindered.stdout).trim_end()
+    );
+}
+
+/// Waits until `running` has printed `count` stderr lines that `matches` accepts.
+pub fn until_lines(
+    running: &datahub_tests::harness::Running,
+    what: &str,
+    count: usize,
+    matches: impl Fn(&str) -> bool,
+) {
+    until_holds(what, || {
+        running.stderr().iter().filter(|l| matches(l)).count() >= count
+    })
+}
