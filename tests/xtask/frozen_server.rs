@@ -9,11 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    answers_as_unhindered, until, until_lines, xtask_waiting_for_table, xtask_waiting_in,
+    answers_as_unhindered, paused_standby, until, until_lines, xtask_waiting_for_table,
+    xtask_waiting_in,
 };
 use datahub_tests::harness::{xtask_bin, OwnCluster, Running, TestDb};
 use xtask::db::Client;
-use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
 
 /// The backend of the command (`cargo-xtask`) whose last statement contains `query`.
@@ -136,33 +136,7 @@ fn the_first_sigterm_ends_a_command_whose_backend_is_stopped() {
 
 #[test]
 fn the_first_sigterm_ends_a_backfill_waiting_for_a_paused_standby() {
-    let cluster = OwnCluster::with_standby();
-    let db = cluster.database(Some(INIT));
-    seed_pre_tenancy(
-        &mut db.client(),
-        SeedSize {
-            users: 40,
-            days: 10,
-            providers_per_user: 2,
-        },
-    )
-    .unwrap();
-    db.deploy_to(EXPAND);
-    let mut primary = db.client();
-    until("the standby's catching up with the primary", || {
-        let caught_up: bool = primary
-            .query_one(
-                "SELECT coalesce(bool_and(replay_lsn = pg_current_wal_lsn()), false) FROM pg_stat_replication",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        caught_up.then_some(())
-    });
-    let mut standby = cluster.standby(&db.name);
-    standby
-        .execute("SELECT pg_wal_replay_pause()", &[])
-        .unwrap();
+    let (_cluster, db, mut standby) = paused_standby();
     let mut child = Command::new(xtask_bin())
         .args(["backfill", "--max-replica-lag", "0", "--batch-size", "100"])
         .env_remove("DIRECT_URL")

@@ -7,12 +7,11 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use datahub_tests::harness::{run_xtask, text, xtask_bin, OwnCluster, TestDb};
+use datahub_tests::harness::{run_xtask, text, xtask_bin, OwnCluster};
 use xtask::db::Client;
-use xtask::seed::{seed_pre_tenancy, SeedSize};
 use xtask::tenancy::{EXPAND, INIT};
 
-use crate::support::{null_count, until_holds};
+use crate::support::{null_count, paused_standby};
 
 /// Rows in all four tables with a `workspaceId`.
 fn filled(client: &mut Client) -> i64 {
@@ -24,44 +23,6 @@ fn filled(client: &mut Client) -> i64 {
         )
         .unwrap()
         .get(0)
-}
-
-/// A seeded database at the expand migration on a primary with a standby that has replayed
-/// everything so far and then stopped replaying.
-fn paused_standby() -> (OwnCluster, TestDb, Client) {
-    let cluster = OwnCluster::with_standby();
-    let db = cluster.database(Some(INIT));
-    seed_pre_tenancy(
-        &mut db.client(),
-        SeedSize {
-            users: 40,
-            days: 10,
-            providers_per_user: 2,
-        },
-    )
-    .unwrap();
-    db.deploy_to(EXPAND);
-    let mut primary = db.client();
-    until_holds("the standby's catching up with the primary", || {
-        primary
-            .query_one(
-                "SELECT coalesce(bool_and(replay_lsn = pg_current_wal_lsn()), false) FROM pg_stat_replication",
-                &[],
-            )
-            .unwrap()
-            .get(0)
-    });
-    let mut standby = cluster.standby(&db.name);
-    standby
-        .execute("SELECT pg_wal_replay_pause()", &[])
-        .unwrap();
-    until_holds("the pause of the standby's replay", || {
-        standby
-            .query_one("SELECT pg_get_wal_replay_pause_state() = 'paused'", &[])
-            .unwrap()
-            .get(0)
-    });
-    (cluster, db, standby)
 }
 
 #[test]

@@ -283,3 +283,45 @@ pub fn until_lines(
         running.stderr().iter().filter(|l| matches(l)).count() >= count
     })
 }
+
+/// A seeded database at the expand migration on a primary with a standby that has replayed
+/// everything so far and then stopped replaying.
+pub fn paused_standby() -> (
+    datahub_tests::harness::OwnCluster,
+    datahub_tests::harness::TestDb,
+    Client,
+) {
+    let cluster = datahub_tests::harness::OwnCluster::with_standby();
+    let db = cluster.database(Some(xtask::tenancy::INIT));
+    xtask::seed::seed_pre_tenancy(
+        &mut db.client(),
+        xtask::seed::SeedSize {
+            users: 40,
+            days: 10,
+            providers_per_user: 2,
+        },
+    )
+    .unwrap();
+    db.deploy_to(xtask::tenancy::EXPAND);
+    let mut primary = db.client();
+    until_holds("the standby's catching up with the primary", || {
+        primary
+            .query_one(
+                "SELECT coalesce(bool_and(replay_lsn = pg_current_wal_lsn()), false) FROM pg_stat_replication",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    });
+    let mut standby = cluster.standby(&db.name);
+    standby
+        .execute("SELECT pg_wal_replay_pause()", &[])
+        .unwrap();
+    until_holds("the pause of the standby's replay", || {
+        standby
+            .query_one("SELECT pg_get_wal_replay_pause_state() = 'paused'", &[])
+            .unwrap()
+            .get(0)
+    });
+    (cluster, db, standby)
+}
