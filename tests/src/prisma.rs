@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The pinned packages: `--save-exact` records these versions in the install's package.json.
 pub const PACKAGES: [&str; 3] = ["prisma@6.19.3", "@prisma/adapter-pg@6.19.3", "pg@8.23.1"];
@@ -50,6 +51,35 @@ impl PrismaOutput {
     /// stdout and stderr, for assertion messages and searching.
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Waits for a spawned Prisma command (see [`Prisma::spawn_migrate`]), killing it after
+    /// `limit` and failing with `hang`: a guard that turns a hang into a failure, not a
+    /// measurement.
+    pub fn wait(mut child: std::process::Child, limit: Duration, hang: &str) -> PrismaOutput {
+        use std::io::Read;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let (mut stdout, mut stderr) = (String::new(), String::new());
+                if let Some(mut out) = child.stdout.take() {
+                    out.read_to_string(&mut stdout).unwrap();
+                }
+                if let Some(mut err) = child.stderr.take() {
+                    err.read_to_string(&mut stderr).unwrap();
+                }
+                return PrismaOutput {
+                    code: status.code(),
+                    stdout,
+                    stderr,
+                };
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                panic!("{hang}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -3,10 +3,9 @@
 //! compared. Where we answer differently on purpose, the test says so and checks both answers.
 //! Prisma is installed from the npm registry on first use (`datahub_tests::prisma`).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datahub_tests::harness::{copy_of_migrations, run_xtask, text, TestDb};
 use datahub_tests::prisma::{prisma, PrismaOutput};
@@ -789,39 +788,6 @@ fn names_and_the_empty_folder_as_prisma_has_them() {
     assert_code(&xtask_in(empty.path(), &["migrate", "status"], &db), 0);
 }
 
-/// Waits for a child process, killing it after `limit`: a guard that turns a hang into a
-/// failure, not a measurement.
-fn wait_or_kill(mut child: std::process::Child, limit: Duration) -> PrismaOutput {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let (mut stdout, mut stderr) = (String::new(), String::new());
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut stdout)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            return PrismaOutput {
-                code: status.code(),
-                stdout,
-                stderr,
-            };
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("Prisma's deploy still waits for its table lock: the migration does not bound its lock wait");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Our migration files bound their own lock waits, so a Prisma deploy (Prisma sets no
 /// `lock_timeout`) gives up on a table another session holds instead of queueing the app behind
 /// it: it ends while the lock is still held, leaves a failed row and nothing of the script, and
@@ -834,9 +800,10 @@ fn a_prisma_deploy_of_our_files_gives_up_on_a_held_table_lock() {
     holder
         .batch_execute(r#"BEGIN; SELECT * FROM "MetricDaily" LIMIT 1"#)
         .unwrap();
-    let deploy = wait_or_kill(
+    let deploy = PrismaOutput::wait(
         prisma.spawn_migrate(&repo_dir(), db.url(), &["deploy"]),
         Duration::from_secs(300),
+        "Prisma's deploy still waits for its table lock: the migration does not bound its lock wait",
     );
     assert_prisma(&deploy, 1, "canceling statement due to lock timeout");
     let holder_pid: i32 = holder

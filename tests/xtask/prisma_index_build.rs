@@ -9,7 +9,6 @@
 //! whose deadlock check runs first once the cycle exists. Whatever happens, the documented next
 //! step converges: `migrate status` up to date for both tools, the index valid.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -51,42 +50,7 @@ fn xtask(dir: &Path, args: &[&str], db: &TestDb) -> std::process::Output {
 
 /// Polls `sql` (one boolean) until it is true; a deadline turns a hang into a failure.
 fn wait_until(client: &mut Client, sql: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !client.query_one(sql, &[]).unwrap().get::<_, bool>(0) {
-        assert!(Instant::now() < deadline, "{what} was never seen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn wait_for_prisma(mut child: std::process::Child) -> PrismaOutput {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let (mut stdout, mut stderr) = (String::new(), String::new());
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut stdout)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            return PrismaOutput {
-                code: status.code(),
-                stdout,
-                stderr,
-            };
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("Prisma's deploy did not end");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::support::until_holds(what, || client.query_one(sql, &[]).unwrap().get(0));
 }
 
 /// Who was failed with `deadlock detected`.
@@ -169,7 +133,11 @@ fn race(
 
     let (code, stdout, stderr) = ours.wait(Duration::from_secs(120));
     let ours_said = format!("{stdout}\n{stderr}");
-    let theirs = wait_for_prisma(theirs);
+    let theirs = PrismaOutput::wait(
+        theirs,
+        Duration::from_secs(120),
+        "Prisma's deploy did not end",
+    );
     let failed = if theirs.all().contains("deadlock detected") {
         // Prisma applied nothing; our build went on once Prisma's statement ended.
         assert_eq!(theirs.code, Some(1), "{}", theirs.all());
