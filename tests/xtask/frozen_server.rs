@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    answers_as_unhindered, paused_standby, until, until_lines, xtask_waiting_for_table,
-    xtask_waiting_in,
+    answers_as_unhindered, paused_standby, recover_converges, until, until_lines,
+    xtask_waiting_for_table, xtask_waiting_in,
 };
 use datahub_tests::harness::{xtask_bin, OwnCluster, Running, TestDb};
 use xtask::db::Client;
@@ -122,16 +122,7 @@ fn the_first_sigterm_ends_a_command_whose_backend_is_stopped() {
     // commits; `recover` then proves what the stopped build left and finishes the release's
     // migrations as far as the deploy would have gone.
     app.batch_execute("COMMIT").unwrap();
-    let recover = datahub_tests::harness::run_xtask(&["recover"], Some(db.url()));
-    let recover_err = datahub_tests::harness::text(&recover.stderr);
-    assert_eq!(recover.status.code(), Some(0), "{recover_err}");
-    let status = datahub_tests::harness::run_xtask(&["migrate", "status"], Some(db.url()));
-    assert_eq!(
-        status.status.code(),
-        Some(0),
-        "{}",
-        datahub_tests::harness::text(&status.stdout)
-    );
+    recover_converges(db.url());
 }
 
 #[test]
@@ -350,20 +341,7 @@ fn deploy_whose_bookkeeping_is_cancelled_by_the_deadline_says_recover() {
     let (code, _, stderr) = running.wait(Duration::from_secs(120));
     holder.batch_execute("ROLLBACK").unwrap();
     assert_eq!(code, Some(1), "{stderr}");
-    let recover = datahub_tests::harness::run_xtask(&["recover"], Some(db.url()));
-    assert_eq!(
-        recover.status.code(),
-        Some(0),
-        "{}",
-        datahub_tests::harness::text(&recover.stderr)
-    );
-    let status = datahub_tests::harness::run_xtask(&["migrate", "status"], Some(db.url()));
-    assert_eq!(
-        status.status.code(),
-        Some(0),
-        "{}",
-        datahub_tests::harness::text(&status.stdout)
-    );
+    recover_converges(db.url());
 }
 
 /// `check` counting (parked by a table lock the test holds, seen in `pg_stat_activity`) on a

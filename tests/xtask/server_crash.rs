@@ -58,8 +58,5 @@ fn a_crash_of_another_backend_is_named_and_recover_converges() {
         assert!(Instant::now() < deadline, "the server did not come back");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let recover = run_xtask(&["recover"], Some(&url));
-    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
-    let status = run_xtask(&["migrate", "status"], Some(&url));
-    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+    crate::support::recover_converges(&url);
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{answers_as_unhindered, until, xtask_waiting_for_table, xtask_waiting_in};
+use crate::support::{
+    answers_as_unhindered, recover_converges, until, xtask_waiting_for_table, xtask_waiting_in,
+};
 use datahub_tests::harness::{run_xtask, text, Running, TestDb};
 use xtask::tenancy::{EXPAND, INIT};
 
@@ -361,10 +363,7 @@ fn deploy_parked_in_an_index_build_through_a_path_that_stops(lost_flow: bool) {
     }
     assert_eq!(code, Some(1), "{stderr}");
     stopped_answering_line(&stderr, db.url(), MIGRATE);
-    let recover = run_xtask(&["recover"], Some(db.url()));
-    assert_eq!(recover.status.code(), Some(0), "{}", text(&recover.stderr));
-    let status = run_xtask(&["migrate", "status"], Some(db.url()));
-    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+    recover_converges(db.url());
 }
 
 #[test]

@@ -325,3 +325,19 @@ pub fn paused_standby() -> (
     });
     (cluster, db, standby)
 }
+
+/// The documented way out after a fault: `recover` exits 0, then `migrate status` says up to
+/// date (exit 0).
+pub fn recover_converges(url: &str) {
+    use datahub_tests::harness::{run_xtask, text};
+    let recover = run_xtask(&["recover"], Some(url));
+    assert_eq!(
+        recover.status.code(),
+        Some(0),
+        "{}{}",
+        text(&recover.stdout),
+        text(&recover.stderr)
+    );
+    let status = run_xtask(&["migrate", "status"], Some(url));
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+}
