@@ -70,7 +70,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static WATCHDOG: Once = Once::new();
 /// Set by a command whose every statement may take as long as the data (`bench`, on a server
 /// of its own): what they are, for messages.
-static ALL_LONG: Mutex<Option<String>> = Mutex::new(None);
+static ALL_LONG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// The statement the deadline cancelled last, for the message of the error that follows.
 static CANCELLED: Mutex<Option<String>> = Mutex::new(None);
 
@@ -78,14 +78,19 @@ static CANCELLED: Mutex<Option<String>> = Mutex::new(None);
 /// size, and small enough that no sum of bounds overflows.
 const LONGEST_SETTING: u64 = 24 * 60 * 60;
 
+/// The deadline and the cancel margin: [`DEADLINE_ENV`] read once per process (every
+/// statement asks), else the defaults.
 fn bounds() -> (Duration, Duration) {
-    match std::env::var(DEADLINE_ENV)
-        .ok()
-        .and_then(|raw| parse_setting(&raw).ok())
-    {
-        Some(seconds) => (Duration::from_secs(seconds), Duration::from_secs(seconds)),
-        None => (DEADLINE, CANCEL_MARGIN),
-    }
+    static BOUNDS: std::sync::OnceLock<(Duration, Duration)> = std::sync::OnceLock::new();
+    *BOUNDS.get_or_init(|| {
+        match std::env::var(DEADLINE_ENV)
+            .ok()
+            .and_then(|raw| parse_setting(&raw).ok())
+        {
+            Some(seconds) => (Duration::from_secs(seconds), Duration::from_secs(seconds)),
+            None => (DEADLINE, CANCEL_MARGIN),
+        }
+    })
 }
 
 /// Reads [`DEADLINE_ENV`]: whole seconds from 1 to [`LONGEST_SETTING`].
@@ -117,11 +122,11 @@ fn check_setting() -> anyhow::Result<()> {
 
 /// Makes every statement of this process a long one (see the module's documentation).
 pub(crate) fn treat_all_as_long(what: &str) {
-    *ALL_LONG.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.to_string());
+    let _ = ALL_LONG.set(what.to_string());
 }
 
 pub(crate) fn all_long() -> Option<String> {
-    ALL_LONG.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    ALL_LONG.get().cloned()
 }
 
 /// The first line of `sql`, shortened, to name a statement in a message.
